@@ -1,0 +1,9 @@
+//! Weir: an edge streaming agent for embedded Linux.
+//!
+//! Readings flow `source -> engine -> detect -> outbox -> uplink`, each arrow a
+//! bounded channel (see `DESIGN.md` in the repository and [`pipeline`]).
+//! The engine, the detectors and the uplink's delivery bookkeeping are pure
+//! state machines; sockets, threads and SQLite live at the edges.
+
+pub mod engine;
+pub mod reading;

@@ -1,0 +1,108 @@
+//! The unit of data flowing through Weir: one value of one metric of one sensor
+//! at one instant of event time.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Event time: milliseconds since the Unix epoch, UTC.
+pub type TimestampMs = i64;
+
+/// What a reading, a window and a detector's state are keyed by: `(sensor, metric)`.
+///
+/// Both parts are shared strings so that cloning a key (once per reading on the
+/// hot path) is two reference-count increments, not two allocations.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Sensor name, e.g. `greenhouse` or `kitchen-bme280`.
+    pub sensor: Arc<str>,
+    /// Metric name, e.g. `temperature`.
+    pub metric: Arc<str>,
+}
+
+impl Key {
+    /// Builds a key from anything string-like.
+    pub fn new(sensor: impl Into<Arc<str>>, metric: impl Into<Arc<str>>) -> Self {
+        Self {
+            sensor: sensor.into(),
+            metric: metric.into(),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.sensor, self.metric)
+    }
+}
+
+/// Where a reading's timestamp came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TsSource {
+    /// Stamped by the device or by the sensor thread at read time.
+    Event,
+    /// The payload carried no timestamp; Weir used the time it arrived.
+    Arrival,
+}
+
+/// One measurement. `value` is always finite: sources reject NaN and infinity
+/// before a reading is built (see [`Reading::new`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    /// `(sensor, metric)`.
+    pub key: Key,
+    /// The measured value; finite.
+    pub value: f64,
+    /// Event time.
+    pub ts: TimestampMs,
+    /// Whether `ts` is the device's own time or the arrival time.
+    pub ts_source: TsSource,
+}
+
+/// A value that cannot be a reading.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[error("value {0} is not a finite number")]
+pub struct NonFinite(pub f64);
+
+impl Reading {
+    /// Builds a reading, refusing NaN and infinities.
+    pub fn new(key: Key, value: f64, ts: TimestampMs, ts_source: TsSource) -> Result<Self, NonFinite> {
+        if value.is_finite() {
+            Ok(Self {
+                key,
+                value,
+                ts,
+                ts_source,
+            })
+        } else {
+            Err(NonFinite(value))
+        }
+    }
+}
+
+/// The wall clock as event time. The only place the agent reads the system clock
+/// for timestamps, so tests can reason about where "now" comes from.
+pub fn now_ms() -> TimestampMs {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nan_or_infinite_value_is_refused() {
+        let k = Key::new("s", "m");
+        assert!(Reading::new(k.clone(), f64::NAN, 0, TsSource::Event).is_err());
+        assert!(Reading::new(k.clone(), f64::INFINITY, 0, TsSource::Event).is_err());
+        assert!(Reading::new(k, 1.5, 0, TsSource::Event).is_ok());
+    }
+
+    #[test]
+    fn a_key_displays_as_sensor_slash_metric() {
+        assert_eq!(Key::new("a", "b").to_string(), "a/b");
+    }
+}
