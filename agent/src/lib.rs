@@ -5,5 +5,6 @@
 //! The engine, the detectors and the uplink's delivery bookkeeping are pure
 //! state machines; sockets, threads and SQLite live at the edges.
 
+pub mod detect;
 pub mod engine;
 pub mod reading;

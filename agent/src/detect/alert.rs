@@ -1,0 +1,93 @@
+//! Alerts: what a detector says when a condition starts and when it ends.
+
+use crate::reading::{Key, TimestampMs};
+
+use super::spec::Severity;
+
+/// Which end of an episode an alert marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition started.
+    Raised,
+    /// The condition stayed normal long enough to end the episode.
+    Cleared,
+}
+
+impl AlertState {
+    /// Stable, lowercase name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raised => "raised",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
+/// One transition of one episode of one detector on one key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    /// Stable for the whole lifecycle: "{sensor}/{metric}/{detector name}/{raised_ts}".
+    /// The raised and the cleared message of one episode carry the same id.
+    pub id: String,
+    /// Spec name.
+    pub detector: String,
+    /// `"threshold"` or `"zscore"`.
+    pub kind: &'static str,
+    /// The key the episode is about.
+    pub key: Key,
+    /// Raised or cleared.
+    pub state: AlertState,
+    /// From the spec.
+    pub severity: Severity,
+    /// The reading / pane mean that caused this transition.
+    pub value: f64,
+    /// Exponentially weighted mean for zscore (the one `value` was judged against);
+    /// `None` for threshold.
+    pub baseline: Option<f64>,
+    /// The limit crossed when the episode was raised (high or low, or the z threshold);
+    /// a cleared alert repeats it.
+    pub threshold: f64,
+    /// For humans, e.g. "value 41.3 above high 35 (hysteresis 1)".
+    pub reason: String,
+    /// Event time of the transition (reading ts / window end).
+    pub ts: TimestampMs,
+    /// Event time the episode was raised (see [`next_raised_ts`] for the one exception).
+    pub raised_ts: TimestampMs,
+}
+
+/// The id every message of an episode carries.
+pub(super) fn alert_id(key: &Key, detector: &str, raised_ts: TimestampMs) -> String {
+    format!("{}/{}/{}/{}", key.sensor, key.metric, detector, raised_ts)
+}
+
+/// The `raised_ts` of a new episode raised at event time `ts`.
+///
+/// Ids must differ between episodes, or consumers that deduplicate by id would
+/// drop a real alert. Two episodes of one (detector, key) can start at the same
+/// event time (equal timestamps, or an out-of-order reading older than the last
+/// raise), so `raised_ts` is kept strictly increasing per (detector, key): at
+/// worst it is moved 1 ms past the previous episode's. `Alert::ts` always stays
+/// the true event time.
+pub(super) fn next_raised_ts(ts: TimestampMs, previous: Option<TimestampMs>) -> TimestampMs {
+    match previous {
+        Some(prev) if ts <= prev => prev.saturating_add(1),
+        _ => ts,
+    }
+}
+
+/// Ends an episode: turns the stored raised alert into its cleared message.
+pub(super) fn clear(
+    mut raised: Alert,
+    value: f64,
+    baseline: Option<f64>,
+    reason: String,
+    ts: TimestampMs,
+) -> Alert {
+    raised.state = AlertState::Cleared;
+    raised.value = value;
+    raised.baseline = baseline;
+    raised.reason = reason;
+    raised.ts = ts;
+    raised
+}
