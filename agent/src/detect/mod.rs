@@ -1,9 +1,184 @@
 //! Detectors and the alert lifecycle.
+//!
+//! [`Detectors`] holds, per key, one small state per detector that applies to
+//! it: thresholds judge every reading ([`Detectors::on_reading`]), z-scores
+//! judge on-time window panes ([`Detectors::on_pane`]). Each (detector, key)
+//! lives through episodes: one [`AlertState::Raised`] alert, then one
+//! [`AlertState::Cleared`] alert with the same id, then perhaps a new episode
+//! with a new id. Everything is pure: event time comes from the readings and
+//! panes, never from the wall clock.
+//!
+//! Invariants of [`Detectors`]:
+//! - `keys.len() <= max_keys`. A key is admitted on its first reading or pane
+//!   while there is room, and never evicted. Inputs of keys that were not
+//!   admitted are counted in `rejected`, not stored.
+//! - Each admitted key holds exactly one state per spec whose sensor and metric
+//!   globs match it, decided once at admission (no glob matching per input).
+//!   A key that matches no spec is still admitted, with no states, so the
+//!   "matches nothing" decision is not repeated for every reading.
+//! - Every state is O(1) in size: no history, no growth with input.
+//! - `specs` never changes after construction, so slot indices stay valid.
 
 mod alert;
 mod glob;
 mod spec;
+mod threshold;
+mod zscore;
+
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use crate::engine::Pane;
+use crate::reading::{Key, Reading};
 
 pub use alert::{Alert, AlertState};
 pub use glob::Glob;
 pub use spec::{DetectError, DetectorKind, DetectorSpec, Severity, validate_specs};
+
+use threshold::ThresholdState;
+use zscore::ZScoreState;
+
+/// The states of every detector that applies to one key, by spec index.
+#[derive(Debug, Default)]
+struct KeyStates {
+    threshold: Vec<(usize, ThresholdState)>,
+    zscore: Vec<(usize, ZScoreState)>,
+}
+
+/// All detectors for all keys.
+#[derive(Debug)]
+pub struct Detectors {
+    specs: Vec<DetectorSpec>,
+    keys: HashMap<Key, KeyStates>,
+    max_keys: usize,
+    rejected: u64,
+    any_threshold: bool,
+    any_zscore: bool,
+}
+
+impl Detectors {
+    /// Builds the detectors. `specs` should have passed [`validate_specs`] (the
+    /// config layer does); an invalid spec is not refused here, but its alerts
+    /// are then meaningless. At most `max_keys` keys get state.
+    pub fn new(specs: Vec<DetectorSpec>, max_keys: usize) -> Self {
+        let any_threshold = specs
+            .iter()
+            .any(|s| matches!(s.kind, DetectorKind::Threshold { .. }));
+        let any_zscore = specs
+            .iter()
+            .any(|s| matches!(s.kind, DetectorKind::ZScore { .. }));
+        Self {
+            specs,
+            keys: HashMap::new(),
+            max_keys,
+            rejected: 0,
+            any_threshold,
+            any_zscore,
+        }
+    }
+
+    /// Runs every threshold detector of the reading's key, pushing any
+    /// transitions to `out`. On the hot path: no allocation unless an alert
+    /// fires or the key is new.
+    pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
+        // Without a threshold spec, readings have nothing to say: do not even
+        // spend a key slot on them.
+        if !self.any_threshold {
+            return;
+        }
+        if let Some(states) = self.keys.get_mut(&r.key) {
+            for (i, st) in &mut states.threshold {
+                st.observe(&self.specs[*i], r, out);
+            }
+            return;
+        }
+        if let Some(states) = admit(
+            &self.specs,
+            &mut self.keys,
+            self.max_keys,
+            &mut self.rejected,
+            &r.key,
+        ) {
+            for (i, st) in &mut states.threshold {
+                st.observe(&self.specs[*i], r, out);
+            }
+        }
+    }
+
+    /// Runs every z-score detector of the pane's key, pushing any transitions
+    /// to `out`. Late revisions (revision > 0) are ignored.
+    pub fn on_pane(&mut self, p: &Pane, out: &mut Vec<Alert>) {
+        if !self.any_zscore {
+            return;
+        }
+        if let Some(states) = self.keys.get_mut(&p.key) {
+            for (i, st) in &mut states.zscore {
+                st.observe(&self.specs[*i], p, out);
+            }
+            return;
+        }
+        if let Some(states) = admit(
+            &self.specs,
+            &mut self.keys,
+            self.max_keys,
+            &mut self.rejected,
+            &p.key,
+        ) {
+            for (i, st) in &mut states.zscore {
+                st.observe(&self.specs[*i], p, out);
+            }
+        }
+    }
+
+    /// The raised alert of every open episode, in no particular order.
+    pub fn active_alerts(&self) -> impl Iterator<Item = &Alert> + '_ {
+        self.keys.values().flat_map(|states| {
+            let t = states.threshold.iter().filter_map(|(_, st)| st.active());
+            let z = states.zscore.iter().filter_map(|(_, st)| st.active());
+            t.chain(z)
+        })
+    }
+
+    /// Keys holding detector state (including keys no detector applies to).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Inputs (readings and panes) not judged because their key was new while
+    /// `max_keys` keys were already held. A rejected key counts once per input:
+    /// counting distinct keys would need a set that grows with the input.
+    pub fn rejected_keys(&self) -> u64 {
+        self.rejected
+    }
+}
+
+/// Gives a new key its states, or counts it as rejected when full. A free
+/// function over the fields so that the caller can keep reading `specs` while
+/// holding the new key's states.
+fn admit<'a>(
+    specs: &[DetectorSpec],
+    keys: &'a mut HashMap<Key, KeyStates>,
+    max_keys: usize,
+    rejected: &mut u64,
+    key: &Key,
+) -> Option<&'a mut KeyStates> {
+    if keys.len() >= max_keys {
+        *rejected = rejected.saturating_add(1);
+        return None;
+    }
+    let mut states = KeyStates::default();
+    for (i, spec) in specs.iter().enumerate() {
+        if !(spec.sensor.matches(&key.sensor) && spec.metric.matches(&key.metric)) {
+            continue;
+        }
+        match spec.kind {
+            DetectorKind::Threshold { .. } => states.threshold.push((i, ThresholdState::default())),
+            DetectorKind::ZScore { .. } => states.zscore.push((i, ZScoreState::default())),
+        }
+    }
+    Some(keys.entry(key.clone()).or_insert(states))
+}
