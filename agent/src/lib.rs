@@ -7,3 +7,4 @@
 
 pub mod engine;
 pub mod reading;
+pub mod source;

@@ -1,0 +1,3 @@
+//! Sources: where readings come from (local sensors, MQTT) before the engine.
+
+pub mod payload;
