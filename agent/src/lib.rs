@@ -8,3 +8,4 @@
 pub mod detect;
 pub mod engine;
 pub mod reading;
+pub mod source;
