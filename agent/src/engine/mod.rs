@@ -21,6 +21,8 @@ mod config;
 mod pane;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
