@@ -6,4 +6,5 @@
 //! state machines; sockets, threads and SQLite live at the edges.
 
 pub mod engine;
+pub mod outbox;
 pub mod reading;
