@@ -7,5 +7,6 @@
 
 pub mod detect;
 pub mod engine;
+pub mod outbox;
 pub mod reading;
 pub mod source;

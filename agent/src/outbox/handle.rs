@@ -1,0 +1,274 @@
+//! The outbox on its own thread: SQLite calls block (fsync, busy waits), so they must never run
+//! on the async runtime's workers.
+//!
+//! Invariants: commands run in the order they were sent; the thread drains every queued command
+//! after the one it woke up for (at most [`MAX_BATCH`]) and runs consecutive acks in one
+//! transaction, so a burst of PUBACKs costs one WAL append, not one per PUBACK. The thread ends
+//! when every handle is dropped and the queue is empty.
+
+use std::collections::HashSet;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ClassStats, InsertReport, NewMessage, Outbox, OutboxError, Row};
+
+/// Commands waiting for the outbox thread; when full, callers wait (backpressure), nothing is
+/// dropped.
+const QUEUE_CAPACITY: usize = 64;
+
+/// Most commands run per wake-up, so a flood of senders cannot starve the replies.
+const MAX_BATCH: usize = QUEUE_CAPACITY;
+
+type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
+
+pub(super) enum Command {
+    Insert(Vec<NewMessage>, Reply<InsertReport>),
+    Pending(HashSet<i64>, usize, Reply<Vec<Row>>),
+    Ack(Vec<i64>, Reply<usize>),
+    Stats(Reply<[ClassStats; 3]>),
+}
+
+/// A cloneable async front to an [`Outbox`] running on the dedicated "weir-outbox" thread.
+#[derive(Clone)]
+pub struct OutboxHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl OutboxHandle {
+    /// Moves the outbox onto a dedicated thread named "weir-outbox". The thread ends when every
+    /// handle is dropped, after finishing queued commands. Returns the join handle too.
+    ///
+    /// # Panics
+    /// If the OS cannot create a thread, as [`std::thread::spawn`] does: there is no outbox to
+    /// fall back to at startup.
+    pub fn spawn(outbox: Outbox) -> (OutboxHandle, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let spawned = std::thread::Builder::new()
+            .name("weir-outbox".to_owned())
+            .spawn(move || run(outbox, rx));
+        match spawned {
+            Ok(join) => (OutboxHandle { tx }, join),
+            Err(e) => panic!("cannot start the weir-outbox thread: {e}"),
+        }
+    }
+
+    /// See [`Outbox::insert`].
+    pub async fn insert(&self, msgs: Vec<NewMessage>) -> Result<InsertReport, OutboxError> {
+        self.call(|reply| Command::Insert(msgs, reply)).await
+    }
+
+    /// See [`Outbox::pending`].
+    pub async fn pending(
+        &self,
+        exclude: HashSet<i64>,
+        limit: usize,
+    ) -> Result<Vec<Row>, OutboxError> {
+        self.call(|reply| Command::Pending(exclude, limit, reply))
+            .await
+    }
+
+    /// See [`Outbox::ack`]; acks queued back to back share one transaction.
+    pub async fn ack(&self, ids: Vec<i64>) -> Result<usize, OutboxError> {
+        self.call(|reply| Command::Ack(ids, reply)).await
+    }
+
+    /// See [`Outbox::stats`].
+    pub async fn stats(&self) -> Result<[ClassStats; 3], OutboxError> {
+        self.call(Command::Stats).await
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        answer.await.map_err(|_| OutboxError::Closed)?
+    }
+}
+
+fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        execute(&mut outbox, batch.drain(..));
+    }
+}
+
+/// Runs commands in order, folding each run of consecutive acks into one transaction.
+pub(super) fn execute(outbox: &mut Outbox, cmds: impl IntoIterator<Item = Command>) {
+    let mut acks: Vec<(Vec<i64>, Reply<usize>)> = Vec::new();
+    // A failed `send` means the caller stopped waiting (its future was dropped); the command
+    // has still run, which is what the caller asked for, so there is nothing else to do.
+    for cmd in cmds {
+        match cmd {
+            Command::Ack(ids, reply) => acks.push((ids, reply)),
+            Command::Insert(msgs, reply) => {
+                flush_acks(outbox, &mut acks);
+                let _ = reply.send(outbox.insert(&msgs));
+            }
+            Command::Pending(exclude, limit, reply) => {
+                flush_acks(outbox, &mut acks);
+                let _ = reply.send(outbox.pending(&exclude, limit));
+            }
+            Command::Stats(reply) => {
+                flush_acks(outbox, &mut acks);
+                let _ = reply.send(outbox.stats());
+            }
+        }
+    }
+    flush_acks(outbox, &mut acks);
+}
+
+fn flush_acks(outbox: &mut Outbox, acks: &mut Vec<(Vec<i64>, Reply<usize>)>) {
+    if acks.len() <= 1 {
+        for (ids, reply) in acks.drain(..) {
+            let _ = reply.send(outbox.ack(&ids));
+        }
+        return;
+    }
+    let groups: Vec<&[i64]> = acks.iter().map(|(ids, _)| ids.as_slice()).collect();
+    match outbox.ack_groups(&groups) {
+        Ok(counts) => {
+            for ((_, reply), n) in acks.drain(..).zip(counts) {
+                let _ = reply.send(Ok(n));
+            }
+        }
+        // The shared transaction rolled back. Errors cannot be cloned, and every caller deserves
+        // its own answer: run each ack alone.
+        Err(_) => {
+            for (ids, reply) in acks.drain(..) {
+                let _ = reply.send(outbox.ack(&ids));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::outbox::{Class, OutboxConfig};
+
+    fn open(dir: &TempDir) -> Outbox {
+        Outbox::open(&OutboxConfig {
+            path: dir.path().join("outbox.db"),
+            max_bytes: 1 << 20,
+        })
+        .unwrap()
+    }
+
+    fn msgs(n: i64) -> Vec<NewMessage> {
+        (0..n)
+            .map(|i| NewMessage {
+                class: Class::Aggregate,
+                topic: format!("weir/dev/agg/s{i}/m"),
+                payload: vec![1, 2, 3],
+                supersede_key: None,
+                created_ms: i,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_handle_inserts_lists_acks_and_reports_stats_through_the_thread() {
+        let dir = TempDir::new().unwrap();
+        let (handle, join) = OutboxHandle::spawn(open(&dir));
+        let report = handle.insert(msgs(3)).await.unwrap();
+        assert_eq!(report.ids, vec![1, 2, 3]);
+        let rows = handle.pending([2].into_iter().collect(), 10).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(handle.ack(vec![1, 2]).await.unwrap(), 2);
+        assert_eq!(handle.ack(vec![1]).await.unwrap(), 0);
+        let stats = handle.stats().await.unwrap();
+        assert_eq!(stats[Class::Aggregate.index()].rows, 1);
+        drop(handle);
+        join.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_thread_finishes_queued_commands_then_ends_when_the_last_handle_drops() {
+        let dir = TempDir::new().unwrap();
+        let (handle, join) = OutboxHandle::spawn(open(&dir));
+        let other = handle.clone();
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            let (reply, answer) = oneshot::channel();
+            handle.tx.try_send(Command::Insert(msgs(1), reply)).unwrap();
+            answers.push(answer);
+        }
+        drop(handle);
+        drop(other);
+        join.join().unwrap();
+        for answer in answers {
+            assert_eq!(answer.await.unwrap().unwrap().ids.len(), 1);
+        }
+        let reopened = open(&dir);
+        assert_eq!(reopened.total_bytes(), 10 * (17 + 3));
+    }
+
+    #[tokio::test]
+    async fn a_handle_whose_thread_is_gone_reports_closed() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let handle = OutboxHandle { tx };
+        let err = handle.stats().await.err().unwrap();
+        assert!(matches!(err, OutboxError::Closed), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn consecutive_acks_share_one_transaction_and_each_caller_gets_its_own_count() {
+        let dir = TempDir::new().unwrap();
+        let mut outbox = open(&dir);
+        outbox.insert(&msgs(5)).unwrap();
+        let before = outbox.commits;
+        let (r1, a1) = oneshot::channel();
+        let (r2, a2) = oneshot::channel();
+        let (r3, a3) = oneshot::channel();
+        execute(
+            &mut outbox,
+            vec![
+                Command::Ack(vec![1, 2], r1),
+                Command::Ack(vec![2, 3, 99], r2),
+                Command::Ack(vec![5], r3),
+            ],
+        );
+        assert_eq!(outbox.commits - before, 1);
+        assert_eq!(a1.await.unwrap().unwrap(), 2);
+        assert_eq!(a2.await.unwrap().unwrap(), 1);
+        assert_eq!(a3.await.unwrap().unwrap(), 1);
+        assert_eq!(outbox.total_bytes(), 17 + 3);
+    }
+
+    #[tokio::test]
+    async fn commands_keep_their_order_around_a_run_of_acks() {
+        let dir = TempDir::new().unwrap();
+        let mut outbox = open(&dir);
+        outbox.insert(&msgs(3)).unwrap();
+        let (r1, _a1) = oneshot::channel();
+        let (r2, a2) = oneshot::channel();
+        let (r3, _a3) = oneshot::channel();
+        let (r4, a4) = oneshot::channel();
+        execute(
+            &mut outbox,
+            vec![
+                Command::Ack(vec![1], r1),
+                Command::Pending(HashSet::new(), 10, r2),
+                Command::Ack(vec![2], r3),
+                Command::Stats(r4),
+            ],
+        );
+        let seen: Vec<i64> = a2.await.unwrap().unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(seen, vec![2, 3]);
+        assert_eq!(a4.await.unwrap().unwrap()[Class::Aggregate.index()].rows, 1);
+    }
+}
