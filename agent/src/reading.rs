@@ -66,7 +66,12 @@ pub struct NonFinite(pub f64);
 
 impl Reading {
     /// Builds a reading, refusing NaN and infinities.
-    pub fn new(key: Key, value: f64, ts: TimestampMs, ts_source: TsSource) -> Result<Self, NonFinite> {
+    pub fn new(
+        key: Key,
+        value: f64,
+        ts: TimestampMs,
+        ts_source: TsSource,
+    ) -> Result<Self, NonFinite> {
         if value.is_finite() {
             Ok(Self {
                 key,

@@ -1,0 +1,221 @@
+//! Configuration: the TOML file (`raw`), checked into a [`Config`] whose every
+//! field is valid, or a [`ConfigError`] naming the file, line, key and the fix.
+//!
+//! Every key is optional except where the product cannot guess (a detector's
+//! kind); defaults are what a Raspberry Pi on an SD card wants. The fully
+//! commented example (`weir config example`) is `example.toml` beside this file,
+//! and a test checks that it validates.
+
+mod raw;
+mod span;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::detect::DetectorSpec;
+use crate::engine::EngineConfig;
+use crate::outbox::OutboxConfig;
+use crate::source::payload::PayloadFormat;
+use crate::source::topic::TopicMap;
+use weir_sensors::sim::SimSpec;
+
+pub use span::Seg;
+
+/// The fully commented example configuration.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+/// A checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Device name: part of every topic and message id.
+    pub device: String,
+    /// Where the outbox lives.
+    pub state_dir: PathBuf,
+    /// Capacity of the channel from sources to the engine (readings).
+    pub channel_capacity: usize,
+    /// How long shutdown may keep trying to deliver the backlog.
+    pub shutdown_grace: Duration,
+    /// Windows and watermarks.
+    pub engine: EngineConfig,
+    /// Detectors, in file order.
+    pub detectors: Vec<DetectorSpec>,
+    /// The durable queue.
+    pub outbox: OutboxConfig,
+    /// Upstream broker.
+    pub uplink: UplinkConfig,
+    /// Local broker ingest, if configured.
+    pub ingest: Option<IngestConfig>,
+    /// Simulated sensors.
+    pub sims: Vec<SimSource>,
+}
+
+/// Where and how results go upstream.
+#[derive(Clone, Debug)]
+pub struct UplinkConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id (fixed per device).
+    pub client_id: String,
+    /// Topic prefix, `{device}` already substituted; no trailing slash.
+    pub topic_prefix: String,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Cap of the reconnect delay.
+    pub reconnect_max: Duration,
+    /// How often the retained status message is refreshed.
+    pub status_interval: Duration,
+    /// Publishes awaiting PUBACK at most.
+    pub max_inflight: u16,
+}
+
+/// The local broker that devices publish readings to.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id (fixed, so the broker keeps the session).
+    pub client_id: String,
+    /// Payload limits and field names.
+    pub format: PayloadFormat,
+    /// Subscriptions, tried in order; the first filter that matches maps the topic.
+    pub topics: Vec<TopicMap>,
+}
+
+/// What a simulated sensor does when the pipeline cannot take a reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait for room: the sensor's clock slips, nothing is dropped.
+    Block,
+    /// Drop the new reading and count it.
+    DropNewest,
+}
+
+/// One simulated sensor.
+#[derive(Debug)]
+pub struct SimSource {
+    /// Sensor name.
+    pub name: String,
+    /// Metric name.
+    pub metric: String,
+    /// Time between samples.
+    pub interval: Duration,
+    /// The generator's parameters.
+    pub spec: SimSpec,
+    /// Policy when the engine's channel is full.
+    pub when_full: WhenFull,
+}
+
+/// What is wrong with a configuration, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("{}", .0)]
+    Syntax(SyntaxError),
+    /// A value that parses but is not allowed.
+    #[error("{}", .0)]
+    Invalid(Invalid),
+}
+
+/// A parse error with its position.
+#[derive(Debug)]
+pub struct SyntaxError {
+    /// The file, when read from one.
+    pub path: Option<PathBuf>,
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// The parser's message (names the key where it can).
+    pub message: String,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_location(f, self.path.as_deref(), self.line)?;
+        write!(f, "{}", self.message.trim_end())
+    }
+}
+
+/// A rule broken by a value.
+#[derive(Debug)]
+pub struct Invalid {
+    /// The file, when read from one.
+    pub path: Option<PathBuf>,
+    /// 1-based line of the key (or of its table when the key is missing).
+    pub line: Option<usize>,
+    /// The key, as written: `detector[1].high`.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to write instead.
+    pub fix: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_location(f, self.path.as_deref(), self.line)?;
+        write!(f, "{}: {}\n  fix: {}", self.key, self.problem, self.fix)
+    }
+}
+
+fn write_location(
+    f: &mut fmt::Formatter<'_>,
+    path: Option<&Path>,
+    line: Option<usize>,
+) -> fmt::Result {
+    match (path, line) {
+        (Some(p), Some(l)) => write!(f, "{}:{l}: ", p.display()),
+        (Some(p), None) => write!(f, "{}: ", p.display()),
+        (None, Some(l)) => write!(f, "line {l}: "),
+        (None, None) => Ok(()),
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// Checks config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigError::Syntax(SyntaxError {
+                path: path.map(Path::to_path_buf),
+                line: e.span().map(|s| span::line_at(text, s.start)),
+                message: e.message().to_string(),
+            })
+        })?;
+        validate::validate(raw).map_err(|(segs, problem, fix)| {
+            ConfigError::Invalid(Invalid {
+                path: path.map(Path::to_path_buf),
+                line: span::line_of(text, &segs),
+                key: span::render(&segs),
+                problem,
+                fix,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

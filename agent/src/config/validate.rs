@@ -1,0 +1,629 @@
+//! Raw config -> checked [`Config`], with defaults. An error is the key path, the
+//! problem and the fix; `mod.rs` adds the file and line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawClearAfter, RawConfig, RawSize};
+use super::span::Seg::{self, Index, Key};
+use super::{Config, IngestConfig, SimSource, UplinkConfig, WhenFull};
+use crate::detect::{DetectError, DetectorKind, DetectorSpec, Glob, Severity};
+use crate::engine::{EngineConfig, EngineConfigError, WindowSpec};
+use crate::outbox::OutboxConfig;
+use crate::source::payload::PayloadFormat;
+use crate::source::topic::TopicMap;
+use weir_sensors::sim::{Anomaly, AnomalyKind, SimSpec};
+
+/// Key path, problem, fix.
+pub type Error = (Vec<Seg>, String, String);
+type Result<T> = std::result::Result<T, Error>;
+
+fn err<T>(path: &[Seg], problem: impl Into<String>, fix: impl Into<String>) -> Result<T> {
+    Err((path.to_vec(), problem.into(), fix.into()))
+}
+
+fn with(path: &[Seg], seg: Seg) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.push(seg);
+    p
+}
+
+/// A duration such as `"10s"`, `"500ms"`, `"1m 30s"`.
+fn duration(path: &[Seg], value: Option<&str>, default: &str) -> Result<Duration> {
+    let text = value.unwrap_or(default);
+    humantime::parse_duration(text).or_else(|e| {
+        err(
+            path,
+            format!("\"{text}\" is not a duration ({e})"),
+            "write a number with a unit, e.g. \"500ms\", \"10s\", \"5m\", \"1h\"",
+        )
+    })
+}
+
+fn millis(path: &[Seg], value: Option<&str>, default: &str) -> Result<i64> {
+    let d = duration(path, value, default)?;
+    i64::try_from(d.as_millis())
+        .or_else(|_| err(path, "duration is too long", "use at most a few years"))
+}
+
+/// A byte size: an integer, or a string with a unit (`"64MiB"`, `"512 KiB"`, `"1GB"`).
+fn size(path: &[Seg], value: Option<&RawSize>, default: u64) -> Result<u64> {
+    let text = match value {
+        None => return Ok(default),
+        Some(RawSize::Bytes(b)) => return Ok(*b),
+        Some(RawSize::Text(t)) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => 0,
+    };
+    match digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+    {
+        Some(n) if factor > 0 => Ok(n),
+        _ => err(
+            path,
+            format!("\"{text}\" is not a size"),
+            "write bytes as an integer, or a number with a unit: \"512KiB\", \"64MiB\", \"1GiB\"",
+        ),
+    }
+}
+
+/// Names end up in topics and ids: keep them to characters that are safe in both.
+fn name(path: &[Seg], value: Option<&str>, what: &str) -> Result<String> {
+    let Some(v) = value else {
+        return err(
+            path,
+            format!("{what} is missing"),
+            format!("add {} = \"...\"", last_key(path)),
+        );
+    };
+    if v.is_empty()
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return err(
+            path,
+            format!("\"{v}\" is not a valid {what}"),
+            "use letters, digits, '-', '_' and '.' only (it becomes an MQTT topic level)",
+        );
+    }
+    Ok(v.to_string())
+}
+
+fn last_key(path: &[Seg]) -> &'static str {
+    path.iter()
+        .rev()
+        .find_map(|s| match s {
+            Key(k) => Some(*k),
+            Index(_) => None,
+        })
+        .unwrap_or("key")
+}
+
+fn positive(path: &[Seg], d: Duration, what: &str) -> Result<Duration> {
+    if d.is_zero() {
+        return err(
+            path,
+            format!("{what} must be greater than zero"),
+            "e.g. \"1s\"",
+        );
+    }
+    Ok(d)
+}
+
+fn hostname() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let clean: String = h
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    if clean.is_empty() {
+        "weir".into()
+    } else {
+        clean
+    }
+}
+
+pub fn validate(raw: RawConfig) -> Result<Config> {
+    let a = &[Key("agent")];
+    let device = match raw.agent.device.as_deref() {
+        Some(d) => name(&with(a, Key("device")), Some(d), "device name")?,
+        None => hostname(),
+    };
+    let state_dir = PathBuf::from(raw.agent.state_dir.as_deref().unwrap_or("/var/lib/weir"));
+    let channel_capacity = raw.agent.channel_capacity.unwrap_or(4096);
+    if channel_capacity == 0 {
+        return err(
+            &with(a, Key("channel_capacity")),
+            "must be at least 1",
+            "e.g. 4096",
+        );
+    }
+    let shutdown_grace = duration(
+        &with(a, Key("shutdown_grace")),
+        raw.agent.shutdown_grace.as_deref(),
+        "5s",
+    )?;
+
+    let engine = engine(&raw)?;
+    let detectors = detectors(&raw)?;
+
+    let o = &[Key("outbox")];
+    let max_bytes = size(
+        &with(o, Key("max_bytes")),
+        raw.outbox.max_bytes.as_ref(),
+        64 << 20,
+    )?;
+    if max_bytes < 1 << 20 {
+        return err(
+            &with(o, Key("max_bytes")),
+            format!("{max_bytes} bytes is below the 1 MiB minimum"),
+            "use at least \"1MiB\"",
+        );
+    }
+    let outbox = OutboxConfig {
+        path: raw
+            .outbox
+            .path
+            .as_deref()
+            .map_or_else(|| state_dir.join("outbox.db"), PathBuf::from),
+        max_bytes,
+    };
+
+    let uplink = uplink(&raw, &device)?;
+    let ingest = ingest(&raw, &device)?;
+    let sims = sims(&raw)?;
+    if sims.is_empty() && ingest.is_none() {
+        return err(
+            &[Key("sim")],
+            "no sources: there is no [[sim]] sensor and no [ingest] section",
+            "add an [ingest] section with [[ingest.topic]] entries, or a [[sim]] sensor",
+        );
+    }
+
+    Ok(Config {
+        device,
+        state_dir,
+        channel_capacity,
+        shutdown_grace,
+        engine,
+        detectors,
+        outbox,
+        uplink,
+        ingest,
+        sims,
+    })
+}
+
+fn engine(raw: &RawConfig) -> Result<EngineConfig> {
+    let e = &[Key("engine")];
+    let w = with(e, Key("window"));
+    let win = raw.engine.window.as_ref();
+    let kind = win.and_then(|w| w.kind.as_deref()).unwrap_or("tumbling");
+    if kind != "tumbling" {
+        return err(
+            &with(&w, Key("kind")),
+            format!("window kind \"{kind}\" is not supported"),
+            "use kind = \"tumbling\"",
+        );
+    }
+    let size_path = with(&w, Key("size"));
+    let size_ms = millis(&size_path, win.and_then(|w| w.size.as_deref()), "60s")?;
+    let cfg = EngineConfig {
+        window: WindowSpec::Tumbling {
+            size_ms,
+            offset_ms: millis(
+                &with(&w, Key("offset")),
+                win.and_then(|w| w.offset.as_deref()),
+                "0s",
+            )?,
+        },
+        max_out_of_orderness_ms: millis(
+            &with(e, Key("max_out_of_orderness")),
+            raw.engine.max_out_of_orderness.as_deref(),
+            "5s",
+        )?,
+        allowed_lateness_ms: millis(
+            &with(e, Key("allowed_lateness")),
+            raw.engine.allowed_lateness.as_deref(),
+            "30s",
+        )?,
+        max_future_skew_ms: millis(
+            &with(e, Key("max_future_skew")),
+            raw.engine.max_future_skew.as_deref(),
+            "5m",
+        )?,
+        max_keys: raw.engine.max_keys.unwrap_or(10_000),
+        max_windows_per_key: raw.engine.max_windows_per_key.unwrap_or(64),
+    };
+    if let Err(problem) = cfg.validate() {
+        let (key, fix) = match &problem {
+            EngineConfigError::NonPositiveWindowSize { .. } => {
+                (with(&w, Key("size")), "use a duration such as \"60s\"")
+            }
+            EngineConfigError::OffsetOutOfRange { .. } => (
+                with(&w, Key("offset")),
+                "use an offset smaller than the window size, e.g. \"0s\"",
+            ),
+            EngineConfigError::NegativeDuration { setting, .. } => {
+                (with(e, Key(setting)), "use a duration of 0 or more")
+            }
+            EngineConfigError::ZeroLimit { setting } => (with(e, Key(setting)), "use at least 1"),
+        };
+        return err(&key, problem.to_string(), fix);
+    }
+    Ok(cfg)
+}
+
+fn detectors(raw: &RawConfig) -> Result<Vec<DetectorSpec>> {
+    let mut out: Vec<DetectorSpec> = Vec::new();
+    for (i, d) in raw.detector.iter().enumerate() {
+        let p = vec![Key("detector"), Index(i)];
+        let name = name(&with(&p, Key("name")), d.name.as_deref(), "detector name")?;
+        if out.iter().any(|o| o.name == name) {
+            return err(
+                &with(&p, Key("name")),
+                format!("detector name \"{name}\" is used twice"),
+                "give each detector its own name",
+            );
+        }
+        let severity = match d.severity.as_deref().unwrap_or("warning") {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "critical" => Severity::Critical,
+            s => {
+                return err(
+                    &with(&p, Key("severity")),
+                    format!("unknown severity \"{s}\""),
+                    "use \"info\", \"warning\" or \"critical\"",
+                );
+            }
+        };
+        let clear_path = with(&p, Key("clear_after"));
+        let kind = match d.kind.as_deref() {
+            Some("threshold") => {
+                let clear_after_ms = match &d.clear_after {
+                    None => 0,
+                    Some(RawClearAfter::Duration(s)) => millis(&clear_path, Some(s), "0s")?,
+                    Some(RawClearAfter::Windows(_)) => {
+                        return err(
+                            &clear_path,
+                            "a threshold clears after a duration, not a count",
+                            "write e.g. clear_after = \"10s\"",
+                        );
+                    }
+                };
+                DetectorKind::Threshold {
+                    high: d.high,
+                    low: d.low,
+                    hysteresis: d.hysteresis.unwrap_or(0.0),
+                    clear_after_ms,
+                }
+            }
+            Some("zscore") => {
+                let clear_after = match &d.clear_after {
+                    None => 2,
+                    Some(RawClearAfter::Windows(n)) => *n,
+                    Some(RawClearAfter::Duration(_)) => {
+                        return err(
+                            &clear_path,
+                            "a z-score detector clears after a number of windows",
+                            "write e.g. clear_after = 2",
+                        );
+                    }
+                };
+                DetectorKind::ZScore {
+                    alpha: d.alpha.unwrap_or(0.1),
+                    threshold: d.threshold.unwrap_or(3.0),
+                    hysteresis: d.hysteresis.unwrap_or(0.5),
+                    warmup: d.warmup.unwrap_or(5),
+                    clear_after,
+                    min_stddev: d.min_stddev.unwrap_or(1e-3),
+                }
+            }
+            Some(k) => {
+                return err(
+                    &with(&p, Key("kind")),
+                    format!("unknown detector kind \"{k}\""),
+                    "use \"threshold\" or \"zscore\"",
+                );
+            }
+            None => {
+                return err(
+                    &with(&p, Key("kind")),
+                    "detector kind is missing",
+                    "add kind = \"threshold\" or kind = \"zscore\"",
+                );
+            }
+        };
+        let spec = DetectorSpec {
+            name,
+            sensor: Glob::new(d.sensor.as_deref().unwrap_or("*")),
+            metric: Glob::new(d.metric.as_deref().unwrap_or("*")),
+            severity,
+            kind,
+        };
+        if let Err(e) = spec.validate() {
+            let key = match &e {
+                DetectError::NotFinite { field, .. } => field,
+                DetectError::NoLimit(_) => "high",
+                DetectError::LowNotBelowHigh { .. } => "low",
+                DetectError::Hysteresis { .. } => "hysteresis",
+                DetectError::NegativeClearAfter { .. } => "clear_after",
+                DetectError::Alpha { .. } => "alpha",
+                DetectError::ZThreshold { .. } => "threshold",
+                DetectError::MinStddev { .. } => "min_stddev",
+                DetectError::BadName(_) | DetectError::DuplicateName(_) => "name",
+            };
+            return err(
+                &with(&p, Key(key)),
+                e.to_string(),
+                "see the [[detector]] section of `weir config example`",
+            );
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+fn uplink(raw: &RawConfig, device: &str) -> Result<UplinkConfig> {
+    let u = &[Key("uplink")];
+    let r = raw.uplink.as_ref();
+    let get = |f: fn(&super::raw::RawUplink) -> Option<&String>| r.and_then(f).map(String::as_str);
+    let topic_prefix = get(|r| r.topic_prefix.as_ref())
+        .unwrap_or("weir/{device}")
+        .replace("{device}", device);
+    let topic_prefix = topic_prefix.trim_end_matches('/').to_string();
+    if topic_prefix.is_empty() || topic_prefix.contains(['+', '#']) {
+        return err(
+            &with(u, Key("topic_prefix")),
+            format!("\"{topic_prefix}\" cannot prefix a topic"),
+            "use levels without + or #, e.g. \"weir/{device}\"",
+        );
+    }
+    let reconnect_min = positive(
+        &with(u, Key("reconnect_min")),
+        duration(
+            &with(u, Key("reconnect_min")),
+            get(|r| r.reconnect_min.as_ref()),
+            "500ms",
+        )?,
+        "reconnect_min",
+    )?;
+    let reconnect_max = duration(
+        &with(u, Key("reconnect_max")),
+        get(|r| r.reconnect_max.as_ref()),
+        "60s",
+    )?;
+    if reconnect_max < reconnect_min {
+        return err(
+            &with(u, Key("reconnect_max")),
+            "reconnect_max is smaller than reconnect_min",
+            "make reconnect_max at least reconnect_min",
+        );
+    }
+    let max_inflight = r.and_then(|r| r.max_inflight).unwrap_or(64);
+    if max_inflight == 0 {
+        return err(
+            &with(u, Key("max_inflight")),
+            "must be at least 1",
+            "e.g. 64",
+        );
+    }
+    Ok(UplinkConfig {
+        host: get(|r| r.host.as_ref()).unwrap_or("localhost").to_string(),
+        port: r.and_then(|r| r.port).unwrap_or(1883),
+        client_id: get(|r| r.client_id.as_ref())
+            .unwrap_or("weir-{device}")
+            .replace("{device}", device),
+        topic_prefix,
+        keep_alive: duration(
+            &with(u, Key("keep_alive")),
+            get(|r| r.keep_alive.as_ref()),
+            "30s",
+        )?,
+        reconnect_min,
+        reconnect_max,
+        status_interval: positive(
+            &with(u, Key("status_interval")),
+            duration(
+                &with(u, Key("status_interval")),
+                get(|r| r.status_interval.as_ref()),
+                "30s",
+            )?,
+            "status_interval",
+        )?,
+        max_inflight,
+    })
+}
+
+fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
+    let Some(r) = raw.ingest.as_ref() else {
+        return Ok(None);
+    };
+    let p = &[Key("ingest")];
+    if r.topic.is_empty() {
+        return err(
+            &with(p, Key("topic")),
+            "[ingest] has no topics",
+            "add [[ingest.topic]] with filter, sensor and metric",
+        );
+    }
+    let mut topics = Vec::new();
+    for (i, t) in r.topic.iter().enumerate() {
+        let tp = vec![Key("ingest"), Key("topic"), Index(i)];
+        let Some(filter) = t.filter.as_deref() else {
+            return err(
+                &with(&tp, Key("filter")),
+                "filter is missing",
+                "add filter = \"sensors/+/+\"",
+            );
+        };
+        let map = TopicMap::new(
+            filter,
+            t.sensor.as_deref().unwrap_or("{1}"),
+            t.metric.as_deref().unwrap_or("{-1}"),
+        )
+        .or_else(|e| {
+            err(
+                &with(&tp, Key("filter")),
+                e.to_string(),
+                "see the [ingest] section of `weir config example`",
+            )
+        })?;
+        topics.push(map);
+    }
+    let max_bytes = r.max_payload_bytes.unwrap_or(4096);
+    if max_bytes == 0 {
+        return err(
+            &with(p, Key("max_payload_bytes")),
+            "must be at least 1",
+            "e.g. 4096",
+        );
+    }
+    Ok(Some(IngestConfig {
+        host: r.host.clone().unwrap_or_else(|| "localhost".into()),
+        port: r.port.unwrap_or(1883),
+        client_id: r
+            .client_id
+            .as_deref()
+            .unwrap_or("weir-{device}-ingest")
+            .replace("{device}", device),
+        format: PayloadFormat {
+            max_bytes,
+            value_field: r.value_field.clone().unwrap_or_else(|| "value".into()),
+            ts_field: r.ts_field.clone().unwrap_or_else(|| "ts".into()),
+        },
+        topics,
+    }))
+}
+
+fn sims(raw: &RawConfig) -> Result<Vec<SimSource>> {
+    let mut out: Vec<SimSource> = Vec::new();
+    for (i, s) in raw.sim.iter().enumerate() {
+        let p = vec![Key("sim"), Index(i)];
+        let name = name(&with(&p, Key("name")), s.name.as_deref(), "sensor name")?;
+        let metric = name_or(&with(&p, Key("metric")), s.metric.as_deref(), "value")?;
+        if out.iter().any(|o| o.name == name && o.metric == metric) {
+            return err(
+                &with(&p, Key("name")),
+                format!("{name}/{metric} is simulated twice"),
+                "give each [[sim]] its own name or metric",
+            );
+        }
+        let interval = positive(
+            &with(&p, Key("interval")),
+            duration(&with(&p, Key("interval")), s.interval.as_deref(), "1s")?,
+            "interval",
+        )?;
+        let period = duration(&with(&p, Key("period")), s.period.as_deref(), "1h")?;
+        let samples_per =
+            |d: Duration| (d.as_secs_f64() / interval.as_secs_f64()).round().max(1.0) as u64;
+        let mut anomalies = heapless::Vec::new();
+        for (j, a) in s.anomaly.iter().enumerate() {
+            let ap = vec![Key("sim"), Index(i), Key("anomaly"), Index(j)];
+            let magnitude = |what: &str| {
+                a.magnitude.map_or_else(
+                    || {
+                        err(
+                            &with(&ap, Key("magnitude")),
+                            format!("a {what} needs a magnitude"),
+                            "add magnitude = 10.0",
+                        )
+                    },
+                    Ok,
+                )
+            };
+            let kind = match a.kind.as_deref() {
+                Some("spike") => AnomalyKind::Spike {
+                    magnitude: magnitude("spike")?,
+                },
+                Some("step") => AnomalyKind::Step {
+                    delta: magnitude("step")?,
+                },
+                Some("stuck") => AnomalyKind::Stuck,
+                Some("dropout") => AnomalyKind::Dropout,
+                other => {
+                    return err(
+                        &with(&ap, Key("kind")),
+                        format!("unknown anomaly kind {other:?}"),
+                        "use \"spike\", \"step\", \"stuck\" or \"dropout\"",
+                    );
+                }
+            };
+            let Some(at) = a.at else {
+                return err(
+                    &with(&ap, Key("at")),
+                    "anomaly start is missing",
+                    "add at = <sample number>, counted from 0",
+                );
+            };
+            let anomaly = Anomaly {
+                kind,
+                start_sample: at,
+                len_samples: a.length.unwrap_or(1),
+            };
+            if anomalies.push(anomaly).is_err() {
+                return err(
+                    &ap,
+                    "more than 16 anomalies on one sensor",
+                    "keep at most 16 [[sim.anomaly]] per sensor",
+                );
+            }
+        }
+        let spec = SimSpec {
+            seed: s.seed.unwrap_or(i as u64 + 1),
+            base: s.base.unwrap_or(0.0),
+            noise_stddev: s.noise.unwrap_or(0.0),
+            drift_per_sample: s.drift_per_hour.unwrap_or(0.0) * interval.as_secs_f64() / 3600.0,
+            amplitude: s.amplitude.unwrap_or(0.0),
+            period_samples: samples_per(period),
+            anomalies,
+        };
+        if let Err(e) = weir_sensors::sim::validate(&spec) {
+            return err(
+                &p,
+                e.to_string(),
+                "values must be finite numbers and noise >= 0",
+            );
+        }
+        let when_full = match s.when_full.as_deref().unwrap_or("block") {
+            "block" => WhenFull::Block,
+            "drop_newest" => WhenFull::DropNewest,
+            o => {
+                return err(
+                    &with(&p, Key("when_full")),
+                    format!("unknown policy \"{o}\""),
+                    "use \"block\" or \"drop_newest\"",
+                );
+            }
+        };
+        out.push(SimSource {
+            name,
+            metric,
+            interval,
+            spec,
+            when_full,
+        });
+    }
+    Ok(out)
+}
+
+fn name_or(path: &[Seg], value: Option<&str>, default: &str) -> Result<String> {
+    name(path, Some(value.unwrap_or(default)), "metric name")
+}
