@@ -1,0 +1,344 @@
+//! The upstream wire contract: topics and JSON payloads, field by field in
+//! `docs/wire.md`. Every message carries `v` (schema version), `type`, and a
+//! `msg_id` that is the same on every redelivery of that message, so consumers
+//! can drop duplicates; panes and alerts also carry an `id` that is stable across
+//! revisions (panes) or across raised/cleared (alerts), for upserts.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::detect::{Alert, AlertState};
+use crate::engine::{LateReading, Pane};
+use crate::outbox::{Class, NewMessage};
+use crate::reading::{Reading, TimestampMs, TsSource};
+
+/// Schema version of every JSON payload.
+pub const VERSION: u32 = 1;
+
+/// Builds messages for one device under one topic prefix.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    device: String,
+    prefix: String,
+    /// Distinguishes this process's diagnostic messages from a previous run's.
+    boot_id: String,
+    seq: u64,
+}
+
+/// A payload that could not become a reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// Where it came from (`mqtt` topic, or a sensor name).
+    pub source: String,
+    /// Stable reason, e.g. `not_a_number`, `too_large`, `future_skew`.
+    pub reason: &'static str,
+    /// Human detail.
+    pub detail: String,
+    /// The payload (lossy UTF-8, truncated to 256 bytes).
+    pub payload: String,
+    /// Arrival time.
+    pub received_at: TimestampMs,
+}
+
+#[derive(Serialize)]
+struct PaneJson<'a> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    msg_id: String,
+    device: &'a str,
+    sensor: &'a str,
+    metric: &'a str,
+    window_start: TimestampMs,
+    window_end: TimestampMs,
+    revision: u32,
+    timing: crate::engine::Timing,
+    #[serde(rename = "final")]
+    is_final: bool,
+    #[serde(flatten)]
+    agg: &'a crate::engine::Aggregates,
+    emitted_at: TimestampMs,
+}
+
+impl Wire {
+    /// `prefix` without a trailing slash, e.g. `weir/pi-01`.
+    pub fn new(device: &str, prefix: &str) -> Self {
+        Self {
+            device: device.to_string(),
+            prefix: prefix.to_string(),
+            boot_id: format!("{:08x}", fastrand::u32(..)),
+            seq: 0,
+        }
+    }
+
+    /// The topic prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>/status`: retained health; the last will writes `offline` there.
+    pub fn status_topic(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+
+    /// Stable id of a window of a key on this device.
+    pub fn pane_id(&self, p: &Pane) -> String {
+        format!(
+            "{}/{}/{}/{}-{}",
+            self.device, p.key.sensor, p.key.metric, p.start, p.end
+        )
+    }
+
+    /// A window pane, superseding any unsent older revision of the same window.
+    pub fn pane(&self, p: &Pane, now: TimestampMs) -> NewMessage {
+        let id = self.pane_id(p);
+        let body = PaneJson {
+            v: VERSION,
+            kind: "pane",
+            msg_id: format!("{id}#r{}", p.revision),
+            id: id.clone(),
+            device: &self.device,
+            sensor: &p.key.sensor,
+            metric: &p.key.metric,
+            window_start: p.start,
+            window_end: p.end,
+            revision: p.revision,
+            timing: p.timing,
+            is_final: p.is_final,
+            agg: &p.agg,
+            emitted_at: now,
+        };
+        NewMessage {
+            class: Class::Aggregate,
+            topic: format!("{}/agg/{}/{}", self.prefix, p.key.sensor, p.key.metric),
+            payload: to_vec(&body),
+            supersede_key: Some(id),
+            created_ms: now,
+        }
+    }
+
+    /// An alert transition (raised or cleared).
+    pub fn alert(&self, a: &Alert, now: TimestampMs) -> NewMessage {
+        let id = format!("{}/{}", self.device, a.id);
+        let state = match a.state {
+            AlertState::Raised => "raised",
+            AlertState::Cleared => "cleared",
+        };
+        let body = json!({
+            "v": VERSION,
+            "type": "alert",
+            "msg_id": format!("{id}#{state}"),
+            "id": id,
+            "device": self.device,
+            "sensor": &*a.key.sensor,
+            "metric": &*a.key.metric,
+            "detector": a.detector,
+            "kind": a.kind,
+            "state": state,
+            "severity": a.severity,
+            "value": a.value,
+            "baseline": a.baseline,
+            "threshold": a.threshold,
+            "reason": a.reason,
+            "ts": a.ts,
+            "raised_ts": a.raised_ts,
+            "emitted_at": now,
+        });
+        NewMessage {
+            class: Class::Alert,
+            topic: format!("{}/alert/{}/{}", self.prefix, a.key.sensor, a.key.metric),
+            payload: to_vec(&body),
+            supersede_key: None,
+            created_ms: now,
+        }
+    }
+
+    /// A reading too late for every window it belongs to.
+    pub fn late(&mut self, l: &LateReading, now: TimestampMs) -> NewMessage {
+        let body = json!({
+            "v": VERSION,
+            "type": "late",
+            "msg_id": self.next_msg_id("late"),
+            "device": self.device,
+            "sensor": &*l.reading.key.sensor,
+            "metric": &*l.reading.key.metric,
+            "value": l.reading.value,
+            "ts": l.reading.ts,
+            "ts_source": l.reading.ts_source,
+            "watermark": l.watermark,
+            "late_by_ms": l.late_by_ms,
+            "emitted_at": now,
+        });
+        self.diagnostic("late", body, now)
+    }
+
+    /// A reading refused by the engine (e.g. stamped too far in the future).
+    pub fn rejected(&mut self, r: &Reading, reason: &'static str, now: TimestampMs) -> NewMessage {
+        let dl = DeadLetter {
+            source: format!("{}/{}", r.key.sensor, r.key.metric),
+            reason,
+            detail: format!(
+                "reading {} at ts {} ({}) refused: {reason}",
+                r.value,
+                r.ts,
+                if r.ts_source == TsSource::Arrival {
+                    "arrival time"
+                } else {
+                    "event time"
+                }
+            ),
+            payload: r.value.to_string(),
+            received_at: now,
+        };
+        self.dead_letter(&dl, now)
+    }
+
+    /// A payload that could not be parsed.
+    pub fn dead_letter(&mut self, d: &DeadLetter, now: TimestampMs) -> NewMessage {
+        let body = json!({
+            "v": VERSION,
+            "type": "deadletter",
+            "msg_id": self.next_msg_id("dl"),
+            "device": self.device,
+            "source": d.source,
+            "reason": d.reason,
+            "detail": d.detail,
+            "payload": d.payload,
+            "received_at": d.received_at,
+            "emitted_at": now,
+        });
+        self.diagnostic("deadletter", body, now)
+    }
+
+    fn diagnostic(&self, topic: &str, body: serde_json::Value, now: TimestampMs) -> NewMessage {
+        NewMessage {
+            class: Class::Diagnostic,
+            topic: format!("{}/{topic}", self.prefix),
+            payload: to_vec(&body),
+            supersede_key: None,
+            created_ms: now,
+        }
+    }
+
+    fn next_msg_id(&mut self, kind: &str) -> String {
+        self.seq += 1;
+        format!("{}/{kind}/{}/{}", self.device, self.boot_id, self.seq)
+    }
+
+    /// The retained status payload.
+    pub fn status(&self, body: serde_json::Value) -> Vec<u8> {
+        let mut v = json!({"v": VERSION, "type": "status", "device": self.device});
+        if let (Some(dst), serde_json::Value::Object(src)) = (v.as_object_mut(), body) {
+            dst.extend(src);
+        }
+        to_vec(&v)
+    }
+
+    /// The last will: what the broker publishes, retained, if Weir vanishes.
+    pub fn offline(&self) -> Vec<u8> {
+        self.status(json!({"state": "offline"}))
+    }
+}
+
+/// Serialising our own plain structs cannot fail (no maps with non-string keys, no
+/// non-finite floats: serde_json writes those as null).
+fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Keeps what goes into a dead letter bounded: lossy UTF-8 of at most `max` bytes.
+pub fn excerpt(payload: &[u8], max: usize) -> String {
+    let cut = &payload[..payload.len().min(max)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if payload.len() > max {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::engine::{Aggregates, Timing};
+    use crate::reading::Key;
+
+    fn pane(rev: u32) -> Pane {
+        Pane {
+            key: Key::new("gh", "temp"),
+            start: 60_000,
+            end: 120_000,
+            agg: Aggregates {
+                count: 2,
+                sum: 3.0,
+                min: 1.0,
+                max: 2.0,
+                mean: 1.5,
+                stddev: 0.5,
+                first: 1.0,
+                last: 2.0,
+            },
+            revision: rev,
+            timing: if rev == 0 {
+                Timing::OnTime
+            } else {
+                Timing::Late
+            },
+            is_final: false,
+        }
+    }
+
+    #[test]
+    fn a_pane_message_carries_its_window_aggregates_and_a_stable_id() {
+        let w = Wire::new("dev", "weir/dev");
+        let m = w.pane(&pane(1), 5);
+        assert_eq!(m.topic, "weir/dev/agg/gh/temp");
+        assert_eq!(m.class, Class::Aggregate);
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["id"], "dev/gh/temp/60000-120000");
+        assert_eq!(v["msg_id"], "dev/gh/temp/60000-120000#r1");
+        assert_eq!(v["window_start"], 60_000);
+        assert_eq!(v["mean"], 1.5);
+        assert_eq!(v["count"], 2);
+        assert_eq!(v["timing"], "late");
+        assert_eq!(v["final"], false);
+        assert_eq!(m.supersede_key.as_deref(), Some("dev/gh/temp/60000-120000"));
+        assert_eq!(
+            w.pane(&pane(0), 5).supersede_key,
+            m.supersede_key,
+            "revisions share the window id"
+        );
+    }
+
+    #[test]
+    fn diagnostic_messages_get_distinct_ids() {
+        let mut w = Wire::new("dev", "weir/dev");
+        let d = DeadLetter {
+            source: "t".into(),
+            reason: "bad_json",
+            detail: "x".into(),
+            payload: "{".into(),
+            received_at: 1,
+        };
+        let a: serde_json::Value = serde_json::from_slice(&w.dead_letter(&d, 1).payload).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&w.dead_letter(&d, 1).payload).unwrap();
+        assert_ne!(a["msg_id"], b["msg_id"]);
+        assert_eq!(a["reason"], "bad_json");
+    }
+
+    #[test]
+    fn the_last_will_says_offline() {
+        let w = Wire::new("dev", "weir/dev");
+        let v: serde_json::Value = serde_json::from_slice(&w.offline()).unwrap();
+        assert_eq!(v["state"], "offline");
+        assert_eq!(v["device"], "dev");
+    }
+
+    #[test]
+    fn an_excerpt_is_bounded_and_marks_truncation() {
+        assert_eq!(excerpt(b"abc", 10), "abc");
+        assert_eq!(excerpt(b"abcdef", 3), "abc…");
+        assert_eq!(excerpt(&[0xff, b'a'], 10), "\u{fffd}a");
+    }
+}
