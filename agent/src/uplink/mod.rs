@@ -1,0 +1,337 @@
+//! Delivery upstream: outbox rows out over MQTT QoS 1, each row deleted only
+//! when the broker's PUBACK for that very row arrives.
+//!
+//! One task owns the connection's bookkeeping ([`inflight::Inflight`]) and is
+//! the only publisher, so the ordered `Outgoing::Publish(pkid)` events can be
+//! paired with rows. The rumqttc event loop runs in a task of its own and
+//! forwards its events through a channel, so slow SQLite calls here never stall
+//! the connection's keep-alive. Each connection gets a fresh client and event
+//! loop with a clean session: rumqttc would otherwise replay the previous
+//! session's unacknowledged publishes itself, out of our sight. Rows in flight
+//! at a disconnect are simply pending again (at least once; every message has
+//! an id for consumers to drop duplicates).
+
+pub mod backoff;
+pub mod inflight;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::UplinkConfig;
+use crate::metrics::Counters;
+use crate::outbox::OutboxHandle;
+use crate::reading::now_ms;
+use backoff::Backoff;
+use inflight::{Inflight, Tag};
+
+/// Largest packet we send or accept upstream. Our own payloads are far smaller
+/// (dead letters are truncated); this only keeps rumqttc's 10 KiB default from
+/// refusing a big pane of a future version.
+const MAX_PACKET: usize = 256 * 1024;
+
+/// The state of the upstream link, for status and the CLI.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    /// Connected and CONNACKed.
+    pub connected: AtomicBool,
+    /// Wall-clock ms of the last PUBACK, 0 if none yet.
+    pub last_puback_ms: AtomicI64,
+    /// The last connection error, if any.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// Builds the retained `online` status payload when it is due.
+pub type StatusFn = Box<dyn Fn() -> Vec<u8> + Send + Sync>;
+
+/// The uplink task's inputs.
+pub struct Uplink {
+    /// Broker and timing settings.
+    pub cfg: UplinkConfig,
+    /// `<prefix>/status`.
+    pub status_topic: String,
+    /// The last will and the clean-shutdown status.
+    pub offline_payload: Vec<u8>,
+    /// Builds the online status.
+    pub status: StatusFn,
+    /// Where rows come from and are deleted.
+    pub outbox: OutboxHandle,
+    /// Counters.
+    pub counters: Arc<Counters>,
+    /// Link state, shared with status.
+    pub link: Arc<LinkStatus>,
+    /// Signalled by the engine after each outbox insert.
+    pub new_rows: Arc<Notify>,
+}
+
+enum End {
+    /// The drain finished (or its grace ran out) on a live connection.
+    Drained,
+    /// The connection failed; reconnect after a backoff.
+    Lost(String),
+    /// The outbox is gone: nothing more can be delivered.
+    OutboxClosed(String),
+}
+
+impl Uplink {
+    /// Delivers until `drain` is cancelled and then either the outbox is empty or
+    /// `grace` has passed. Unacknowledged rows stay in the outbox for next time.
+    pub async fn run(self, drain: CancellationToken, grace: Duration) {
+        let mut backoff = Backoff::new(self.cfg.reconnect_min, self.cfg.reconnect_max);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if deadline.is_none() && drain.is_cancelled() {
+                deadline = Some(Instant::now() + grace);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::warn!(
+                    "shutdown grace over while the upstream broker is unreachable; the backlog stays in the outbox"
+                );
+                break;
+            }
+            let (client, mut events, event_loop) = self.connect();
+            let end = self
+                .session(
+                    &client,
+                    &mut events,
+                    &drain,
+                    (&mut deadline, grace),
+                    &mut backoff,
+                )
+                .await;
+            self.link.connected.store(false, Relaxed);
+            match end {
+                End::Drained => {
+                    self.say_goodbye(&client, &mut events).await;
+                    event_loop.abort();
+                    break;
+                }
+                End::OutboxClosed(e) => {
+                    tracing::error!(error = %e, "outbox unavailable; uplink stops");
+                    event_loop.abort();
+                    break;
+                }
+                End::Lost(e) => {
+                    event_loop.abort();
+                    Counters::add(&self.counters.uplink_errors, 1);
+                    let delay = backoff.next_delay(fastrand::f64());
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "upstream connection lost");
+                    *self
+                        .link
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    let wake = Instant::now() + delay;
+                    let wake = deadline.map_or(wake, |d| wake.min(d));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => {}
+                        _ = drain.cancelled(), if deadline.is_none() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(
+        &self,
+    ) -> (
+        AsyncClient,
+        mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let c = &self.cfg;
+        let mut opts = MqttOptions::new(c.client_id.clone(), c.host.clone(), c.port);
+        opts.set_keep_alive(c.keep_alive.max(Duration::from_secs(1)))
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            // One more than ours: the status message may be in flight beside the rows.
+            .set_inflight(c.max_inflight.saturating_add(1))
+            .set_last_will(LastWill::new(
+                self.status_topic.clone(),
+                self.offline_payload.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        let capacity = usize::from(c.max_inflight) + 8;
+        let (client, event_loop) = AsyncClient::new(opts, capacity);
+        let (tx, rx) = mpsc::channel(1024);
+        let task = tokio::spawn(forward_events(event_loop, tx));
+        (client, rx, task)
+    }
+
+    async fn session(
+        &self,
+        client: &AsyncClient,
+        events: &mut mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+        drain: &CancellationToken,
+        (deadline, grace): (&mut Option<Instant>, Duration),
+        backoff: &mut Backoff,
+    ) -> End {
+        let mut inflight = Inflight::new();
+        let mut connected = false;
+        let mut want_rows = true;
+        let mut acks: Vec<i64> = Vec::new();
+        let mut status_tick = tokio::time::interval(self.cfg.status_interval);
+        status_tick.reset();
+        let max = usize::from(self.cfg.max_inflight);
+        loop {
+            if connected && want_rows && inflight.rows().len() < max {
+                let room = max - inflight.rows().len();
+                let rows = match self.outbox.pending(inflight.rows().clone(), room).await {
+                    Ok(rows) => rows,
+                    Err(e) => return End::OutboxClosed(e.to_string()),
+                };
+                want_rows = rows.len() == room;
+                for row in rows {
+                    if let Err(e) =
+                        client.try_publish(row.topic, QoS::AtLeastOnce, false, row.payload)
+                    {
+                        return End::Lost(format!("publish refused by the client: {e}"));
+                    }
+                    inflight.sent(Tag::Row(row.id));
+                    Counters::add(&self.counters.published, 1);
+                }
+            }
+            if drain.is_cancelled() {
+                if deadline.is_none() {
+                    *deadline = Some(Instant::now() + grace);
+                }
+                if connected && !want_rows && inflight.rows().is_empty() {
+                    return End::Drained;
+                }
+            }
+            let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return End::Lost("event loop ended".into()) };
+                    if let Err(end) = self.handle(ev, client, &mut inflight, &mut connected, &mut want_rows, &mut acks, backoff) {
+                        return end;
+                    }
+                    // Take whatever else is ready so acknowledgements go to SQLite in one transaction.
+                    while let Ok(ev) = events.try_recv() {
+                        if let Err(end) = self.handle(ev, client, &mut inflight, &mut connected, &mut want_rows, &mut acks, backoff) {
+                            return end;
+                        }
+                    }
+                    if !acks.is_empty() {
+                        let n = acks.len() as u64;
+                        if let Err(e) = self.outbox.ack(std::mem::take(&mut acks)).await {
+                            return End::OutboxClosed(e.to_string());
+                        }
+                        Counters::add(&self.counters.acked, n);
+                        self.link.last_puback_ms.store(now_ms(), Relaxed);
+                        want_rows = true;
+                    }
+                }
+                _ = self.new_rows.notified() => want_rows = true,
+                _ = status_tick.tick(), if connected => self.publish_status(client, &mut inflight),
+                _ = drain.cancelled(), if !drain.is_cancelled() => want_rows = true,
+                _ = tokio::time::sleep_until(until), if deadline.is_some() => {
+                    return if connected { End::Drained } else { End::Lost("shutdown grace over".into()) };
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle(
+        &self,
+        ev: Result<Event, rumqttc::ConnectionError>,
+        client: &AsyncClient,
+        inflight: &mut Inflight,
+        connected: &mut bool,
+        want_rows: &mut bool,
+        acks: &mut Vec<i64>,
+        backoff: &mut Backoff,
+    ) -> Result<(), End> {
+        match ev {
+            Err(e) => Err(End::Lost(e.to_string())),
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                if ack.code != ConnectReturnCode::Success {
+                    return Err(End::Lost(format!(
+                        "broker refused the connection: {:?}",
+                        ack.code
+                    )));
+                }
+                *connected = true;
+                *want_rows = true;
+                backoff.reset();
+                self.link.connected.store(true, Relaxed);
+                Counters::add(&self.counters.uplink_connects, 1);
+                tracing::info!(host = %self.cfg.host, port = self.cfg.port, "connected upstream");
+                self.publish_status(client, inflight);
+                Ok(())
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight
+                .on_outgoing_publish(pkid)
+                .map_err(|e| End::Lost(format!("delivery bookkeeping: {e}"))),
+            Ok(Event::Incoming(Packet::PubAck(p))) => {
+                if let Some(row) = inflight.on_puback(p.pkid) {
+                    acks.push(row);
+                }
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    fn publish_status(&self, client: &AsyncClient, inflight: &mut Inflight) {
+        let payload = (self.status)();
+        match client.try_publish(self.status_topic.clone(), QoS::AtLeastOnce, true, payload) {
+            Ok(()) => inflight.sent(Tag::Untracked),
+            // The request channel has room for every row in flight plus a few; a
+            // full channel means the link is stuck, and the next tick tries again.
+            Err(e) => tracing::debug!(error = %e, "status not published"),
+        }
+    }
+
+    /// Clean shutdown: replace the retained status with `offline` ourselves (a
+    /// clean DISCONNECT suppresses the last will), then disconnect.
+    async fn say_goodbye(
+        &self,
+        client: &AsyncClient,
+        events: &mut mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    ) {
+        let ok = client
+            .try_publish(
+                self.status_topic.clone(),
+                QoS::AtLeastOnce,
+                true,
+                self.offline_payload.clone(),
+            )
+            .is_ok();
+        let wait = async {
+            while let Some(Ok(ev)) = events.recv().await {
+                if ok && matches!(ev, Event::Incoming(Packet::PubAck(_))) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(_)) = events.recv().await {}
+        })
+        .await;
+    }
+}
+
+async fn forward_events(
+    mut event_loop: EventLoop,
+    tx: mpsc::Sender<Result<Event, rumqttc::ConnectionError>>,
+) {
+    loop {
+        let ev = event_loop.poll().await;
+        let failed = ev.is_err();
+        if tx.send(ev).await.is_err() || failed {
+            break;
+        }
+    }
+}
