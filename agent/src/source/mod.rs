@@ -1,4 +1,20 @@
-//! Sources: where readings come from (local sensors, MQTT) before the engine.
+//! Sources: everything that produces readings, each feeding the engine's one
+//! bounded channel. Parsing is pure (`payload`, `topic`); the tasks (`sim`,
+//! `mqtt`) only move bytes and readings.
 
+pub mod mqtt;
 pub mod payload;
+pub mod sim;
 pub mod topic;
+
+use crate::reading::Reading;
+use crate::wire::DeadLetter;
+
+/// What a source sends to the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A valid reading.
+    Reading(Reading),
+    /// Something that could not become one; published on the dead-letter topic.
+    DeadLetter(DeadLetter),
+}
