@@ -5,8 +5,14 @@
 //! The engine, the detectors and the uplink's delivery bookkeeping are pure
 //! state machines; sockets, threads and SQLite live at the edges.
 
+pub mod cli;
+pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod metrics;
 pub mod outbox;
+pub mod pipeline;
 pub mod reading;
 pub mod source;
+pub mod uplink;
+pub mod wire;

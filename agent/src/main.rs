@@ -1,1 +1,20 @@
-fn main() {}
+//! The `weir` binary: parse the command line, dispatch, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use weir::cli::{Cli, Command, ConfigCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { config, log } => weir::cli::run::run(&config, &log),
+        Command::Config(ConfigCommand::Check { file }) => {
+            weir::cli::config::check(&file, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Config(ConfigCommand::Example) => {
+            weir::cli::config::example(&mut std::io::stdout())
+        }
+    };
+    ExitCode::from(code)
+}

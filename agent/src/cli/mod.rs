@@ -1,0 +1,66 @@
+//! The `weir` command line: the daemon and the technician's tools, one file per
+//! subcommand. Each returns an [`ExitCode`] the binary passes on.
+
+pub mod config;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (sysexits-style where one fits), so scripts and systemd can tell
+/// a bad config from a runtime failure.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A runtime failure (cannot open the outbox, ...).
+    pub const FAILURE: u8 = 1;
+    /// Invalid command line (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The configuration is invalid (EX_CONFIG).
+    pub const CONFIG: u8 = 78;
+}
+
+/// Weir: sensors in, event-time windows and anomaly alerts out over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (what systemd starts).
+    Run {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG"
+        )]
+        config: PathBuf,
+        /// Log filter, e.g. "info" or "weir=debug" (also WEIR_LOG).
+        #[arg(long, env = "WEIR_LOG", default_value = "info")]
+        log: String,
+    },
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `weir config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file; exit 0 if valid, 78 with the line, key and fix if not.
+    Check {
+        /// Configuration file.
+        #[arg(default_value = "/etc/weir/weir.toml")]
+        file: PathBuf,
+    },
+    /// Print a fully commented example configuration.
+    Example,
+}
