@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it (.ci/run calls this):
+# dependencies, formatting, lints, the rust 1.85 build check, and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== rust 1.85 (Debian rustc-web, the ARM toolchain) builds the workspace"
+RUSTC=/usr/bin/rustc cargo check --workspace --all-targets --target-dir target/msrv --quiet
+echo "== cargo test"
+cargo test --workspace
