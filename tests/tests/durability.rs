@@ -117,3 +117,50 @@ fn every_pane_committed_before_a_sigkill_arrives_after_restart_and_reconnect() {
     let status = weir.terminate(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{}", weir.log());
 }
+
+#[test]
+fn a_sigterm_while_upstream_is_down_exits_cleanly_and_keeps_the_backlog() {
+    let dir = scratch();
+    let mut broker = Broker::new(dir.path(), weir_tests::free_port());
+    broker.start();
+    Consumer::connect(broker.port, "weir/dur/agg/#", Some("graceful-consumer")).disconnect();
+    broker.stop();
+
+    let cfg = config(dir.path(), broker.port);
+    let mut weir = Weir::start(&cfg, dir.path());
+    let db = dir.path().join("state/outbox.db");
+    let formed = wait_for(Duration::from_secs(30), || {
+        (db.exists() && outbox_pane_ids(&db).len() >= 10).then_some(())
+    });
+    assert!(formed.is_some(), "no backlog formed\n{}", weir.log());
+    let before = outbox_pane_ids(&db);
+    // Shutdown tries to deliver for `shutdown_grace` (5 s by default), then exits.
+    let status = weir.terminate(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{:?}\n{}",
+        status,
+        weir.log()
+    );
+    let after = outbox_pane_ids(&db);
+    assert!(
+        before.is_subset(&after),
+        "rows vanished at shutdown: {:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
+
+    broker.start();
+    let consumer = Consumer::connect(broker.port, "weir/dur/agg/#", Some("graceful-consumer"));
+    let _weir = Weir::start(&cfg, dir.path());
+    consumer
+        .wait_until(
+            "the backlog kept at shutdown",
+            Duration::from_secs(60),
+            |m| {
+                let got: BTreeSet<&str> =
+                    m.iter().filter_map(|m| m.json["msg_id"].as_str()).collect();
+                after.iter().all(|id| got.contains(id.as_str()))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+}

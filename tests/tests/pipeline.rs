@@ -206,6 +206,50 @@ fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
     assert_eq!(dl.json["reason"], "not_a_number");
     assert_eq!(dl.json["payload"], "twenty-one");
     assert_eq!(dl.json["source"], "sensors/lab/pressure");
+    // Every other kind of bad input is dead-lettered with its own reason, and counted.
+    consumer.publish("sensors/lab/pressure", "NaN");
+    consumer.publish("sensors/lab/pressure", vec![b'7'; 5000]);
+    consumer.publish("sensors/lab/pressure", vec![0xff, 0xfe, b'1']);
+    consumer.publish("sensors/lab/pressure", r#"{"value": 1, "ts": 1e20}"#);
+    consumer.publish(
+        "sensors/lab/pressure",
+        format!(r#"{{"value": 1, "ts": {}}}"#, now_ms() + 3_600_000),
+    );
+    let want = [
+        "non_finite",
+        "too_large",
+        "not_utf8",
+        "bad_timestamp",
+        "future_skew",
+    ];
+    let msgs = consumer
+        .wait_until("five more dead letters", WAIT, |m| {
+            want.iter().all(|r| {
+                m.iter()
+                    .any(|m| m.topic == "weir/e2e/deadletter" && m.json["reason"] == *r)
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let skewed = msgs
+        .iter()
+        .find(|m| m.json["reason"] == "future_skew")
+        .cloned()
+        .unwrap_or_else(|| unreachable!());
+    assert_eq!(
+        skewed.json["source"], "lab/pressure",
+        "quarantine names the key"
+    );
+    let too_large = msgs
+        .iter()
+        .find(|m| m.json["reason"] == "too_large")
+        .cloned()
+        .unwrap_or_else(|| unreachable!());
+    assert!(
+        too_large.json["payload"]
+            .as_str()
+            .is_some_and(|p| p.len() < 300),
+        "dead letters stay small"
+    );
     // A plain number still works after it (arrival time).
     consumer.publish("sensors/lab/humidity", "55.5");
 
@@ -242,6 +286,35 @@ fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
         "{sim_panes:?}"
     );
 
+    // The status message counts every one of them (it is refreshed every second).
+    let counted =
+        |c: &Value| c["deadletter"]["bad_timestamp"] == 1 && c["rejected"]["future_skew"] == 1;
+    let msgs = consumer
+        .wait_until("a status counting the bad input", WAIT, |m| {
+            m.iter()
+                .any(|m| m.topic == "weir/e2e/status" && counted(&m.json["counters"]))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let counters: &Value = &msgs
+        .iter()
+        .rev()
+        .find(|m| m.topic == "weir/e2e/status" && m.json["state"] == "online")
+        .cloned()
+        .unwrap_or_else(|| unreachable!())
+        .json["counters"];
+    assert!(counters["readings"].as_u64().unwrap_or(0) > 0, "{counters}");
+    for reason in [
+        "not_a_number",
+        "non_finite",
+        "too_large",
+        "not_utf8",
+        "bad_timestamp",
+    ] {
+        assert_eq!(counters["deadletter"][reason], 1, "{counters}");
+    }
+    assert_eq!(counters["rejected"]["future_skew"], 1, "{counters}");
+    assert_eq!(counters["late"], 1, "{counters}");
+
     // Graceful stop: exit 0 and a retained offline status.
     let status = weir
         .terminate(WAIT)
@@ -253,12 +326,4 @@ fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(st[0].retain);
     assert_eq!(st[0].json["state"], "offline");
-    let counters: &Value = &msgs
-        .iter()
-        .rev()
-        .find(|m| m.topic == "weir/e2e/status" && m.json["state"] == "online")
-        .cloned()
-        .unwrap_or_else(|| unreachable!())
-        .json["counters"];
-    assert!(counters["readings"].as_u64().unwrap_or(0) > 0, "{counters}");
 }

@@ -16,8 +16,8 @@ pub fn run(config: &Path, log: &str) -> u8 {
     let cfg = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
+            // Logging goes to stderr (the journal under systemd): said once, there.
             tracing::error!("invalid configuration: {e}");
-            eprintln!("error: {e}");
             return exit::CONFIG;
         }
     };
@@ -43,7 +43,6 @@ pub fn run(config: &Path, log: &str) -> u8 {
             Ok(()) => exit::OK,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("error: {e}");
                 exit::FAILURE
             }
         }

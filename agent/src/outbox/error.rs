@@ -22,8 +22,8 @@ pub enum OutboxError {
     /// The file is not a SQLite database, or is damaged.
     #[error(
         "the outbox database {path} is corrupt ({detail}); stop weir and move the file aside \
-         (with its -wal and -shm siblings) so a fresh one is created, then inspect it with \
-         `weir outbox verify`"
+         (with its -wal and -shm siblings) so a fresh one is created, then inspect the copy, \
+         e.g. `sqlite3 <file> 'PRAGMA integrity_check'`"
     )]
     Corrupt {
         /// The database file.
