@@ -137,24 +137,39 @@ pub fn signal(pid: u32, name: &str) {
         .status();
 }
 
-/// Path of the `weir` binary built by this workspace (`WEIR_BIN` overrides).
+/// Path of the `weir` binary under test (`WEIR_BIN` overrides).
+///
+/// `cargo test` builds binaries only for the tests of their own package, so the
+/// first call builds `weir` with the same cargo and profile, once per test
+/// process: the tests never run against a stale or missing binary.
 pub fn weir_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEIR_BIN") {
-        return PathBuf::from(p);
-    }
-    // Test executables live in target/<profile>/deps; the binary one level up.
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("odd test path {}", exe.display()));
-    let bin = dir.join("weir");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p weir` (or `cargo test --workspace`)",
-        bin.display()
-    );
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("WEIR_BIN") {
+            return PathBuf::from(p);
+        }
+        // Test executables live in target/<profile>/deps; binaries one level up.
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("odd test path {}", exe.display()));
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "weir", "--bin", "weir"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build weir: {e}"));
+        assert!(status.success(), "building weir failed");
+        let bin = dir.join("weir");
+        assert!(bin.exists(), "{} is missing after the build", bin.display());
+        bin
+    })
+    .clone()
 }
 
 /// A running `weir run`.
