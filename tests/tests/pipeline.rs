@@ -327,3 +327,36 @@ fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
     assert!(st[0].retain);
     assert_eq!(st[0].json["state"], "offline");
 }
+
+#[test]
+fn the_last_will_marks_the_device_offline_when_the_agent_dies() {
+    let dir = scratch();
+    let broker = Broker::start_new(dir.path());
+    let consumer = Consumer::connect(broker.port, "weir/e2e/status", None);
+    let mut weir = Weir::start(&config(dir.path(), broker.port), dir.path());
+    consumer
+        .wait_until("status online", WAIT, |m| {
+            m.iter().any(|m| m.json["state"] == "online")
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", weir.log()));
+    weir.kill9();
+    // The broker notices the dead connection (socket closed) and publishes the will.
+    let msgs = consumer
+        .wait_until("the last will", WAIT, |m| {
+            m.iter().any(|m| m.json["state"] == "offline")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let will = msgs
+        .iter()
+        .find(|m| m.json["state"] == "offline")
+        .cloned()
+        .unwrap_or_else(|| unreachable!());
+    assert_eq!(will.json["device"], "e2e");
+    // And it is retained: a consumer arriving later sees the device is down.
+    let later = Consumer::connect(broker.port, "weir/e2e/status", None);
+    let st = later
+        .wait_until("retained status", WAIT, |m| !m.is_empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(st[0].retain);
+    assert_eq!(st[0].json["state"], "offline");
+}
