@@ -90,23 +90,11 @@ impl Detectors {
         if !self.any_threshold {
             return;
         }
-        if let Some(states) = self.keys.get_mut(&r.key) {
+        self.with_states(&r.key, |specs, states| {
             for (i, st) in &mut states.threshold {
-                st.observe(&self.specs[*i], r, out);
+                st.observe(&specs[*i], r, out);
             }
-            return;
-        }
-        if let Some(states) = admit(
-            &self.specs,
-            &mut self.keys,
-            self.max_keys,
-            &mut self.rejected,
-            &r.key,
-        ) {
-            for (i, st) in &mut states.threshold {
-                st.observe(&self.specs[*i], r, out);
-            }
-        }
+        });
     }
 
     /// Runs every z-score detector of the pane's key, pushing any transitions
@@ -115,22 +103,28 @@ impl Detectors {
         if !self.any_zscore {
             return;
         }
-        if let Some(states) = self.keys.get_mut(&p.key) {
+        self.with_states(&p.key, |specs, states| {
             for (i, st) in &mut states.zscore {
-                st.observe(&self.specs[*i], p, out);
+                st.observe(&specs[*i], p, out);
             }
-            return;
+        });
+    }
+
+    /// Runs `f` on the key's detector states, admitting the key on first sight
+    /// (or doing nothing when it is beyond `max_keys`). One hash lookup for a
+    /// known key: the hot path.
+    fn with_states(&mut self, key: &Key, f: impl FnOnce(&[DetectorSpec], &mut KeyStates)) {
+        if let Some(states) = self.keys.get_mut(key) {
+            return f(&self.specs, states);
         }
         if let Some(states) = admit(
             &self.specs,
             &mut self.keys,
             self.max_keys,
             &mut self.rejected,
-            &p.key,
+            key,
         ) {
-            for (i, st) in &mut states.zscore {
-                st.observe(&self.specs[*i], p, out);
-            }
+            f(&self.specs, states);
         }
     }
 

@@ -298,18 +298,7 @@ mod tests {
         hysteresis: f64,
         clear_after_ms: i64,
     ) -> DetectorSpec {
-        DetectorSpec {
-            name: "t".into(),
-            sensor: Glob::new("*"),
-            metric: Glob::new("*"),
-            severity: Severity::Warning,
-            kind: DetectorKind::Threshold {
-                high,
-                low,
-                hysteresis,
-                clear_after_ms,
-            },
-        }
+        super::super::test_support::threshold_spec("t", high, low, hysteresis, clear_after_ms)
     }
 
     fn zscore(alpha: f64, threshold: f64, hysteresis: f64, min_stddev: f64) -> DetectorSpec {
