@@ -12,6 +12,7 @@ pub mod engine;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
+pub mod process;
 pub mod reading;
 pub mod source;
 pub mod uplink;

@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::detect::{AlertState, Detectors};
-use crate::engine::{Engine, Output, RejectReason};
+use crate::detect::Detectors;
+use crate::engine::Engine;
 use crate::metrics::Counters;
 use crate::outbox::{Class, NewMessage, Outbox, OutboxError, OutboxHandle};
+use crate::process::Processor;
 use crate::reading::now_ms;
 use crate::source::{self, Input};
 use crate::uplink::{LinkStatus, Uplink};
@@ -93,9 +94,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
 
     let max_keys = cfg.engine.max_keys;
     let engine = EngineTask {
-        engine: Engine::new(cfg.engine),
-        detectors: Detectors::new(cfg.detectors, max_keys),
-        wire: wire.clone(),
+        processor: Processor::new(
+            Engine::new(cfg.engine),
+            Detectors::new(cfg.detectors, max_keys),
+            wire.clone(),
+            counters.clone(),
+        ),
         outbox: outbox.clone(),
         counters: counters.clone(),
         gauges: gauges.clone(),
@@ -154,9 +158,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
 }
 
 struct EngineTask {
-    engine: Engine,
-    detectors: Detectors,
-    wire: Wire,
+    processor: Processor,
     outbox: OutboxHandle,
     counters: Arc<Counters>,
     gauges: Arc<Gauges>,
@@ -169,78 +171,21 @@ impl EngineTask {
     /// that fills the channel and so stops the sources.
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         let mut batch = Vec::with_capacity(512);
-        let mut outputs = Vec::new();
-        let mut alerts = Vec::new();
         let mut msgs: Vec<NewMessage> = Vec::new();
         while rx.recv_many(&mut batch, 512).await > 0 {
             let now = now_ms();
             for input in batch.drain(..) {
-                match input {
-                    Input::Reading(r) => {
-                        Counters::add(&self.counters.readings, 1);
-                        self.engine.push(r.clone(), now, &mut outputs);
-                        let mut refused = false;
-                        for out in outputs.drain(..) {
-                            match out {
-                                Output::Pane(p) => {
-                                    let c = if p.revision == 0 {
-                                        &self.counters.panes_on_time
-                                    } else {
-                                        &self.counters.panes_late
-                                    };
-                                    Counters::add(c, 1);
-                                    self.detectors.on_pane(&p, &mut alerts);
-                                    msgs.push(self.wire.pane(&p, now));
-                                }
-                                Output::Late(l) => {
-                                    Counters::add(&self.counters.late, 1);
-                                    msgs.push(self.wire.late(&l, now));
-                                }
-                                Output::Rejected { reading, reason } => {
-                                    refused = true;
-                                    self.counters.bump("rejected", reason.as_str(), 1);
-                                    // Quarantined readings are published; limit rejections are
-                                    // only counted, or a flood of new keys would flood the outbox.
-                                    if reason == RejectReason::FutureSkew {
-                                        msgs.push(self.wire.rejected(
-                                            &reading,
-                                            reason.as_str(),
-                                            now,
-                                        ));
-                                    }
-                                }
-                            }
-                        }
-                        if !refused {
-                            self.detectors.on_reading(&r, &mut alerts);
-                        }
-                    }
-                    Input::DeadLetter(d) => {
-                        self.counters.bump("deadletter", d.reason, 1);
-                        tracing::debug!(source = %d.source, reason = d.reason, detail = %d.detail, "dead letter");
-                        msgs.push(self.wire.dead_letter(&d, now));
-                    }
-                }
-                for a in alerts.drain(..) {
-                    let c = match a.state {
-                        AlertState::Raised => &self.counters.alerts_raised,
-                        AlertState::Cleared => &self.counters.alerts_cleared,
-                    };
-                    Counters::add(c, 1);
-                    tracing::info!(id = %a.id, state = ?a.state, reason = %a.reason, "alert");
-                    msgs.push(self.wire.alert(&a, now));
-                }
+                self.processor.input(input, now, &mut msgs);
             }
             self.commit(&mut msgs).await;
-            self.gauges
-                .keys
-                .store(self.engine.key_count() as u64, Relaxed);
+            let p = &self.processor;
+            self.gauges.keys.store(p.engine.key_count() as u64, Relaxed);
             self.gauges
                 .open_windows
-                .store(self.engine.open_windows() as u64, Relaxed);
+                .store(p.engine.open_windows() as u64, Relaxed);
             self.gauges
                 .active_alerts
-                .store(self.detectors.active_alerts().count() as u64, Relaxed);
+                .store(p.detectors.active_alerts().count() as u64, Relaxed);
         }
     }
 
