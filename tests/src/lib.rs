@@ -46,8 +46,108 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 pub struct Broker {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its mutual-TLS port, when started with [`Broker::with_tls`].
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
+}
+
+/// Certificates made for one test with the `openssl` command line.
+pub struct Certs {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// Server certificate (SAN 127.0.0.1 and localhost) and key.
+    pub server: (PathBuf, PathBuf),
+    /// Client certificate and key.
+    pub client: (PathBuf, PathBuf),
+    /// A CA that signed nothing here: trusting it must fail.
+    pub other_ca: PathBuf,
+}
+
+impl Certs {
+    /// Generates everything in `dir` (RSA 2048, valid two days).
+    pub fn generate(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ]);
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        for who in ["server", "client"] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={who}"),
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+                "-out",
+                &format!("{who}.crt"),
+            ]);
+        }
+        // Readable by mosquitto after it drops root.
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("a+rX")
+            .arg(dir)
+            .status();
+        Self {
+            ca: dir.join("ca.crt"),
+            server: (dir.join("server.crt"), dir.join("server.key")),
+            client: (dir.join("client.crt"), dir.join("client.key")),
+            other_ca: dir.join("other-ca.crt"),
+        }
+    }
 }
 
 impl Broker {
@@ -70,9 +170,29 @@ impl Broker {
             .status();
         Self {
             port,
+            tls_port: None,
             dir,
             child: None,
         }
+    }
+
+    /// A broker with a plain listener and a second one that requires mutual TLS
+    /// with `certs` (per-listener settings off: both share one topic space).
+    pub fn with_tls(dir: &Path, certs: &Certs) -> Self {
+        let mut b = Self::new(dir, free_port());
+        let tls_port = free_port();
+        let extra = format!(
+            "\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            certs.ca.display(),
+            certs.server.0.display(),
+            certs.server.1.display()
+        );
+        let conf = b.dir.join("mosquitto.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap_or_else(|e| panic!("{e}"));
+        text.push_str(&extra);
+        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{e}"));
+        b.tls_port = Some(tls_port);
+        b
     }
 
     /// Starts a broker on a free port.

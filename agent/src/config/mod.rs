@@ -72,6 +72,10 @@ pub struct UplinkConfig {
     pub status_interval: Duration,
     /// Publishes awaiting PUBACK at most.
     pub max_inflight: u16,
+    /// TLS, when `[uplink.tls]` is configured.
+    pub tls: Option<crate::uplink::tls::TlsSettings>,
+    /// Username and password, when configured.
+    pub credentials: Option<crate::uplink::tls::Credentials>,
 }
 
 /// The local broker that devices publish readings to.

@@ -174,3 +174,63 @@ fn a_missing_file_is_a_read_error_naming_it() {
     let e = Config::load(Path::new("/nonexistent/weir.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/weir.toml"), "{e}");
 }
+
+#[test]
+fn a_password_file_is_read_without_its_trailing_newline_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let text = format!(
+        "{MINIMAL}[uplink]\nusername = \"u\"\npassword_file = \"{}\"\n",
+        pw.display()
+    );
+    let c = Config::parse(&text, None).unwrap();
+    let cred = c.uplink.credentials.as_ref().unwrap();
+    assert_eq!(cred.username, "u");
+    assert_eq!(cred.password.expose(), "s3cret");
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "the password must not appear in debug output"
+    );
+}
+
+#[test]
+fn an_unset_password_variable_is_named() {
+    let text = format!(
+        "{MINIMAL}[uplink]\nusername = \"u\"\npassword_env = \"WEIR_TEST_SURELY_UNSET_VAR\"\n"
+    );
+    let e = invalid(&text);
+    assert_eq!(e.key, "uplink.password_env");
+    assert!(
+        e.problem.contains("WEIR_TEST_SURELY_UNSET_VAR"),
+        "{}",
+        e.problem
+    );
+}
+
+#[test]
+fn a_password_without_username_or_with_two_sources_is_refused() {
+    let text = format!("{MINIMAL}[uplink]\npassword_env = \"HOME\"\n");
+    assert_eq!(invalid(&text).key, "uplink.username");
+    let text = format!(
+        "{MINIMAL}[uplink]\nusername = \"u\"\npassword_env = \"HOME\"\npassword_file = \"/x\"\n"
+    );
+    assert_eq!(invalid(&text).key, "uplink.password_env");
+}
+
+#[test]
+fn tls_needs_a_readable_ca_and_a_key_with_its_certificate() {
+    assert_eq!(
+        invalid(&format!("{MINIMAL}[uplink.tls]\ncert_file = \"/x\"\n")).key,
+        "uplink.tls"
+    );
+    let e = invalid(&format!(
+        "{MINIMAL}[uplink.tls]\nca_file = \"/nonexistent/ca.crt\"\n"
+    ));
+    assert_eq!(e.key, "uplink.tls.ca_file");
+    assert!(e.problem.contains("/nonexistent/ca.crt"), "{}", e.problem);
+    let e = invalid(&format!(
+        "{MINIMAL}[uplink.tls]\nca_file = \"/nonexistent/ca.crt\"\ncert_file = \"/c\"\n"
+    ));
+    assert_eq!(e.key, "uplink.tls.key_file");
+}

@@ -1,7 +1,7 @@
 //! Raw config -> checked [`Config`], with defaults. An error is the key path, the
 //! problem and the fix; `mod.rs` adds the file and line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{RawClearAfter, RawConfig, RawSize};
@@ -12,6 +12,7 @@ use crate::engine::{EngineConfig, EngineConfigError, WindowSpec};
 use crate::outbox::OutboxConfig;
 use crate::source::payload::PayloadFormat;
 use crate::source::topic::TopicMap;
+use crate::uplink::tls::{self, Credentials, Secret, TlsError, TlsSettings};
 use weir_sensors::sim::{Anomaly, AnomalyKind, SimSpec};
 
 /// Key path, problem, fix.
@@ -425,7 +426,11 @@ fn uplink(raw: &RawConfig, device: &str) -> Result<UplinkConfig> {
             "e.g. 64",
         );
     }
+    let tls = uplink_tls(r)?;
+    let credentials = uplink_credentials(r)?;
     Ok(UplinkConfig {
+        tls,
+        credentials,
         host: get(|r| r.host.as_ref()).unwrap_or("localhost").to_string(),
         port: r.and_then(|r| r.port).unwrap_or(1883),
         client_id: get(|r| r.client_id.as_ref())
@@ -450,6 +455,108 @@ fn uplink(raw: &RawConfig, device: &str) -> Result<UplinkConfig> {
         )?,
         max_inflight,
     })
+}
+
+fn uplink_tls(r: Option<&super::raw::RawUplink>) -> Result<Option<TlsSettings>> {
+    let Some(t) = r.and_then(|r| r.tls.as_ref()) else {
+        return Ok(None);
+    };
+    let p = [Key("uplink"), Key("tls")];
+    let Some(ca) = t.ca_file.as_deref() else {
+        return err(
+            &p,
+            "TLS needs the CA file that signed the broker's certificate",
+            "add ca_file = \"/etc/weir/upstream-ca.crt\"",
+        );
+    };
+    let client = match (t.cert_file.as_deref(), t.key_file.as_deref()) {
+        (Some(c), Some(k)) => Some((Path::new(c), Path::new(k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return err(
+                &with(&p, Key("key_file")),
+                "cert_file is set without key_file",
+                "add key_file, or remove cert_file",
+            );
+        }
+        (None, Some(_)) => {
+            return err(
+                &with(&p, Key("cert_file")),
+                "key_file is set without cert_file",
+                "add cert_file, or remove key_file",
+            );
+        }
+    };
+    tls::load(Path::new(ca), client).map(Some).or_else(|e| {
+        let key = match &e {
+            TlsError::Read { path, .. } | TlsError::NoPem { path, .. }
+                if Some(path.as_path()) == client.map(|c| c.0) =>
+            {
+                "cert_file"
+            }
+            TlsError::Read { path, .. } | TlsError::NoPem { path, .. }
+                if Some(path.as_path()) == client.map(|c| c.1) =>
+            {
+                "key_file"
+            }
+            TlsError::Rustls(_) if client.is_some() => "key_file",
+            _ => "ca_file",
+        };
+        err(
+            &with(&p, Key(key)),
+            e.to_string(),
+            "point it at a readable PEM file",
+        )
+    })
+}
+
+fn uplink_credentials(r: Option<&super::raw::RawUplink>) -> Result<Option<Credentials>> {
+    let Some(r) = r else { return Ok(None) };
+    let p = [Key("uplink")];
+    let password = match (r.password_file.as_deref(), r.password_env.as_deref()) {
+        (Some(_), Some(_)) => {
+            return err(
+                &with(&p, Key("password_env")),
+                "both password_file and password_env are set",
+                "keep one of them",
+            );
+        }
+        (Some(f), None) => match std::fs::read_to_string(f) {
+            // One trailing newline is how editors and `echo` end a file, not part of the password.
+            Ok(s) => Some(Secret::new(s.strip_suffix('\n').unwrap_or(&s).to_string())),
+            Err(e) => {
+                return err(
+                    &with(&p, Key("password_file")),
+                    format!("cannot read {f}: {e}"),
+                    "make the file readable by the weir user (mode 0640)",
+                );
+            }
+        },
+        (None, Some(v)) => match std::env::var(v) {
+            Ok(s) => Some(Secret::new(s)),
+            Err(_) => {
+                return err(
+                    &with(&p, Key("password_env")),
+                    format!("environment variable {v} is not set"),
+                    "set it for the service (systemd: EnvironmentFile= or LoadCredential=), or use password_file",
+                );
+            }
+        },
+        (None, None) => None,
+    };
+    match (r.username.clone(), password) {
+        (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+        (Some(username), None) => Ok(Some(Credentials {
+            username,
+            password: Secret::new(String::new()),
+        })),
+        (None, Some(_)) => err(
+            &with(&p, Key("username")),
+            "a password is configured without a username",
+            "add username = \"...\"",
+        ),
+        (None, None) => Ok(None),
+    }
 }
 
 fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {

@@ -13,13 +13,15 @@
 
 pub mod backoff;
 pub mod inflight;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -159,6 +161,14 @@ impl Uplink {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(tls) = &c.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.config.clone(),
+            )));
+        }
+        if let Some(cred) = &c.credentials {
+            opts.set_credentials(cred.username.clone(), cred.password.expose());
+        }
         let capacity = usize::from(c.max_inflight) + 8;
         let (client, event_loop) = AsyncClient::new(opts, capacity);
         let (tx, rx) = mpsc::channel(1024);
@@ -252,7 +262,7 @@ impl Uplink {
         backoff: &mut Backoff,
     ) -> Result<(), End> {
         match ev {
-            Err(e) => Err(End::Lost(e.to_string())),
+            Err(e) => Err(End::Lost(self.explain(&e))),
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 if ack.code != ConnectReturnCode::Success {
                     return Err(End::Lost(format!(
@@ -279,6 +289,30 @@ impl Uplink {
                 Ok(())
             }
             Ok(_) => Ok(()),
+        }
+    }
+
+    /// A connection error as a technician needs it: TLS failures name the CA file
+    /// the server was checked against.
+    fn explain(&self, e: &ConnectionError) -> String {
+        match (e, &self.cfg.tls) {
+            (ConnectionError::Tls(t), Some(tls)) => format!(
+                "TLS with {}:{} failed: {t} (the server is verified against {}{})",
+                self.cfg.host,
+                self.cfg.port,
+                tls.ca_file.display(),
+                if tls.client_auth {
+                    "; a client certificate is presented"
+                } else {
+                    ""
+                }
+            ),
+            (ConnectionError::ConnectionRefused(code), _) => {
+                format!(
+                    "the broker refused the connection: {code:?} (check username/password and ACLs)"
+                )
+            }
+            _ => e.to_string(),
         }
     }
 
