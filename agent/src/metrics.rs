@@ -26,13 +26,17 @@ pub struct Counters {
     pub alerts_raised: AtomicU64,
     /// Alerts cleared.
     pub alerts_cleared: AtomicU64,
+    /// Messages produced for the outbox (panes, alerts, late readings, dead letters).
+    /// Every one ends up acked, evicted, superseded, expired, dropped, or still pending.
+    pub produced: AtomicU64,
     /// Rows written to the outbox.
     pub outbox_inserted: AtomicU64,
     /// Unsent rows replaced by a newer revision of the same window.
     pub outbox_superseded: AtomicU64,
     /// Publishes handed to the upstream connection.
     pub published: AtomicU64,
-    /// Rows acknowledged by the upstream broker and deleted.
+    /// Rows deleted on the upstream broker's acknowledgement (a duplicate or stray
+    /// PUBACK deletes nothing and is not counted).
     pub acked: AtomicU64,
     /// Successful upstream connections.
     pub uplink_connects: AtomicU64,
@@ -48,7 +52,7 @@ impl Counters {
     }
 
     /// Counts one event of `category` (`deadletter`, `rejected`, `evicted`,
-    /// `dropped`) for `reason`.
+    /// `expired`, `dropped`) for `reason`.
     pub fn bump(&self, category: &str, reason: &str, n: u64) {
         if n == 0 {
             return;
@@ -79,6 +83,7 @@ impl Counters {
             "panes_late": g(&self.panes_late),
             "alerts_raised": g(&self.alerts_raised),
             "alerts_cleared": g(&self.alerts_cleared),
+            "produced": g(&self.produced),
             "outbox_inserted": g(&self.outbox_inserted),
             "outbox_superseded": g(&self.outbox_superseded),
             "published": g(&self.published),
@@ -87,7 +92,7 @@ impl Counters {
             "uplink_errors": g(&self.uplink_errors),
         });
         let map = self.by_reason.lock().unwrap_or_else(|e| e.into_inner());
-        for category in ["deadletter", "rejected", "evicted", "dropped"] {
+        for category in ["deadletter", "rejected", "evicted", "expired", "dropped"] {
             v[category] = json!({});
         }
         for (k, n) in map.iter() {

@@ -136,6 +136,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
         link,
         new_rows,
     };
+    if cfg.outbox_ttl.iter().any(Option::is_some) {
+        tracker.spawn(expire_old_rows(
+            outbox.clone(),
+            cfg.outbox_ttl,
+            counters.clone(),
+            shutdown.clone(),
+        ));
+    }
     let drain = CancellationToken::new();
     let uplink_done = tracker.spawn(uplink.run(drain.clone(), cfg.shutdown_grace));
     tracker.close();
@@ -155,6 +163,43 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
     let _ = tokio::task::spawn_blocking(move || outbox_thread.join()).await;
     tracing::info!(counters = %counters.snapshot(), "stopped");
     Ok(())
+}
+
+/// Deletes rows older than their class's TTL, once a minute (and at start).
+async fn expire_old_rows(
+    outbox: OutboxHandle,
+    ttl: [Option<std::time::Duration>; 3],
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        let cutoffs = ttl.map(|t| {
+            t.map(|d| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        });
+        match outbox.expire(cutoffs).await {
+            Ok(expired) => {
+                for c in Class::ALL {
+                    let n = expired[c as usize];
+                    if n > 0 {
+                        // Data lost by policy: an operator should know the link was down that long.
+                        tracing::error!(
+                            class = c.as_str(),
+                            expired = n,
+                            "unsent messages older than their TTL were deleted"
+                        );
+                    }
+                    counters.bump("expired", c.as_str(), n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "outbox expiry failed; retrying in a minute"),
+        }
+    }
 }
 
 struct EngineTask {
@@ -194,6 +239,7 @@ impl EngineTask {
             return;
         }
         let n = msgs.len() as u64;
+        Counters::add(&self.counters.produced, n);
         let mut lost_by_class = [0u64; 3];
         for m in msgs.iter() {
             lost_by_class[m.class as usize] += 1;

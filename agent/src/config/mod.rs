@@ -43,6 +43,8 @@ pub struct Config {
     pub detectors: Vec<DetectorSpec>,
     /// The durable queue.
     pub outbox: OutboxConfig,
+    /// Age after which an unsent message expires, per class (`None`: never).
+    pub outbox_ttl: [Option<Duration>; 3],
     /// Upstream broker.
     pub uplink: UplinkConfig,
     /// Local broker ingest, if configured.
@@ -72,6 +74,8 @@ pub struct UplinkConfig {
     pub status_interval: Duration,
     /// Publishes awaiting PUBACK at most.
     pub max_inflight: u16,
+    /// Aggregates and diagnostics published per second at most (0: no limit).
+    pub max_rate: u32,
     /// TLS, when `[uplink.tls]` is configured.
     pub tls: Option<crate::uplink::tls::TlsSettings>,
     /// Username and password, when configured.

@@ -55,6 +55,15 @@ pub struct RawWindow {
 pub struct RawOutbox {
     pub path: Option<String>,
     pub max_bytes: Option<RawSize>,
+    pub ttl: Option<RawTtl>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTtl {
+    pub alert: Option<String>,
+    pub aggregate: Option<String>,
+    pub diagnostic: Option<String>,
 }
 
 /// A byte size: a plain integer or a string such as `"64MiB"`.
@@ -77,6 +86,7 @@ pub struct RawUplink {
     pub reconnect_max: Option<String>,
     pub status_interval: Option<String>,
     pub max_inflight: Option<u16>,
+    pub max_rate: Option<u32>,
     pub username: Option<String>,
     pub password_file: Option<String>,
     pub password_env: Option<String>,

@@ -234,3 +234,28 @@ fn tls_needs_a_readable_ca_and_a_key_with_its_certificate() {
     ));
     assert_eq!(e.key, "uplink.tls.key_file");
 }
+
+#[test]
+fn outbox_ttls_default_to_keeping_alerts_and_accept_never() {
+    let c = Config::parse(MINIMAL, None).unwrap();
+    assert_eq!(
+        c.outbox_ttl,
+        [
+            None,
+            Some(Duration::from_secs(7 * 86_400)),
+            Some(Duration::from_secs(86_400))
+        ]
+    );
+    assert_eq!(c.uplink.max_rate, 1000);
+    let c = Config::parse(
+        &format!("{MINIMAL}[outbox.ttl]\nalert = \"30d\"\ndiagnostic = \"never\"\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.outbox_ttl[0], Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(c.outbox_ttl[2], None);
+    assert_eq!(
+        invalid(&format!("{MINIMAL}[outbox.ttl]\naggregate = \"0s\"\n")).key,
+        "outbox.ttl.aggregate"
+    );
+}

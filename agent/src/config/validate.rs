@@ -186,6 +186,23 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         max_bytes,
     };
 
+    let outbox_ttl = {
+        let t = raw.outbox.ttl.as_ref();
+        let ttl =
+            |key: &'static str, v: Option<&String>, default: &str| -> Result<Option<Duration>> {
+                let text = v.map_or(default, String::as_str);
+                if text == "never" {
+                    return Ok(None);
+                }
+                let path = [Key("outbox"), Key("ttl"), Key(key)];
+                positive(&path, duration(&path, Some(text), default)?, key).map(Some)
+            };
+        [
+            ttl("alert", t.and_then(|t| t.alert.as_ref()), "never")?,
+            ttl("aggregate", t.and_then(|t| t.aggregate.as_ref()), "7d")?,
+            ttl("diagnostic", t.and_then(|t| t.diagnostic.as_ref()), "1d")?,
+        ]
+    };
     let uplink = uplink(&raw, &device)?;
     let ingest = ingest(&raw, &device)?;
     let sims = sims(&raw)?;
@@ -205,6 +222,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         engine,
         detectors,
         outbox,
+        outbox_ttl,
         uplink,
         ingest,
         sims,
@@ -454,6 +472,7 @@ fn uplink(raw: &RawConfig, device: &str) -> Result<UplinkConfig> {
             "status_interval",
         )?,
         max_inflight,
+        max_rate: r.and_then(|r| r.max_rate).unwrap_or(1000),
     })
 }
 

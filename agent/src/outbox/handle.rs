@@ -27,6 +27,7 @@ pub(super) enum Command {
     Pending(HashSet<i64>, usize, Reply<Vec<Row>>),
     Ack(Vec<i64>, Reply<usize>),
     Stats(Reply<[ClassStats; 3]>),
+    Expire([Option<i64>; 3], Reply<[u64; 3]>),
 }
 
 /// A cloneable async front to an [`Outbox`] running on the dedicated "weir-outbox" thread.
@@ -78,6 +79,11 @@ impl OutboxHandle {
         self.call(Command::Stats).await
     }
 
+    /// See [`Outbox::expire`].
+    pub async fn expire(&self, cutoffs: [Option<i64>; 3]) -> Result<[u64; 3], OutboxError> {
+        self.call(|r| Command::Expire(cutoffs, r)).await
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, OutboxError> {
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -121,6 +127,10 @@ pub(super) fn execute(outbox: &mut Outbox, cmds: impl IntoIterator<Item = Comman
             Command::Stats(reply) => {
                 flush_acks(outbox, &mut acks);
                 let _ = reply.send(outbox.stats());
+            }
+            Command::Expire(cutoffs, reply) => {
+                flush_acks(outbox, &mut acks);
+                let _ = reply.send(outbox.expire(cutoffs));
             }
         }
     }

@@ -283,6 +283,48 @@ impl Outbox {
         Ok(counts)
     }
 
+    /// Deletes, in ONE transaction, every row older than its class's cutoff
+    /// (`created_ms < cutoff`; `None`: the class never expires). Returns how many
+    /// rows expired per class, for the counters.
+    pub fn expire(&mut self, cutoffs: [Option<i64>; 3]) -> Result<[u64; 3], OutboxError> {
+        let err = |e| OutboxError::from_sqlite(&self.path, e);
+        let mut expired = [0u64; 3];
+        if cutoffs.iter().all(Option::is_none) {
+            return Ok(expired);
+        }
+        let mut class_bytes = self.class_bytes;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        for class in Class::ALL {
+            let Some(cutoff) = cutoffs[class.index()] else {
+                continue;
+            };
+            let (n, bytes): (i64, Option<i64>) = tx
+                .query_row(
+                    "SELECT COUNT(*), SUM(bytes) FROM outbox WHERE class = ?1 AND created_ms < ?2",
+                    rusqlite::params![class as i64, cutoff],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(err)?;
+            if n == 0 {
+                continue;
+            }
+            tx.execute(
+                "DELETE FROM outbox WHERE class = ?1 AND created_ms < ?2",
+                rusqlite::params![class as i64, cutoff],
+            )
+            .map_err(err)?;
+            expired[class.index()] = n.unsigned_abs();
+            let freed = bytes.unwrap_or(0).unsigned_abs();
+            class_bytes[class.index()] = class_bytes[class.index()].saturating_sub(freed);
+        }
+        tx.commit().map_err(err)?;
+        self.class_bytes = class_bytes;
+        Ok(expired)
+    }
+
     /// Backlog per class, indexed by [`Class::index`].
     pub fn stats(&self) -> Result<[ClassStats; 3], OutboxError> {
         let err = |e| OutboxError::from_sqlite(&self.path, e);

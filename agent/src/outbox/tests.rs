@@ -510,3 +510,51 @@ fn a_write_protected_file_or_directory_is_refused_where_permissions_apply() {
     .unwrap();
     assert!(matches!(err, OutboxError::Open { .. }), "{err:?}");
 }
+
+#[test]
+fn rows_older_than_their_class_cutoff_expire_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(&OutboxConfig {
+        path: dir.path().join("o.db"),
+        max_bytes: 1 << 20,
+    })
+    .unwrap();
+    let msg = |class, created_ms| NewMessage {
+        class,
+        topic: "t".into(),
+        payload: vec![0; 10],
+        supersede_key: None,
+        created_ms,
+    };
+    ob.insert(&[
+        msg(Class::Alert, 100),
+        msg(Class::Aggregate, 100),
+        msg(Class::Aggregate, 300),
+        msg(Class::Diagnostic, 100),
+    ])
+    .unwrap();
+    let before = ob.total_bytes();
+    // Alerts never expire here; aggregates older than 200; diagnostics older than 50 (none).
+    let expired = ob.expire([None, Some(200), Some(50)]).unwrap();
+    assert_eq!(expired, [0, 1, 0]);
+    assert_eq!(
+        ob.total_bytes(),
+        before - 11,
+        "byte accounting follows the deletion"
+    );
+    let left: Vec<(Class, i64)> = ob
+        .pending(&HashSet::new(), 10)
+        .unwrap()
+        .iter()
+        .map(|r| (r.class, r.created_ms))
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            (Class::Alert, 100),
+            (Class::Aggregate, 300),
+            (Class::Diagnostic, 100)
+        ]
+    );
+    assert_eq!(ob.expire([None, None, None]).unwrap(), [0, 0, 0]);
+}

@@ -13,6 +13,7 @@
 
 pub mod backoff;
 pub mod inflight;
+pub mod ratelimit;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
@@ -29,10 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UplinkConfig;
 use crate::metrics::Counters;
-use crate::outbox::OutboxHandle;
+use crate::outbox::{Class, OutboxHandle};
 use crate::reading::now_ms;
 use backoff::Backoff;
 use inflight::{Inflight, Tag};
+use ratelimit::RateLimit;
 
 /// Largest packet we send or accept upstream. Our own payloads are far smaller
 /// (dead letters are truncated); this only keeps rumqttc's 10 KiB default from
@@ -87,6 +89,8 @@ impl Uplink {
     /// `grace` has passed. Unacknowledged rows stay in the outbox for next time.
     pub async fn run(self, drain: CancellationToken, grace: Duration) {
         let mut backoff = Backoff::new(self.cfg.reconnect_min, self.cfg.reconnect_max);
+        let burst = u32::from(self.cfg.max_inflight);
+        let mut limit = RateLimit::new(self.cfg.max_rate, burst, Instant::now().into_std());
         let mut deadline: Option<Instant> = None;
         loop {
             if deadline.is_none() && drain.is_cancelled() {
@@ -106,6 +110,7 @@ impl Uplink {
                     &drain,
                     (&mut deadline, grace),
                     &mut backoff,
+                    &mut limit,
                 )
                 .await;
             self.link.connected.store(false, Relaxed);
@@ -183,6 +188,7 @@ impl Uplink {
         drain: &CancellationToken,
         (deadline, grace): (&mut Option<Instant>, Duration),
         backoff: &mut Backoff,
+        limit: &mut RateLimit,
     ) -> End {
         let mut inflight = Inflight::new();
         let mut connected = false;
@@ -191,15 +197,25 @@ impl Uplink {
         let mut status_tick = tokio::time::interval(self.cfg.status_interval);
         status_tick.reset();
         let max = usize::from(self.cfg.max_inflight);
+        // Set while the drain rate limit holds back non-alert rows.
+        let mut throttled_until: Option<Instant> = None;
         loop {
-            if connected && want_rows && inflight.rows().len() < max {
+            if connected && want_rows && throttled_until.is_none() && inflight.rows().len() < max {
                 let room = max - inflight.rows().len();
                 let rows = match self.outbox.pending(inflight.rows().clone(), room).await {
                     Ok(rows) => rows,
                     Err(e) => return End::OutboxClosed(e.to_string()),
                 };
                 want_rows = rows.len() == room;
+                let now = Instant::now().into_std();
                 for row in rows {
+                    // Rows come in priority order: once one must wait for a token, the rest
+                    // wait too (they stay pending and are fetched again).
+                    if row.class != Class::Alert && !limit.try_take(now) {
+                        want_rows = true;
+                        throttled_until = Some(Instant::from_std(limit.next_token_at(now)));
+                        break;
+                    }
                     if let Err(e) =
                         client.try_publish(row.topic, QoS::AtLeastOnce, false, row.payload)
                     {
@@ -231,16 +247,18 @@ impl Uplink {
                         }
                     }
                     if !acks.is_empty() {
-                        let n = acks.len() as u64;
-                        if let Err(e) = self.outbox.ack(std::mem::take(&mut acks)).await {
-                            return End::OutboxClosed(e.to_string());
+                        match self.outbox.ack(std::mem::take(&mut acks)).await {
+                            Ok(deleted) => Counters::add(&self.counters.acked, deleted as u64),
+                            Err(e) => return End::OutboxClosed(e.to_string()),
                         }
-                        Counters::add(&self.counters.acked, n);
                         self.link.last_puback_ms.store(now_ms(), Relaxed);
                         want_rows = true;
                     }
                 }
                 _ = self.new_rows.notified() => want_rows = true,
+                _ = tokio::time::sleep_until(throttled_until.unwrap_or_else(Instant::now)), if throttled_until.is_some() => {
+                    throttled_until = None;
+                }
                 _ = status_tick.tick(), if connected => self.publish_status(client, &mut inflight),
                 _ = drain.cancelled(), if !drain.is_cancelled() => want_rows = true,
                 _ = tokio::time::sleep_until(until), if deadline.is_some() => {
