@@ -52,6 +52,8 @@ pub struct Gauges {
     pub open_windows: AtomicU64,
     /// Alerts currently raised.
     pub active_alerts: AtomicU64,
+    /// 1 while the outbox cannot be written and results are held.
+    pub outbox_blocked: AtomicU64,
 }
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
@@ -93,7 +95,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
     drop(tx);
 
     let max_keys = cfg.engine.max_keys;
+    let space_freed = Arc::new(Notify::new());
     let engine = EngineTask {
+        stop: shutdown.clone(),
+        space_freed: space_freed.clone(),
         processor: Processor::new(
             Engine::new(cfg.engine),
             Detectors::new(cfg.detectors, max_keys),
@@ -121,6 +126,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
                 "keys": gauges.keys.load(Relaxed),
                 "open_windows": gauges.open_windows.load(Relaxed),
                 "active_alerts": gauges.active_alerts.load(Relaxed),
+                "outbox_blocked": gauges.outbox_blocked.load(Relaxed) == 1,
                 "last_puback_ms": link.last_puback_ms.load(Relaxed),
                 "counters": counters.snapshot(),
             }))
@@ -135,6 +141,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
         counters: counters.clone(),
         link,
         new_rows,
+        space_freed,
     };
     if cfg.outbox_ttl.iter().any(Option::is_some) {
         tracker.spawn(expire_old_rows(
@@ -204,6 +211,8 @@ async fn expire_old_rows(
 
 struct EngineTask {
     processor: Processor,
+    stop: CancellationToken,
+    space_freed: Arc<Notify>,
     outbox: OutboxHandle,
     counters: Arc<Counters>,
     gauges: Arc<Gauges>,
@@ -234,44 +243,80 @@ impl EngineTask {
         }
     }
 
+    /// Commits a batch. If the outbox cannot be written (disk full, read-only
+    /// card), the batch is held and retried with capped backoff: the channel
+    /// fills, MQTT ingest stops reading (the broker keeps the readings) and the
+    /// sensors apply their `when_full` policy. Only at shutdown, after a few more
+    /// attempts, is a batch given up, and then it is counted and logged.
     async fn commit(&self, msgs: &mut Vec<NewMessage>) {
         if msgs.is_empty() {
             return;
         }
-        let n = msgs.len() as u64;
-        Counters::add(&self.counters.produced, n);
-        let mut lost_by_class = [0u64; 3];
-        for m in msgs.iter() {
-            lost_by_class[m.class as usize] += 1;
-        }
-        match self.outbox.insert(std::mem::take(msgs)).await {
-            Ok(report) => {
-                Counters::add(&self.counters.outbox_inserted, report.ids.len() as u64);
-                Counters::add(&self.counters.outbox_superseded, report.superseded);
-                for c in Class::ALL {
-                    let evicted = report.evicted[c as usize];
-                    if evicted > 0 {
+        Counters::add(&self.counters.produced, msgs.len() as u64);
+        let mut backoff = crate::uplink::backoff::Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(5),
+        );
+        let mut failures = 0u32;
+        let mut batch = std::mem::take(msgs);
+        loop {
+            match self.outbox.insert_keeping(batch).await {
+                Ok(report) => {
+                    if failures > 0 {
                         tracing::warn!(
-                            class = c.as_str(),
-                            evicted,
-                            "outbox budget full: evicted oldest rows"
+                            attempts = failures + 1,
+                            "outbox writable again; held results committed"
                         );
                     }
-                    self.counters.bump("evicted", c.as_str(), evicted);
+                    self.gauges.outbox_blocked.store(0, Relaxed);
+                    self.account(&report);
+                    self.new_rows.notify_one();
+                    return;
                 }
-                self.new_rows.notify_one();
-            }
-            Err(e) => {
-                // ERROR: results are lost and an operator must act (disk full, read-only SD card).
-                tracing::error!(error = %e, messages = n, "cannot write results to the outbox; they are lost");
-                for c in Class::ALL {
-                    self.counters.bump(
-                        "dropped",
-                        &format!("outbox_error_{}", c.as_str()),
-                        lost_by_class[c as usize],
-                    );
+                Err((e, held)) => {
+                    failures += 1;
+                    if failures == 1 {
+                        // ERROR: an operator must act (free space, replace the card).
+                        tracing::error!(error = %e, messages = held.len(), "cannot write results to the outbox; holding them and retrying, ingest is paused");
+                    }
+                    self.gauges.outbox_blocked.store(1, Relaxed);
+                    if matches!(e, OutboxError::Closed)
+                        || (self.stop.is_cancelled() && failures > 3)
+                    {
+                        tracing::error!(error = %e, messages = held.len(), "giving up on held results at shutdown; they are lost");
+                        for m in &held {
+                            self.counters.bump(
+                                "dropped",
+                                &format!("outbox_error_{}", m.class.as_str()),
+                                1,
+                            );
+                        }
+                        return;
+                    }
+                    batch = held;
+                    // Retry when the uplink has deleted rows, or after the backoff.
+                    tokio::select! {
+                        _ = self.space_freed.notified() => {}
+                        _ = tokio::time::sleep(backoff.next_delay(fastrand::f64())) => {}
+                    }
                 }
             }
+        }
+    }
+
+    fn account(&self, report: &crate::outbox::InsertReport) {
+        Counters::add(&self.counters.outbox_inserted, report.ids.len() as u64);
+        Counters::add(&self.counters.outbox_superseded, report.superseded);
+        for c in Class::ALL {
+            let evicted = report.evicted[c as usize];
+            if evicted > 0 {
+                tracing::warn!(
+                    class = c.as_str(),
+                    evicted,
+                    "outbox budget full: evicted oldest rows"
+                );
+            }
+            self.counters.bump("evicted", c.as_str(), evicted);
         }
     }
 }

@@ -49,6 +49,17 @@
 //! window at the price of an fsync per commit, which is what wears SD cards and stalls them.
 //! `busy_timeout` lets the technician's CLI read the file while the daemon writes it.
 //!
+//! # A full disk
+//! SQLite cannot even delete on a full disk: a deletion is first appended to the WAL. So the
+//! last space is kept for deletions. The WAL is checkpointed every 256 KiB and truncated to
+//! 256 KiB; inserts fail with `DiskFull` while less than 512 KiB is free on the filesystem (one
+//! WAL plus the growth of the checkpoint that empties it), and the caller holds them (ingest
+//! pauses). Acknowledged rows are still deleted, their pages are reused by later inserts, and
+//! inserts resume. A 256 KiB reserve file (`outbox.db-reserve`) covers the case where another
+//! program fills the disk to the last byte: a deletion that fails for space releases it and
+//! tries again; it is taken back once 768 KiB are free. So a disk for the outbox needs at least
+//! 1 MiB beyond the database itself.
+//!
 //! # Byte budget and eviction policy
 //! `max_bytes` bounds the sum of `len(topic) + len(payload)` over all rows (SQLite's own page
 //! overhead, indexes and the WAL come on top). Messages of one insert are applied in order, each:
@@ -79,7 +90,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use error::OutboxError;
-pub use handle::OutboxHandle;
+pub use handle::{OutboxHandle, Refused};
 pub use store::Outbox;
 
 /// Schema version written to `PRAGMA user_version`.

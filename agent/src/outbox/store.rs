@@ -20,7 +20,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Upper bound on the WAL file kept after a checkpoint, so a burst does not leave a large WAL
 /// behind on a small SD card.
-const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+/// The WAL is truncated to this after a checkpoint, and checkpointed every
+/// [`WAL_AUTOCHECKPOINT_PAGES`]: together they keep the WAL smaller than the
+/// reserve file, which is what lets a full disk recover (see `ensure_reserve`).
+const JOURNAL_SIZE_LIMIT: i64 = 256 * 1024;
+/// 64 pages of 4 KiB: a checkpoint every 256 KiB of WAL.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 64;
 
 const SCHEMA_SQL: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
@@ -42,10 +47,19 @@ pub(super) const PENDING_SQL: &str =
 pub(super) const EVICT_SCAN_SQL: &str = "SELECT id, bytes FROM outbox WHERE class = ?1 ORDER BY id";
 pub(super) const CLASS_BYTES_SQL: &str = "SELECT class, SUM(bytes) FROM outbox GROUP BY class";
 
+/// Size of the reserve file kept beside the database (see [`Outbox::reserve_path`]).
+/// The reserve file: room for deletions when something else has filled the disk.
+const RESERVE_BYTES: u64 = 256 * 1024;
+/// Inserts stop while less than this is free on the outbox's filesystem: one
+/// full WAL plus the growth of the checkpoint that empties it, so deletions
+/// (which free space) always fit.
+const INSERT_FLOOR_BYTES: u64 = 512 * 1024;
+
 /// The durable outbox. Synchronous: run it on its own thread ([`super::OutboxHandle`]).
 pub struct Outbox {
     pub(super) conn: Connection,
     path: PathBuf,
+    reserve: PathBuf,
     max_bytes: u64,
     class_bytes: [u64; 3],
     /// Write transactions committed by `insert` and `ack`, so tests can see batching.
@@ -101,6 +115,8 @@ impl Outbox {
             .map_err(at_open)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(at_open)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .map_err(at_open)?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(at_open)?;
         if version < SCHEMA_VERSION {
@@ -121,19 +137,134 @@ impl Outbox {
                 class_bytes[class.index()] = u64_at(r, 1).map_err(at_open)?;
             }
         }
-        Ok(Self {
+        let mut reserve = path.as_os_str().to_owned();
+        reserve.push("-reserve");
+        let outbox = Self {
             conn,
+            reserve: PathBuf::from(reserve),
             path,
             max_bytes: cfg.max_bytes,
             class_bytes,
             #[cfg(test)]
             commits: 0,
-        })
+        };
+        outbox.ensure_reserve();
+        Ok(outbox)
+    }
+
+    /// A file of zeros beside the database, given up when the disk is full.
+    ///
+    /// On a full disk SQLite cannot even delete: a deletion is appended to the
+    /// WAL first. So acknowledged rows could never be removed and the space never
+    /// freed. Giving up the reserve leaves room for those deletions (and the
+    /// held inserts after them); it is recreated once space is back.
+    pub fn reserve_path(&self) -> &Path {
+        &self.reserve
+    }
+
+    /// Bytes available to us on the outbox's filesystem, if the OS says.
+    fn free_bytes(&self) -> Option<u64> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        rustix::fs::statvfs(dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
+    fn ensure_reserve(&self) {
+        if self.reserve.exists() {
+            return;
+        }
+        let size = usize::try_from(RESERVE_BYTES).unwrap_or(usize::MAX);
+        if std::fs::write(&self.reserve, vec![0u8; size]).is_err() {
+            // No room yet: a partial file would only hide the problem.
+            let _ = std::fs::remove_file(&self.reserve);
+        }
+    }
+
+    /// After a write succeeded with the reserve gone: move the WAL into the
+    /// database and truncate it (deleted rows free pages inside the database
+    /// file, but the WAL only shrinks at a checkpoint, and on a small disk the
+    /// automatic one never comes), then take the reserve back if there is room.
+    fn restore_reserve(&self) {
+        if self.reserve.exists() {
+            return;
+        }
+        self.checkpoint_truncate();
+        if self
+            .free_bytes()
+            .is_none_or(|free| free >= INSERT_FLOOR_BYTES + RESERVE_BYTES)
+        {
+            self.ensure_reserve();
+        }
+    }
+
+    fn checkpoint_truncate(&self) {
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "checkpoint while short of space failed");
+        }
+    }
+
+    /// Whether an insert may go ahead: with the database's own free pages (deleted
+    /// rows, reused by inserts) at least the floor is available.
+    fn room_for_inserts(&self) -> bool {
+        let Some(free) = self.free_bytes() else {
+            return true;
+        };
+        let reusable = self
+            .conn
+            .query_row(
+                "SELECT f.freelist_count * p.page_size FROM pragma_freelist_count f, pragma_page_size p",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_or(0, i64::unsigned_abs);
+        // Not `free >= WAL limit` as well: once the file has grown, the free space
+        // inside it is what inserts use, and the WAL is reset at each checkpoint. If an
+        // insert still finds no room, SQLite says so and the caller holds the batch.
+        free.saturating_add(reusable) >= INSERT_FLOOR_BYTES
+    }
+
+    /// Runs `op`; on a full disk, gives up the reserve (if still there) and tries once more.
+    fn using_reserve<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        match op(self) {
+            Err(OutboxError::DiskFull { .. }) if std::fs::remove_file(&self.reserve).is_ok() => {
+                tracing::warn!(reserve = %self.reserve.display(), "disk full: released the reserve file to keep the outbox working");
+                op(self)
+            }
+            other => other,
+        }
     }
 
     /// Inserts all messages in ONE transaction (supersede + budget eviction inside it); see the
     /// module docs for the policy.
     pub fn insert(&mut self, msgs: &[NewMessage]) -> Result<InsertReport, OutboxError> {
+        // Stop short of a full disk: the last space belongs to deletions. Inserts never
+        // use the reserve either.
+        if !self.room_for_inserts() {
+            // The WAL may hold space that a checkpoint gives back.
+            self.checkpoint_truncate();
+            if !self.room_for_inserts() {
+                return Err(OutboxError::DiskFull {
+                    path: self.path.clone(),
+                });
+            }
+        }
+        let report = self.insert_once(msgs)?;
+        self.restore_reserve();
+        Ok(report)
+    }
+
+    fn insert_once(&mut self, msgs: &[NewMessage]) -> Result<InsertReport, OutboxError> {
         let mut report = InsertReport::default();
         if msgs.is_empty() {
             return Ok(report);
@@ -254,6 +385,12 @@ impl Outbox {
     /// Acknowledges several callers' ids in ONE transaction (one WAL append instead of one per
     /// caller); returns how many rows of each group existed.
     pub(super) fn ack_groups(&mut self, groups: &[&[i64]]) -> Result<Vec<usize>, OutboxError> {
+        let counts = self.using_reserve(|o| o.ack_groups_once(groups))?;
+        self.restore_reserve();
+        Ok(counts)
+    }
+
+    fn ack_groups_once(&mut self, groups: &[&[i64]]) -> Result<Vec<usize>, OutboxError> {
         if groups.iter().all(|g| g.is_empty()) {
             return Ok(vec![0; groups.len()]);
         }
@@ -287,6 +424,12 @@ impl Outbox {
     /// (`created_ms < cutoff`; `None`: the class never expires). Returns how many
     /// rows expired per class, for the counters.
     pub fn expire(&mut self, cutoffs: [Option<i64>; 3]) -> Result<[u64; 3], OutboxError> {
+        let expired = self.using_reserve(|o| o.expire_once(cutoffs))?;
+        self.restore_reserve();
+        Ok(expired)
+    }
+
+    fn expire_once(&mut self, cutoffs: [Option<i64>; 3]) -> Result<[u64; 3], OutboxError> {
         let err = |e| OutboxError::from_sqlite(&self.path, e);
         let mut expired = [0u64; 3];
         if cutoffs.iter().all(Option::is_none) {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UplinkConfig;
 use crate::metrics::Counters;
-use crate::outbox::{Class, OutboxHandle};
+use crate::outbox::{Class, OutboxError, OutboxHandle};
 use crate::reading::now_ms;
 use backoff::Backoff;
 use inflight::{Inflight, Tag};
@@ -73,6 +73,9 @@ pub struct Uplink {
     pub link: Arc<LinkStatus>,
     /// Signalled by the engine after each outbox insert.
     pub new_rows: Arc<Notify>,
+    /// Signalled here after rows are deleted: an insert held on a full disk
+    /// may succeed now.
+    pub space_freed: Arc<Notify>,
 }
 
 enum End {
@@ -193,7 +196,10 @@ impl Uplink {
         let mut inflight = Inflight::new();
         let mut connected = false;
         let mut want_rows = true;
+        // Rows the broker acknowledged, to delete; they stay here while the outbox
+        // refuses the deletion (full disk), excluded from what is sent.
         let mut acks: Vec<i64> = Vec::new();
+        let mut delete_retry: Option<Instant> = None;
         let mut status_tick = tokio::time::interval(self.cfg.status_interval);
         status_tick.reset();
         let max = usize::from(self.cfg.max_inflight);
@@ -202,7 +208,10 @@ impl Uplink {
         loop {
             if connected && want_rows && throttled_until.is_none() && inflight.rows().len() < max {
                 let room = max - inflight.rows().len();
-                let rows = match self.outbox.pending(inflight.rows().clone(), room).await {
+                // Delivered rows not yet deleted (the disk refused) must not go out again.
+                let mut exclude = inflight.rows().clone();
+                exclude.extend(acks.iter().copied());
+                let rows = match self.outbox.pending(exclude, room).await {
                     Ok(rows) => rows,
                     Err(e) => return End::OutboxClosed(e.to_string()),
                 };
@@ -246,14 +255,21 @@ impl Uplink {
                             return end;
                         }
                     }
-                    if !acks.is_empty() {
-                        match self.outbox.ack(std::mem::take(&mut acks)).await {
-                            Ok(deleted) => Counters::add(&self.counters.acked, deleted as u64),
-                            Err(e) => return End::OutboxClosed(e.to_string()),
-                        }
+                    if !acks.is_empty() && delete_retry.is_none() {
                         self.link.last_puback_ms.store(now_ms(), Relaxed);
+                        match self.delete_acked(&mut acks).await {
+                            Ok(retry) => delete_retry = retry,
+                            Err(end) => return end,
+                        }
                         want_rows = true;
                     }
+                }
+                _ = tokio::time::sleep_until(delete_retry.unwrap_or_else(Instant::now)), if delete_retry.is_some() => {
+                    match self.delete_acked(&mut acks).await {
+                        Ok(retry) => delete_retry = retry,
+                        Err(end) => return end,
+                    }
+                    want_rows = true;
                 }
                 _ = self.new_rows.notified() => want_rows = true,
                 _ = tokio::time::sleep_until(throttled_until.unwrap_or_else(Instant::now)), if throttled_until.is_some() => {
@@ -264,6 +280,27 @@ impl Uplink {
                 _ = tokio::time::sleep_until(until), if deadline.is_some() => {
                     return if connected { End::Drained } else { End::Lost("shutdown grace over".into()) };
                 }
+            }
+        }
+    }
+
+    /// Deletes acknowledged rows. On success `acks` is emptied; if the outbox
+    /// refuses (full disk), they stay, and the time to try again is returned. A
+    /// crash meanwhile only means they are sent again: a duplicate, never a loss.
+    async fn delete_acked(&self, acks: &mut Vec<i64>) -> Result<Option<Instant>, End> {
+        match self.outbox.ack(acks.clone()).await {
+            Ok(deleted) => {
+                Counters::add(&self.counters.acked, deleted as u64);
+                if deleted > 0 {
+                    self.space_freed.notify_one();
+                }
+                acks.clear();
+                Ok(None)
+            }
+            Err(OutboxError::Closed) => Err(End::OutboxClosed("outbox thread gone".into())),
+            Err(e) => {
+                tracing::error!(error = %e, rows = acks.len(), "cannot delete acknowledged rows; retrying in a second");
+                Ok(Some(Instant::now() + Duration::from_secs(1)))
             }
         }
     }
