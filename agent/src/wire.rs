@@ -278,6 +278,9 @@ mod tests {
                 stddev: 0.5,
                 first: 1.0,
                 last: 2.0,
+                p50: None,
+                p90: None,
+                p99: None,
             },
             revision: rev,
             timing: if rev == 0 {
