@@ -22,11 +22,12 @@ impl DetectorsState {
 }
 
 impl KeyStates {
-    /// The spec index of every slot, in slot order: what a restore must match.
-    fn slots(&self) -> Vec<usize> {
-        let t = self.threshold.iter().map(|s| s.0);
-        let z = self.zscore.iter().map(|s| s.0);
-        let q = self.silence.iter().map(|s| s.0);
+    /// The kind and spec index of every slot, in slot order: what a restore
+    /// must match (the same kind of detector at the same place in the config).
+    fn slots(&self) -> Vec<(u8, usize)> {
+        let t = self.threshold.iter().map(|s| (0, s.0));
+        let z = self.zscore.iter().map(|s| (1, s.0));
+        let q = self.silence.iter().map(|s| (2, s.0));
         t.chain(z).chain(q).collect()
     }
 }
