@@ -34,7 +34,7 @@ pub struct Score {
     pub reading: Reading,
     /// In [0, 1]; 0 when no detector scores the key.
     pub score: f64,
-    /// The detector that gave the highest score, if any.
+    /// The detector that gave the highest score, when it is above 0.
     pub detector: Option<String>,
 }
 
@@ -82,6 +82,7 @@ impl Processor {
                 // Scored against what the detectors knew before this reading.
                 let score = self.scores.is_some().then(|| {
                     let s = self.detectors.score(&r);
+                    let s = s.filter(|s| s.0 > 0.0);
                     Score {
                         reading: r.clone(),
                         score: s.map_or(0.0, |s| s.0),
