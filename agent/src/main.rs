@@ -15,6 +15,23 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Example) => {
             weir::cli::config::example(&mut std::io::stdout())
         }
+        Command::Backtest {
+            config,
+            input,
+            format,
+            flush,
+            no_scores,
+        } => weir::cli::backtest::backtest(
+            &weir::cli::backtest::Options {
+                config: &config,
+                input: &input,
+                format,
+                flush,
+                no_scores,
+            },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
     };
     ExitCode::from(code)
 }

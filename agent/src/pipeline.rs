@@ -209,6 +209,9 @@ async fn expire_old_rows(
     }
 }
 
+/// How often the engine task lets wall-clock time pass without input.
+const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 struct EngineTask {
     processor: Processor,
     stop: CancellationToken,
@@ -226,10 +229,23 @@ impl EngineTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         let mut batch = Vec::with_capacity(512);
         let mut msgs: Vec<NewMessage> = Vec::new();
-        while rx.recv_many(&mut batch, 512).await > 0 {
-            let now = now_ms();
-            for input in batch.drain(..) {
-                self.processor.input(input, now, &mut msgs);
+        // Wall-clock work (idle keys, held late panes) also happens when no
+        // reading comes: a silent sensor is exactly when it matters. What it
+        // emits does not depend on this period (see `Engine::tick`), only when.
+        let mut clock = tokio::time::interval(TICK);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 512) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = now_ms();
+                    for input in batch.drain(..) {
+                        self.processor.input(input, now, &mut msgs);
+                    }
+                }
+                _ = clock.tick() => self.processor.tick(now_ms(), &mut msgs),
             }
             self.commit(&mut msgs).await;
             let p = &self.processor;

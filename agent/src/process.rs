@@ -1,6 +1,7 @@
 //! One input in, the messages it causes out: engine, detectors and wire format
-//! composed, with no I/O. The daemon's engine task runs this; so will anything
-//! that must give exactly what the daemon gives for the same inputs (a backtest).
+//! composed, with no I/O. The daemon's engine task runs this, and so does
+//! `weir backtest`: they give the same messages for the same inputs at the same
+//! wall-clock times.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use crate::detect::{AlertState, Detectors};
 use crate::engine::{Engine, Output, RejectReason};
 use crate::metrics::Counters;
 use crate::outbox::NewMessage;
-use crate::reading::TimestampMs;
+use crate::reading::{Reading, TimestampMs};
 use crate::source::Input;
 use crate::wire::Wire;
 
@@ -22,6 +23,19 @@ pub struct Processor {
     counters: Arc<Counters>,
     outputs: Vec<Output>,
     alerts: Vec<crate::detect::Alert>,
+    scores: Option<Vec<Score>>,
+}
+
+/// How anomalous one reading looked to its key's detectors (see
+/// [`Detectors::score`]), recorded when [`Processor::record_scores`] is on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    /// The reading.
+    pub reading: Reading,
+    /// In [0, 1]; 0 when no detector scores the key.
+    pub score: f64,
+    /// The detector that gave the highest score, when it is above 0.
+    pub detector: Option<String>,
 }
 
 impl Processor {
@@ -34,56 +48,109 @@ impl Processor {
             counters,
             outputs: Vec::new(),
             alerts: Vec::new(),
+            scores: None,
         }
+    }
+
+    /// Records a [`Score`] for every reading the engine accepts (the daemon
+    /// does not; the backtest does). Collect them with [`Processor::take_scores`].
+    pub fn record_scores(&mut self, on: bool) {
+        self.scores = on.then(Vec::new);
+    }
+
+    /// The scores recorded since the last call, in input order.
+    pub fn take_scores(&mut self) -> Vec<Score> {
+        self.scores.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Lets wall-clock time pass to `now`: held late panes that are due and
+    /// windows of idle keys go out, with the alerts they cause. Cheap when
+    /// nothing is due. [`Processor::input`] calls it first, so what a run
+    /// emits does not depend on how often the daemon's timer calls it.
+    pub fn tick(&mut self, now: TimestampMs, msgs: &mut Vec<NewMessage>) {
+        self.engine.tick(now, &mut self.outputs);
+        self.drain(now, msgs);
     }
 
     /// Handles one input at wall-clock `now`, appending the messages it causes
     /// (panes, alerts, late readings, dead letters) to `msgs` in causal order.
     pub fn input(&mut self, input: Input, now: TimestampMs, msgs: &mut Vec<NewMessage>) {
-        let c = &self.counters;
+        self.tick(now, msgs);
         match input {
             Input::Reading(r) => {
-                Counters::add(&c.readings, 1);
-                self.engine.push(r.clone(), now, &mut self.outputs);
-                let mut refused = false;
-                for out in self.outputs.drain(..) {
-                    match out {
-                        Output::Pane(p) => {
-                            let n = if p.revision == 0 {
-                                &c.panes_on_time
-                            } else {
-                                &c.panes_late
-                            };
-                            Counters::add(n, 1);
-                            self.detectors.on_pane(&p, &mut self.alerts);
-                            msgs.push(self.wire.pane(&p, now));
-                        }
-                        Output::Late(l) => {
-                            Counters::add(&c.late, 1);
-                            msgs.push(self.wire.late(&l, now));
-                        }
-                        Output::Rejected { reading, reason } => {
-                            refused = true;
-                            c.bump("rejected", reason.as_str(), 1);
-                            // Quarantined readings are published; limit rejections are
-                            // only counted, or a flood of new keys would flood the outbox.
-                            if reason == RejectReason::FutureSkew {
-                                msgs.push(self.wire.rejected(&reading, reason.as_str(), now));
-                            }
-                        }
+                Counters::add(&self.counters.readings, 1);
+                // Scored against what the detectors knew before this reading.
+                let score = self.scores.is_some().then(|| {
+                    let s = self.detectors.score(&r);
+                    let s = s.filter(|s| s.0 > 0.0);
+                    Score {
+                        reading: r.clone(),
+                        score: s.map_or(0.0, |s| s.0),
+                        detector: s.map(|s| s.1.to_string()),
                     }
-                }
+                });
+                self.engine.push(r.clone(), now, &mut self.outputs);
+                let refused = self.drain(now, msgs);
                 // A refused reading (quarantined, over a limit) is not evidence of anything.
                 if !refused {
                     self.detectors.on_reading(&r, &mut self.alerts);
+                    if let (Some(scores), Some(s)) = (&mut self.scores, score) {
+                        scores.push(s);
+                    }
                 }
             }
             Input::DeadLetter(d) => {
-                c.bump("deadletter", d.reason, 1);
+                self.counters.bump("deadletter", d.reason, 1);
                 tracing::debug!(source = %d.source, reason = d.reason, detail = %d.detail, "dead letter");
                 msgs.push(self.wire.dead_letter(&d, now));
             }
         }
+        self.drain_alerts(now, msgs);
+    }
+
+    /// Turns the engine's outputs into messages and detector calls; true if
+    /// one of them refused a reading.
+    fn drain(&mut self, now: TimestampMs, msgs: &mut Vec<NewMessage>) -> bool {
+        let c = &self.counters;
+        let mut refused = false;
+        for out in self.outputs.drain(..) {
+            match out {
+                Output::Pane(p) => {
+                    let n = if p.revision == 0 {
+                        &c.panes_on_time
+                    } else {
+                        &c.panes_late
+                    };
+                    Counters::add(n, 1);
+                    self.detectors.on_pane(&p, &mut self.alerts);
+                    msgs.push(self.wire.pane(&p, now));
+                }
+                Output::Late(l) => {
+                    Counters::add(&c.late, 1);
+                    msgs.push(self.wire.late(&l, now));
+                }
+                Output::Rejected { reading, reason } => {
+                    refused = true;
+                    c.bump("rejected", reason.as_str(), 1);
+                    // Clock-guard rejections are published; limit rejections are
+                    // only counted, or a flood of new keys would flood the outbox.
+                    if matches!(reason, RejectReason::FutureSkew | RejectReason::TooOld) {
+                        msgs.push(self.wire.rejected(&reading, reason.as_str(), now));
+                    }
+                }
+                Output::Idle(idle) => {
+                    c.bump("idle", "keys", 1);
+                    tracing::debug!(key = %idle.key, last_ts = idle.last_ts, "key idle");
+                    self.detectors.on_idle(&idle, &mut self.alerts);
+                }
+            }
+        }
+        self.drain_alerts(now, msgs);
+        refused
+    }
+
+    fn drain_alerts(&mut self, now: TimestampMs, msgs: &mut Vec<NewMessage>) {
+        let c = &self.counters;
         for a in self.alerts.drain(..) {
             let n = match a.state {
                 AlertState::Raised => &c.alerts_raised,

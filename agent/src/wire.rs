@@ -72,6 +72,15 @@ impl Wire {
         }
     }
 
+    /// As [`Wire::new`], with a fixed boot id (diagnostic message ids are then
+    /// the same on every run, as a backtest wants).
+    pub fn with_boot_id(device: &str, prefix: &str, boot_id: &str) -> Self {
+        Self {
+            boot_id: boot_id.to_string(),
+            ..Self::new(device, prefix)
+        }
+    }
+
     /// The topic prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -278,6 +287,9 @@ mod tests {
                 stddev: 0.5,
                 first: 1.0,
                 last: 2.0,
+                p50: None,
+                p90: None,
+                p99: None,
             },
             revision: rev,
             timing: if rev == 0 {

@@ -24,6 +24,7 @@ fn engine(max_keys: usize) -> Engine {
         max_future_skew_ms: i64::MAX / 4,
         max_keys,
         max_windows_per_key: 16,
+        ..EngineConfig::default()
     })
 }
 

@@ -1,6 +1,7 @@
 //! The `weir` command line: the daemon and the technician's tools, one file per
 //! subcommand. Each returns an [`ExitCode`] the binary passes on.
 
+pub mod backtest;
 pub mod config;
 pub mod run;
 
@@ -50,6 +51,27 @@ pub enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Replay recorded readings through the engine and detectors of a config, as fast as
+    /// possible, and print the panes, late and quarantined readings, alerts and
+    /// per-reading anomaly scores the daemon would produce.
+    Backtest {
+        /// Configuration file whose [engine] and [[detector]] sections run.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Recorded readings: CSV with a header (sensor, metric, value, ts[, arrival]) or
+        /// JSON lines with those fields, in arrival order; "-" for standard input.
+        input: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: backtest::Format,
+        /// At the end of the input, let the simulated clock run until every key is idle,
+        /// so every open window fires (needs [engine] idle_timeout).
+        #[arg(long)]
+        flush: bool,
+        /// Leave out the per-reading score records.
+        #[arg(long)]
+        no_scores: bool,
+    },
 }
 
 /// `weir config ...`

@@ -35,9 +35,14 @@ pub struct RawAgent {
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     pub window: Option<RawWindow>,
+    pub scope: Option<String>,
     pub max_out_of_orderness: Option<String>,
     pub allowed_lateness: Option<String>,
     pub max_future_skew: Option<String>,
+    pub max_backfill: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub late_fire_delay: Option<String>,
+    pub quantiles: Option<bool>,
     pub max_keys: Option<usize>,
     pub max_windows_per_key: Option<usize>,
 }
@@ -47,6 +52,9 @@ pub struct RawEngine {
 pub struct RawWindow {
     pub kind: Option<String>,
     pub size: Option<String>,
+    pub slide: Option<String>,
+    pub gap: Option<String>,
+    pub max_length: Option<String>,
     pub offset: Option<String>,
 }
 

@@ -30,7 +30,9 @@ fn the_example_config_is_valid_and_keeps_its_values() {
             offset_ms: 0
         }
     );
-    assert_eq!(c.detectors.len(), 2);
+    assert_eq!(c.detectors.len(), 3);
+    // The example shows every engine default.
+    assert_eq!(c.engine, crate::engine::EngineConfig::default());
     assert_eq!(c.sims.len(), 1);
     assert_eq!(c.sims[0].spec.anomalies.len(), 1);
     assert_eq!(c.outbox.max_bytes, 64 << 20);
@@ -258,4 +260,86 @@ fn outbox_ttls_default_to_keeping_alerts_and_accept_never() {
         invalid(&format!("{MINIMAL}[outbox.ttl]\naggregate = \"0s\"\n")).key,
         "outbox.ttl.aggregate"
     );
+}
+
+#[test]
+fn hopping_and_session_windows_and_the_global_scope_are_read() {
+    let c = Config::parse(
+        &format!(
+            "{MINIMAL}[engine]\nscope = \"global\"\nquantiles = true\nlate_fire_delay = \"2s\"\nmax_backfill = \"1d\"\nidle_timeout = \"off\"\n[engine.window]\nkind = \"hopping\"\nsize = \"1m\"\nslide = \"15s\"\n"
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.engine.window,
+        WindowSpec::Hopping {
+            size_ms: 60_000,
+            slide_ms: 15_000,
+            offset_ms: 0
+        }
+    );
+    assert_eq!(c.engine.scope, crate::engine::Scope::Global);
+    assert!(c.engine.quantiles);
+    assert_eq!(c.engine.late_fire_delay_ms, 2_000);
+    assert_eq!(c.engine.max_backfill_ms, Some(86_400_000));
+    assert_eq!(c.engine.idle_timeout_ms, None);
+    let c = Config::parse(
+        &format!("{MINIMAL}[engine.window]\nkind = \"session\"\ngap = \"10s\"\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.engine.window,
+        WindowSpec::Session {
+            gap_ms: 10_000,
+            max_length_ms: 3_600_000,
+            offset_ms: 0
+        }
+    );
+}
+
+#[test]
+fn a_hopping_window_over_the_window_limit_names_the_slide_and_the_fix() {
+    let e = invalid(&format!(
+        "{MINIMAL}[engine]\nmax_windows_per_key = 4\n[engine.window]\nkind = \"hopping\"\nsize = \"60s\"\nslide = \"10s\"\n"
+    ));
+    assert_eq!(e.key, "engine.window.slide");
+    assert!(e.problem.contains("in 6 windows"), "{}", e.problem);
+    assert!(e.fix.contains("max_windows_per_key"), "{}", e.fix);
+}
+
+#[test]
+fn a_key_that_does_not_apply_to_the_window_kind_is_refused() {
+    let e = invalid(&format!(
+        "{MINIMAL}[engine.window]\nkind = \"session\"\nsize = \"60s\"\n"
+    ));
+    assert_eq!(e.key, "engine.window.size");
+    assert!(e.fix.contains("gap"), "{}", e.fix);
+    let e = invalid(&format!(
+        "{MINIMAL}[engine.window]\nkind = \"hopping\"\nsize = \"60s\"\n"
+    ));
+    assert_eq!(e.key, "engine.window.slide");
+}
+
+#[test]
+fn a_silence_detector_needs_an_idle_timeout() {
+    let e = invalid(&format!(
+        "{MINIMAL}[engine]\nidle_timeout = \"off\"\n[[detector]]\nname = \"q\"\nkind = \"silence\"\n"
+    ));
+    assert_eq!(e.key, "detector[0].kind");
+    assert!(e.fix.contains("idle_timeout"), "{}", e.fix);
+    let c = Config::parse(
+        &format!("{MINIMAL}[[detector]]\nname = \"q\"\nkind = \"silence\"\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.detectors[0].kind, crate::detect::DetectorKind::Silence);
+}
+
+#[test]
+fn an_unknown_scope_is_refused_with_both_choices() {
+    let e = invalid(&format!("{MINIMAL}[engine]\nscope = \"fleet\"\n"));
+    assert_eq!(e.key, "engine.scope");
+    assert!(e.fix.contains("per_key") && e.fix.contains("global"));
 }

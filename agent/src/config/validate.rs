@@ -8,7 +8,7 @@ use super::raw::{RawClearAfter, RawConfig, RawSize};
 use super::span::Seg::{self, Index, Key};
 use super::{Config, IngestConfig, SimSource, UplinkConfig, WhenFull};
 use crate::detect::{DetectError, DetectorKind, DetectorSpec, Glob, Severity};
-use crate::engine::{EngineConfig, EngineConfigError, WindowSpec};
+use crate::engine::{EngineConfig, EngineConfigError, Scope, WindowSpec};
 use crate::outbox::OutboxConfig;
 use crate::source::payload::PayloadFormat;
 use crate::source::topic::TopicMap;
@@ -162,7 +162,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     )?;
 
     let engine = engine(&raw)?;
-    let detectors = detectors(&raw)?;
+    let detectors = detectors(&raw, &engine)?;
 
     let o = &[Key("outbox")];
     let max_bytes = size(
@@ -233,25 +233,100 @@ fn engine(raw: &RawConfig) -> Result<EngineConfig> {
     let e = &[Key("engine")];
     let w = with(e, Key("window"));
     let win = raw.engine.window.as_ref();
+    let field =
+        |f: fn(&super::raw::RawWindow) -> &Option<String>| win.and_then(|w| f(w).as_deref());
     let kind = win.and_then(|w| w.kind.as_deref()).unwrap_or("tumbling");
-    if kind != "tumbling" {
+    // Keys that mean nothing for the chosen kind are errors, not silently ignored.
+    let unused: &[(&'static str, Option<&str>)] = match kind {
+        "tumbling" => &[
+            ("slide", field(|w| &w.slide)),
+            ("gap", field(|w| &w.gap)),
+            ("max_length", field(|w| &w.max_length)),
+        ],
+        "hopping" => &[
+            ("gap", field(|w| &w.gap)),
+            ("max_length", field(|w| &w.max_length)),
+        ],
+        "session" => &[("size", field(|w| &w.size)), ("slide", field(|w| &w.slide))],
+        _ => {
+            return err(
+                &with(&w, Key("kind")),
+                format!("window kind \"{kind}\" is not supported"),
+                "use kind = \"tumbling\", \"hopping\" or \"session\"",
+            );
+        }
+    };
+    if let Some((name, _)) = unused.iter().find(|(_, v)| v.is_some()) {
+        let fix = match kind {
+            "tumbling" => "remove it: tumbling windows have a size and an offset only",
+            "hopping" => "remove it: hopping windows have a size, a slide and an offset",
+            _ => "remove it: session windows have a gap, a max_length and an offset",
+        };
         return err(
-            &with(&w, Key("kind")),
-            format!("window kind \"{kind}\" is not supported"),
-            "use kind = \"tumbling\"",
+            &with(&w, Key(name)),
+            format!("`{name}` does not apply to {kind} windows"),
+            fix,
         );
     }
-    let size_path = with(&w, Key("size"));
-    let size_ms = millis(&size_path, win.and_then(|w| w.size.as_deref()), "60s")?;
-    let cfg = EngineConfig {
-        window: WindowSpec::Tumbling {
-            size_ms,
-            offset_ms: millis(
-                &with(&w, Key("offset")),
-                win.and_then(|w| w.offset.as_deref()),
-                "0s",
-            )?,
+    let ms = |name: &'static str, default: &str| {
+        millis(
+            &with(&w, Key(name)),
+            match name {
+                "size" => field(|w| &w.size),
+                "slide" => field(|w| &w.slide),
+                "gap" => field(|w| &w.gap),
+                "max_length" => field(|w| &w.max_length),
+                _ => field(|w| &w.offset),
+            },
+            default,
+        )
+    };
+    let offset_ms = ms("offset", "0s")?;
+    let window = match kind {
+        "tumbling" => WindowSpec::Tumbling {
+            size_ms: ms("size", "60s")?,
+            offset_ms,
         },
+        "hopping" => {
+            if field(|w| &w.slide).is_none() {
+                return err(
+                    &with(&w, Key("slide")),
+                    "a hopping window needs a slide",
+                    "add slide = \"15s\" (how far each window starts after the previous one)",
+                );
+            }
+            WindowSpec::Hopping {
+                size_ms: ms("size", "60s")?,
+                slide_ms: ms("slide", "15s")?,
+                offset_ms,
+            }
+        }
+        _ => WindowSpec::Session {
+            gap_ms: ms("gap", "30s")?,
+            max_length_ms: ms("max_length", "1h")?,
+            offset_ms,
+        },
+    };
+    let scope = match raw.engine.scope.as_deref().unwrap_or("per_key") {
+        "per_key" => Scope::PerKey,
+        "global" => Scope::Global,
+        s => {
+            return err(
+                &with(e, Key("scope")),
+                format!("unknown watermark scope \"{s}\""),
+                "use scope = \"per_key\" (each sensor's own clock) or \"global\" (one clock, as Flink)",
+            );
+        }
+    };
+    let opt = |name: &'static str, v: &Option<String>| -> Result<Option<i64>> {
+        match v.as_deref() {
+            None | Some("off") => Ok(None),
+            Some(text) => millis(&with(e, Key(name)), Some(text), "0s").map(Some),
+        }
+    };
+    let cfg = EngineConfig {
+        window,
+        scope,
         max_out_of_orderness_ms: millis(
             &with(e, Key("max_out_of_orderness")),
             raw.engine.max_out_of_orderness.as_deref(),
@@ -267,21 +342,44 @@ fn engine(raw: &RawConfig) -> Result<EngineConfig> {
             raw.engine.max_future_skew.as_deref(),
             "5m",
         )?,
+        max_backfill_ms: opt("max_backfill", &raw.engine.max_backfill)?,
+        idle_timeout_ms: match raw.engine.idle_timeout.as_deref() {
+            None => Some(300_000),
+            Some(_) => opt("idle_timeout", &raw.engine.idle_timeout)?,
+        },
+        late_fire_delay_ms: millis(
+            &with(e, Key("late_fire_delay")),
+            raw.engine.late_fire_delay.as_deref(),
+            "0s",
+        )?,
+        quantiles: raw.engine.quantiles.unwrap_or(false),
         max_keys: raw.engine.max_keys.unwrap_or(10_000),
         max_windows_per_key: raw.engine.max_windows_per_key.unwrap_or(64),
     };
     if let Err(problem) = cfg.validate() {
         let (key, fix) = match &problem {
-            EngineConfigError::NonPositiveWindowSize { .. } => {
-                (with(&w, Key("size")), "use a duration such as \"60s\"")
+            EngineConfigError::NonPositiveWindowSize { setting, .. } => {
+                (with(&w, Key(setting)), "use a duration such as \"60s\"")
             }
             EngineConfigError::OffsetOutOfRange { .. } => (
                 with(&w, Key("offset")),
-                "use an offset smaller than the window size, e.g. \"0s\"",
+                "use an offset smaller than that, e.g. \"0s\"",
+            ),
+            EngineConfigError::SlideLargerThanSize { .. } => (
+                with(&w, Key("slide")),
+                "use a slide no larger than the size (equal to it is a tumbling window)",
+            ),
+            EngineConfigError::TooManyWindows { .. } => (
+                with(&w, Key("slide")),
+                "use a larger slide, or raise [engine] max_windows_per_key to at least size / slide",
             ),
             EngineConfigError::NegativeDuration { setting, .. } => {
                 (with(e, Key(setting)), "use a duration of 0 or more")
             }
+            EngineConfigError::NonPositiveDuration { setting, .. } => (
+                with(e, Key(setting)),
+                "use a positive duration, or \"off\" to disable it",
+            ),
             EngineConfigError::ZeroLimit { setting } => (with(e, Key(setting)), "use at least 1"),
         };
         return err(&key, problem.to_string(), fix);
@@ -289,7 +387,7 @@ fn engine(raw: &RawConfig) -> Result<EngineConfig> {
     Ok(cfg)
 }
 
-fn detectors(raw: &RawConfig) -> Result<Vec<DetectorSpec>> {
+fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>> {
     let mut out: Vec<DetectorSpec> = Vec::new();
     for (i, d) in raw.detector.iter().enumerate() {
         let p = vec![Key("detector"), Index(i)];
@@ -355,18 +453,28 @@ fn detectors(raw: &RawConfig) -> Result<Vec<DetectorSpec>> {
                     min_stddev: d.min_stddev.unwrap_or(1e-3),
                 }
             }
+            Some("silence") => {
+                if engine.idle_timeout_ms.is_none() {
+                    return err(
+                        &with(&p, Key("kind")),
+                        "a silence detector needs the engine to notice silent keys, but [engine] idle_timeout is off",
+                        "set [engine] idle_timeout = \"5m\" (how long without readings counts as silence)",
+                    );
+                }
+                DetectorKind::Silence
+            }
             Some(k) => {
                 return err(
                     &with(&p, Key("kind")),
                     format!("unknown detector kind \"{k}\""),
-                    "use \"threshold\" or \"zscore\"",
+                    "use \"threshold\", \"zscore\" or \"silence\"",
                 );
             }
             None => {
                 return err(
                     &with(&p, Key("kind")),
                     "detector kind is missing",
-                    "add kind = \"threshold\" or kind = \"zscore\"",
+                    "add kind = \"threshold\", \"zscore\" or \"silence\"",
                 );
             }
         };

@@ -5,7 +5,7 @@ use crate::reading::{Key, TimestampMs};
 use super::spec::Severity;
 
 /// Which end of an episode an alert marks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// The condition started.
@@ -90,4 +90,69 @@ pub(super) fn clear(
     raised.reason = reason;
     raised.ts = ts;
     raised
+}
+
+/// Serde for a detector's stored alert (checkpoints). `kind` is a static name
+/// that cannot be deserialized; it is written empty and the restoring
+/// [`super::Detectors::restore`] sets it from the spec.
+pub(super) mod boxed {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Alert, AlertState, Severity};
+    use crate::reading::{Key, TimestampMs};
+
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        id: String,
+        detector: String,
+        sensor: String,
+        metric: String,
+        state: AlertState,
+        severity: Severity,
+        value: f64,
+        baseline: Option<f64>,
+        threshold: f64,
+        reason: String,
+        ts: TimestampMs,
+        raised_ts: TimestampMs,
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<Box<Alert>>, s: S) -> Result<S::Ok, S::Error> {
+        a.as_deref()
+            .map(|a| Stored {
+                id: a.id.clone(),
+                detector: a.detector.clone(),
+                sensor: a.key.sensor.to_string(),
+                metric: a.key.metric.to_string(),
+                state: a.state,
+                severity: a.severity,
+                value: a.value,
+                baseline: a.baseline,
+                threshold: a.threshold,
+                reason: a.reason.clone(),
+                ts: a.ts,
+                raised_ts: a.raised_ts,
+            })
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Alert>>, D::Error> {
+        let stored = Option::<Stored>::deserialize(d)?;
+        Ok(stored.map(|a| {
+            Box::new(Alert {
+                id: a.id,
+                detector: a.detector,
+                kind: "",
+                key: Key::new(a.sensor, a.metric),
+                state: a.state,
+                severity: a.severity,
+                value: a.value,
+                baseline: a.baseline,
+                threshold: a.threshold,
+                reason: a.reason,
+                ts: a.ts,
+                raised_ts: a.raised_ts,
+            })
+        }))
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! [`Detectors`] holds, per key, one small state per detector that applies to
 //! it: thresholds judge every reading ([`Detectors::on_reading`]), z-scores
-//! judge on-time window panes ([`Detectors::on_pane`]). Each (detector, key)
+//! judge on-time window panes ([`Detectors::on_pane`]), silence detectors
+//! judge the engine's idle reports ([`Detectors::on_idle`]) and readings. Each (detector, key)
 //! lives through episodes: one [`AlertState::Raised`] alert, then one
 //! [`AlertState::Cleared`] alert with the same id, then perhaps a new episode
 //! with a new id. Everything is pure: event time comes from the readings and
@@ -21,7 +22,9 @@
 
 mod alert;
 mod glob;
+mod silence;
 mod spec;
+mod state;
 mod threshold;
 mod zscore;
 
@@ -32,21 +35,24 @@ mod tests;
 
 use std::collections::HashMap;
 
-use crate::engine::Pane;
+use crate::engine::{Idle, Pane};
 use crate::reading::{Key, Reading};
 
 pub use alert::{Alert, AlertState};
 pub use glob::Glob;
 pub use spec::{DetectError, DetectorKind, DetectorSpec, Severity, validate_specs};
+pub use state::DetectorsState;
 
+use silence::SilenceState;
 use threshold::ThresholdState;
 use zscore::ZScoreState;
 
 /// The states of every detector that applies to one key, by spec index.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct KeyStates {
     threshold: Vec<(usize, ThresholdState)>,
     zscore: Vec<(usize, ZScoreState)>,
+    silence: Vec<(usize, SilenceState)>,
 }
 
 /// All detectors for all keys.
@@ -58,6 +64,7 @@ pub struct Detectors {
     rejected: u64,
     any_threshold: bool,
     any_zscore: bool,
+    any_silence: bool,
 }
 
 impl Detectors {
@@ -71,6 +78,7 @@ impl Detectors {
         let any_zscore = specs
             .iter()
             .any(|s| matches!(s.kind, DetectorKind::ZScore { .. }));
+        let any_silence = specs.iter().any(|s| s.kind == DetectorKind::Silence);
         Self {
             specs,
             keys: HashMap::new(),
@@ -78,6 +86,7 @@ impl Detectors {
             rejected: 0,
             any_threshold,
             any_zscore,
+            any_silence,
         }
     }
 
@@ -85,16 +94,54 @@ impl Detectors {
     /// transitions to `out`. On the hot path: no allocation unless an alert
     /// fires or the key is new.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
-        // Without a threshold spec, readings have nothing to say: do not even
-        // spend a key slot on them.
-        if !self.any_threshold {
+        // Without a threshold or silence spec, readings have nothing to say:
+        // do not even spend a key slot on them.
+        if !(self.any_threshold || self.any_silence) {
             return;
         }
         self.with_states(&r.key, |specs, states| {
             for (i, st) in &mut states.threshold {
                 st.observe(&specs[*i], r, out);
             }
+            for (_, st) in &mut states.silence {
+                st.on_reading(r, out);
+            }
         });
+    }
+
+    /// The engine reported a key silent: every silence detector of the key
+    /// raises (once per silence).
+    pub fn on_idle(&mut self, idle: &Idle, out: &mut Vec<Alert>) {
+        if !self.any_silence {
+            return;
+        }
+        self.with_states(&idle.key, |specs, states| {
+            for (i, st) in &mut states.silence {
+                st.on_idle(&specs[*i], idle, out);
+            }
+        });
+    }
+
+    /// How anomalous the reading looks to the key's detectors, before it is
+    /// judged: the highest score in [0, 1] and the detector giving it (see
+    /// each detector's `score`). `None` for a key without state or without a
+    /// scoring detector (silence detectors do not score readings). Read-only.
+    pub fn score(&self, r: &Reading) -> Option<(f64, &str)> {
+        let states = self.keys.get(&r.key)?;
+        let t = states
+            .threshold
+            .iter()
+            .map(|(i, _)| (ThresholdState::score(&self.specs[*i], r.value), *i));
+        let z = states
+            .zscore
+            .iter()
+            .map(|(i, st)| (st.score(&self.specs[*i], r.value), *i));
+        t.chain(z)
+            .fold(None, |best: Option<(f64, usize)>, (s, i)| match best {
+                Some((b, _)) if b >= s => best,
+                _ => Some((s, i)),
+            })
+            .map(|(s, i)| (s, self.specs[i].name.as_str()))
     }
 
     /// Runs every z-score detector of the pane's key, pushing any transitions
@@ -133,7 +180,8 @@ impl Detectors {
         self.keys.values().flat_map(|states| {
             let t = states.threshold.iter().filter_map(|(_, st)| st.active());
             let z = states.zscore.iter().filter_map(|(_, st)| st.active());
-            t.chain(z)
+            let s = states.silence.iter().filter_map(|(_, st)| st.active());
+            t.chain(z).chain(s)
         })
     }
 
@@ -164,6 +212,14 @@ fn admit<'a>(
         *rejected = rejected.saturating_add(1);
         return None;
     }
+    Some(
+        keys.entry(key.clone())
+            .or_insert_with(|| fresh_states(specs, key)),
+    )
+}
+
+/// The states of a newly admitted key: one per spec whose globs match it.
+fn fresh_states(specs: &[DetectorSpec], key: &Key) -> KeyStates {
     let mut states = KeyStates::default();
     for (i, spec) in specs.iter().enumerate() {
         if !(spec.sensor.matches(&key.sensor) && spec.metric.matches(&key.metric)) {
@@ -172,7 +228,8 @@ fn admit<'a>(
         match spec.kind {
             DetectorKind::Threshold { .. } => states.threshold.push((i, ThresholdState::default())),
             DetectorKind::ZScore { .. } => states.zscore.push((i, ZScoreState::default())),
+            DetectorKind::Silence => states.silence.push((i, SilenceState::default())),
         }
     }
-    Some(keys.entry(key.clone()).or_insert(states))
+    states
 }

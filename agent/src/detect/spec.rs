@@ -61,6 +61,9 @@ pub enum DetectorKind {
         /// Floor for the baseline's standard deviation, so a flat baseline gives a finite z.
         min_stddev: f64,
     },
+    /// Missing data: raise when the engine reports the key silent for
+    /// `[engine] idle_timeout`; clear at its next reading. No parameters of its own.
+    Silence,
 }
 
 impl DetectorKind {
@@ -69,6 +72,7 @@ impl DetectorKind {
         match self {
             Self::Threshold { .. } => "threshold",
             Self::ZScore { .. } => "zscore",
+            Self::Silence => "silence",
         }
     }
 }
@@ -270,6 +274,7 @@ impl DetectorSpec {
                     });
                 }
             }
+            DetectorKind::Silence => {}
         }
         Ok(())
     }

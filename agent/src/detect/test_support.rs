@@ -24,6 +24,9 @@ pub(super) fn pane(sensor: &str, metric: &str, mean: f64, end: TimestampMs, revi
             stddev: 0.0,
             first: mean,
             last: mean,
+            p50: None,
+            p90: None,
+            p99: None,
         },
         revision,
         timing: if revision == 0 {
@@ -114,3 +117,13 @@ pub(super) fn feed_panes(d: &mut Detectors, means: &[f64], first_end: TimestampM
 
 /// Ten windows around 10 with a little noise: a baseline of mean ~10, stddev ~0.5.
 pub(super) const CALM: [f64; 10] = [10.0, 10.5, 9.5, 10.2, 9.8, 10.4, 9.6, 10.1, 9.9, 10.0];
+
+pub(super) fn silence_spec(name: &str) -> DetectorSpec {
+    DetectorSpec {
+        name: name.into(),
+        sensor: Glob::new("*"),
+        metric: Glob::new("*"),
+        severity: Severity::Warning,
+        kind: DetectorKind::Silence,
+    }
+}

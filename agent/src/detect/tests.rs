@@ -145,3 +145,79 @@ proptest! {
         prop_assert_eq!(active, expected);
     }
 }
+
+// ---- checkpoints ----
+
+proptest! {
+    #[test]
+    fn detectors_restored_from_a_snapshot_mid_stream_say_what_uninterrupted_ones_say(
+        inputs in prop::collection::vec((0u8..3, 0u8..3, -10.0f64..60.0), 0..120),
+        cut in 0usize..120,
+    ) {
+        let specs = || vec![
+            threshold_spec("hot", Some(35.0), Some(0.0), 2.0, 500),
+            zscore_spec(3, 2),
+            silence_spec("quiet"),
+        ];
+        let mut whole = Detectors::new(specs(), 2);
+        let mut split = Detectors::new(specs(), 2);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (i, (kind, k, v)) in inputs.iter().enumerate() {
+            if i == cut {
+                let bytes = postcard::to_allocvec(&split.snapshot()).unwrap();
+                let state: DetectorsState = postcard::from_bytes(&bytes).unwrap();
+                split = Detectors::restore(specs(), 2, state);
+            }
+            let sensor = format!("s{k}");
+            let ts = i as i64 * 100;
+            match kind {
+                0 => {
+                    let r = reading(&sensor, "t", *v, ts);
+                    prop_assert_eq!(whole.score(&r), split.score(&r));
+                    whole.on_reading(&r, &mut a);
+                    split.on_reading(&r, &mut b);
+                }
+                1 => {
+                    let p = pane(&sensor, "t", *v, ts, 0);
+                    whole.on_pane(&p, &mut a);
+                    split.on_pane(&p, &mut b);
+                }
+                _ => {
+                    let idle = crate::engine::Idle {
+                        key: Key::new(sensor, "t"),
+                        last_ts: ts - 50,
+                        last_arrival: ts - 50,
+                        deadline: ts,
+                    };
+                    whole.on_idle(&idle, &mut a);
+                    split.on_idle(&idle, &mut b);
+                }
+            }
+            prop_assert_eq!(&a, &b);
+        }
+        let mut x: Vec<Alert> = whole.active_alerts().cloned().collect();
+        let mut y: Vec<Alert> = split.active_alerts().cloned().collect();
+        x.sort_by(|p, q| p.id.cmp(&q.id));
+        y.sort_by(|p, q| p.id.cmp(&q.id));
+        prop_assert_eq!(x, y);
+        prop_assert_eq!(whole.rejected_keys(), split.rejected_keys());
+    }
+}
+
+#[test]
+fn a_snapshot_of_changed_detectors_restores_keys_afresh() {
+    let mut d = Detectors::new(vec![threshold_spec("hot", Some(35.0), None, 1.0, 0)], 10);
+    let mut out = Vec::new();
+    d.on_reading(&reading("g", "t", 40.0, 1), &mut out);
+    assert_eq!(d.active_alerts().count(), 1);
+    let restored = Detectors::restore(vec![silence_spec("quiet")], 10, d.snapshot());
+    assert_eq!(restored.active_alerts().count(), 0, "the threshold is gone");
+    assert_eq!(restored.key_count(), 1);
+    let same = Detectors::restore(
+        vec![threshold_spec("hot", Some(35.0), None, 1.0, 0)],
+        10,
+        d.snapshot(),
+    );
+    let a = same.active_alerts().next().unwrap();
+    assert_eq!((a.kind, a.id.as_str()), ("threshold", "g/t/hot/1"));
+}

@@ -26,8 +26,9 @@ use super::alert::{self, Alert, AlertState};
 use super::spec::{DetectorKind, DetectorSpec};
 
 /// Per (threshold detector, key) state: a few words, whatever the input.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct ThresholdState {
+    #[serde(with = "super::alert::boxed")]
     active: Option<Box<Alert>>,
     normal_since: Option<TimestampMs>,
     last_raised_ts: Option<TimestampMs>,
@@ -37,6 +38,40 @@ impl ThresholdState {
     /// The raised alert of the current episode, if any.
     pub(super) fn active(&self) -> Option<&Alert> {
         self.active.as_deref()
+    }
+
+    /// The stored alert, for restoring its static `kind` after a checkpoint.
+    pub(super) fn active_mut(&mut self) -> Option<&mut Alert> {
+        self.active.as_deref_mut()
+    }
+
+    /// Anomaly score of value `x` in [0, 1]: 0 inside `[low, high]`; beyond a
+    /// limit by `d`, `0.5 + 0.5 d / (d + s)`, so exactly 0.5 just past it and
+    /// towards 1 far out. The scale `s` is the hysteresis, or 5% of the limit
+    /// (at least 1e-9) when there is none.
+    pub(super) fn score(spec: &DetectorSpec, x: f64) -> f64 {
+        let DetectorKind::Threshold {
+            high,
+            low,
+            hysteresis,
+            ..
+        } = spec.kind
+        else {
+            return 0.0;
+        };
+        let beyond = |d: f64, limit: f64| {
+            let s = if hysteresis > 0.0 {
+                hysteresis
+            } else {
+                (limit.abs() * 0.05).max(1e-9)
+            };
+            0.5 + 0.5 * d / (d + s)
+        };
+        match (high, low) {
+            (Some(h), _) if x > h => beyond(x - h, h),
+            (_, Some(l)) if x < l => beyond(l - x, l),
+            _ => 0.0,
+        }
     }
 
     /// Judges one reading. Allocates only when it pushes an alert.
@@ -287,6 +322,18 @@ mod tests {
             [1000, 1000, 900],
             "ts stays true"
         );
+    }
+
+    #[test]
+    fn the_threshold_score_is_zero_inside_half_at_the_limit_and_grows_beyond() {
+        let spec = threshold_spec("t", Some(35.0), Some(5.0), 1.0, 0);
+        let score = |x| super::ThresholdState::score(&spec, x);
+        assert_eq!(score(20.0), 0.0);
+        assert_eq!(score(35.0), 0.0);
+        assert!((score(35.0 + 1e-9) - 0.5).abs() < 1e-6);
+        assert!((score(36.0) - 0.75).abs() < 1e-12);
+        assert!((score(4.0) - 0.75).abs() < 1e-12);
+        assert!(score(1e9) < 1.0 && score(1e9) > 0.99);
     }
 
     #[test]

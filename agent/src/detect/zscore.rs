@@ -32,11 +32,12 @@ use super::alert::{self, Alert, AlertState};
 use super::spec::{DetectorKind, DetectorSpec};
 
 /// Per (zscore detector, key) state: a few words, whatever the input.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct ZScoreState {
     mean: f64,
     var: f64,
     windows: u32,
+    #[serde(with = "super::alert::boxed")]
     active: Option<Box<Alert>>,
     normal_streak: u32,
     last_raised_ts: Option<TimestampMs>,
@@ -46,6 +47,32 @@ impl ZScoreState {
     /// The raised alert of the current episode, if any.
     pub(super) fn active(&self) -> Option<&Alert> {
         self.active.as_deref()
+    }
+
+    /// The stored alert, for restoring its static `kind` after a checkpoint.
+    pub(super) fn active_mut(&mut self) -> Option<&mut Alert> {
+        self.active.as_deref_mut()
+    }
+
+    /// Anomaly score of a single value `x` against the current baseline, in
+    /// [0, 1): `z^2 / (z^2 + threshold^2)`, 0.5 exactly at the alert threshold.
+    /// 0 until the baseline has absorbed `warmup` windows.
+    pub(super) fn score(&self, spec: &DetectorSpec, x: f64) -> f64 {
+        let DetectorKind::ZScore {
+            threshold,
+            warmup,
+            min_stddev,
+            ..
+        } = spec.kind
+        else {
+            return 0.0;
+        };
+        if self.windows == 0 || self.windows < warmup {
+            return 0.0;
+        }
+        let z = (x - self.mean) / self.var.sqrt().max(min_stddev);
+        let (z2, t2) = (z * z, threshold * threshold);
+        if z2.is_finite() { z2 / (z2 + t2) } else { 1.0 }
     }
 
     /// Judges one pane. Allocates only when it pushes an alert.
@@ -273,6 +300,30 @@ mod tests {
             "100 is still a spike: late panes were not absorbed"
         );
         assert!((9.5..10.5).contains(&out[0].baseline.unwrap()));
+    }
+
+    #[test]
+    fn the_zscore_score_is_half_at_the_threshold_and_zero_before_warmup() {
+        let spec = zscore_spec(3, 2);
+        let mut d = Detectors::new(vec![spec], 10);
+        let r = |v| reading("greenhouse", "temperature", v, 1);
+        assert_eq!(
+            d.score(&r(50.0)),
+            None,
+            "unknown key: nothing to score against"
+        );
+        feed_panes(&mut d, &[10.0, 10.0], 1000);
+        assert_eq!(
+            d.score(&r(50.0)).map(|s| s.0),
+            Some(0.0),
+            "still warming up"
+        );
+        feed_panes(&mut d, &[10.0], 3000);
+        // Flat baseline at 10, stddev floored at 0.1, threshold 3: 10.3 is z = 3.
+        let (s, name) = d.score(&r(10.3)).unwrap();
+        assert!((s - 0.5).abs() < 1e-9, "{s}");
+        assert_eq!(name, "spike");
+        assert_eq!(d.score(&r(10.0)).unwrap().0, 0.0);
     }
 
     #[test]

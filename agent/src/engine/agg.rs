@@ -4,11 +4,14 @@
 //! `min <= mean <= max` up to rounding; `m2 >= 0` up to rounding; `first_ts` is
 //! the smallest and `last_ts` the largest timestamp added.
 
+use serde::{Deserialize, Serialize};
+
 use super::pane::Aggregates;
+use super::sketch::Sketch;
 use crate::reading::TimestampMs;
 
 /// Running aggregates of one window; never stores the readings themselves.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Acc {
     count: u64,
     // Neumaier-compensated sum: `sum + comp` is the sum to about one rounding,
@@ -26,11 +29,19 @@ pub(crate) struct Acc {
     first_ts: TimestampMs,
     last: f64,
     last_ts: TimestampMs,
+    // Boxed: 8 bytes per window when quantiles are off (the default).
+    sketch: Option<Box<Sketch>>,
 }
 
 impl Acc {
-    /// An accumulator holding one value.
-    pub(crate) fn new(value: f64, ts: TimestampMs) -> Self {
+    /// An accumulator holding one value; with `quantiles`, it also sketches
+    /// the distribution for p50/p90/p99.
+    pub(crate) fn new(value: f64, ts: TimestampMs, quantiles: bool) -> Self {
+        let sketch = quantiles.then(|| {
+            let mut s = Sketch::default();
+            s.add(value);
+            Box::new(s)
+        });
         Self {
             count: 1,
             sum: value,
@@ -43,6 +54,7 @@ impl Acc {
             first_ts: ts,
             last: value,
             last_ts: ts,
+            sketch,
         }
     }
 
@@ -77,6 +89,48 @@ impl Acc {
             self.last = value;
             self.last_ts = ts;
         }
+        if let Some(s) = &mut self.sketch {
+            s.add(value);
+        }
+    }
+
+    /// Folds in another window's accumulator (session windows merging). The
+    /// two must hold disjoint timestamp ranges, so `first`/`last` ties cannot
+    /// arise between them.
+    pub(crate) fn merge(&mut self, other: &Acc) {
+        let (na, nb) = (self.count as f64, other.count as f64);
+        let n = na + nb;
+        self.count = self.count.saturating_add(other.count);
+        // Neumaier across the two partial sums, then both corrections.
+        let t = self.sum + other.sum;
+        if t.is_finite() {
+            if self.sum.abs() >= other.sum.abs() {
+                self.comp += (self.sum - t) + other.sum;
+            } else {
+                self.comp += (other.sum - t) + self.sum;
+            }
+            self.comp += other.comp;
+        }
+        self.sum = t;
+        // Chan et al.'s pairwise update of Welford's state.
+        let delta = other.mean - self.mean;
+        self.mean += delta * nb / n;
+        self.m2 += other.m2 + delta * delta * na * nb / n;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        if other.first_ts < self.first_ts {
+            self.first = other.first;
+            self.first_ts = other.first_ts;
+        }
+        if other.last_ts >= self.last_ts {
+            self.last = other.last;
+            self.last_ts = other.last_ts;
+        }
+        match (&mut self.sketch, &other.sketch) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.sketch = Some(b.clone()),
+            _ => {}
+        }
     }
 
     /// The aggregates so far.
@@ -104,7 +158,16 @@ impl Acc {
             stddev: (self.m2.max(0.0) / self.count as f64).sqrt(),
             first: self.first,
             last: self.last,
+            p50: self.quantile(0.5),
+            p90: self.quantile(0.9),
+            p99: self.quantile(0.99),
         }
+    }
+
+    fn quantile(&self, q: f64) -> Option<f64> {
+        self.sketch
+            .as_ref()
+            .and_then(|s| s.quantile(q, self.min, self.max))
     }
 }
 
@@ -115,7 +178,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn acc_of(values: &[(f64, i64)]) -> Acc {
-        let mut acc = Acc::new(values[0].0, values[0].1);
+        let mut acc = Acc::new(values[0].0, values[0].1, false);
         for &(v, ts) in &values[1..] {
             acc.add(v, ts);
         }
@@ -150,7 +213,10 @@ mod tests {
                 mean: 4.5,
                 stddev: 0.0,
                 first: 4.5,
-                last: 4.5
+                last: 4.5,
+                p50: None,
+                p90: None,
+                p99: None,
             }
         );
     }
@@ -237,7 +303,45 @@ mod tests {
         assert_eq!(a.sum, f64::INFINITY);
     }
 
+    #[test]
+    fn quantiles_appear_only_when_asked_for() {
+        let mut with = Acc::new(1.0, 0, true);
+        for i in 2..=100 {
+            with.add(f64::from(i), i64::from(i));
+        }
+        let a = with.aggregates();
+        let p50 = a.p50.unwrap();
+        assert!((p50 - 50.0).abs() <= 0.05 * 50.0, "{p50}");
+        assert!(a.p99.unwrap() <= 100.0);
+        assert_eq!(acc_of(&[(1.0, 0), (2.0, 1)]).aggregates().p50, None);
+    }
+
     proptest! {
+        #[test]
+        fn merging_two_accumulators_equals_adding_everything_to_one(
+            left in prop::collection::vec((-1e3f64..1e3, 0i64..100), 1..50),
+            right in prop::collection::vec((-1e3f64..1e3, 100i64..200), 1..50),
+        ) {
+            let mut all = Acc::new(left[0].0, left[0].1, true);
+            for &(v, t) in left[1..].iter().chain(&right) {
+                all.add(v, t);
+            }
+            let mut a = Acc::new(left[0].0, left[0].1, true);
+            for &(v, t) in &left[1..] {
+                a.add(v, t);
+            }
+            let mut b = Acc::new(right[0].0, right[0].1, true);
+            for &(v, t) in &right[1..] {
+                b.add(v, t);
+            }
+            a.merge(&b);
+            let (x, y) = (a.aggregates(), all.aggregates());
+            prop_assert_eq!((x.count, x.min, x.max, x.first, x.last), (y.count, y.min, y.max, y.first, y.last));
+            prop_assert_eq!((x.p50, x.p90, x.p99), (y.p50, y.p90, y.p99));
+            prop_assert!(close(x.sum, y.sum, 1e-12) && close(x.mean, y.mean, 1e-12));
+            prop_assert!((x.stddev - y.stddev).abs() <= 1e-9 * y.stddev.max(1.0));
+        }
+
         #[test]
         fn welford_agrees_with_two_pass_on_random_data(
             offset in -1e9f64..1e9,

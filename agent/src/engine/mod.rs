@@ -1,37 +1,53 @@
 //! The event-time core (pure: no I/O, no clock; "now" is passed in).
 //!
-//! Semantics are those of Flink event-time windows at parallelism 1, with one
-//! watermark per key (`max ts seen - max_out_of_orderness`) so that a device
-//! replaying old data lands in its true windows. See [`Engine::push`] for the
-//! exact rules.
+//! Semantics are those of Flink event-time windows at parallelism 1 (see
+//! `docs/time.md` for the exact correspondence and a worked example), with one
+//! watermark per key by default (`max ts of the key - D`) so that a device
+//! replaying old data lands in its true windows, or one over all keys
+//! (`scope = "global"`). See [`Engine::push`] for the exact rules.
 //!
-//! Invariants, true between calls to [`Engine::push`], for every key `k` with
-//! watermark `wm = max_ts(k) - D`:
-//! - a key has state only if at least one reading of it passed the future-skew
-//!   and key-limit guards, so every key in the map has a watermark, and at most
-//!   `max_keys` keys have state;
-//! - the key's windows are sorted by end, distinct, at most `max_windows_per_key`;
-//! - every window with `end <= wm` has fired (its on-time pane was emitted), and
-//!   none with `end > wm` has;
-//! - no window with `end + L <= wm` is kept: it can no longer change;
+//! Invariants, true between calls, where `wm(k)` is key `k`'s watermark (its own
+//! `max_ts - D`, or the global one) and L the allowed lateness:
+//! - a key has state only if at least one reading of it passed the clock and
+//!   key-limit guards, and at most `max_keys` keys have state;
+//! - a key's windows are sorted by end, distinct, at most `max_windows_per_key`;
+//!   session windows of one key never touch or overlap within one `max_length` cell;
+//! - no window with `end + L <= wm(k)` is kept: it can no longer change;
+//! - a window with `end <= wm(k)` has no content missing from its latest pane
+//!   (`dirty` is false) unless a late pane is held for `late_fire_delay`
+//!   (`due` is set); every held pane is emitted at `due` or when the window closes;
+//! - global scope: every kept window has a timer at its end and at `end + L`
+//!   (stale timers of merged sessions are harmless: firing is idempotent);
+//! - `next_due` is at most the earliest pending `due` and idle deadline;
 //! - `open` equals the total number of windows over all keys.
 
 mod agg;
 mod config;
+mod key;
 mod pane;
+mod sketch;
+mod state;
+mod window;
 
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-pub use config::{EngineConfig, EngineConfigError, Window, WindowSpec, Windows};
-pub use pane::{Aggregates, LateReading, Output, Pane, RejectReason, Timing};
+pub use config::{EngineConfig, EngineConfigError, Scope, WindowSpec};
+pub use pane::{Aggregates, Idle, LateReading, Output, Pane, RejectReason, Timing};
+pub use sketch::{ALPHA0 as QUANTILE_ALPHA, MAX_BINS as QUANTILE_MAX_BINS};
+pub use state::EngineState;
+pub use window::{Window, Windows};
 
 use crate::reading::{Key, Reading, TimestampMs};
-use agg::Acc;
+use key::{Ctx, KeyState};
 
 /// The event-time windowing engine: readings in, panes, late readings and
 /// rejections out. Pure and single-threaded; the caller owns the clock.
@@ -40,24 +56,12 @@ pub struct Engine {
     cfg: EngineConfig,
     keys: HashMap<Key, KeyState>,
     open: usize,
-}
-
-/// Per-key state, kept small: 10,000 keys is an ordinary load.
-#[derive(Debug)]
-struct KeyState {
-    max_ts: TimestampMs,
-    // Usually one or two windows; a sorted Vec beats a tree at that size, and
-    // keeps its capacity as windows come and go, so the steady state does not allocate.
-    windows: Vec<OpenWindow>,
-}
-
-#[derive(Debug)]
-struct OpenWindow {
-    win: Window,
-    // Panes emitted so far: 0 before the on-time firing, so the next late pane's
-    // revision is this value.
-    panes: u32,
-    acc: Acc,
+    // Global scope: the largest accepted timestamp, and (time, key) timers at
+    // which a key's windows may fire or close. Unused with per-key scope.
+    global_max_ts: Option<TimestampMs>,
+    timers: BTreeSet<(TimestampMs, Key)>,
+    // No pending late pane or idle deadline is earlier than this: `tick` is O(1) until then.
+    next_due: TimestampMs,
 }
 
 impl Engine {
@@ -71,57 +75,164 @@ impl Engine {
             cfg: cfg.clamped(),
             keys: HashMap::new(),
             open: 0,
+            global_max_ts: None,
+            timers: BTreeSet::new(),
+            next_due: TimestampMs::MAX,
         }
     }
 
-    /// Feeds one reading; appends every resulting output to `out` (in causal order).
-    /// `now_ms` is the wall clock, used only for the future-skew guard.
+    /// Feeds one reading that arrived at wall-clock `now_ms`; appends every
+    /// resulting output to `out` (in causal order).
     ///
-    /// In order, for a reading `r` of key `k` whose window is `w`:
-    /// 1. `r.ts > now_ms + max_future_skew` → `Rejected{FutureSkew}`; nothing changes.
+    /// In order, for a reading `r` of key `k`, with `wm` the watermark of its
+    /// scope (`k`'s own, or the global one):
+    /// 1. `r.ts > now_ms + max_future_skew` → `Rejected{FutureSkew}`;
+    ///    `r.ts < now_ms - max_backfill` → `Rejected{TooOld}`; nothing changes.
     /// 2. `k` is new and `max_keys` keys exist → `Rejected{KeyLimit}`; nothing changes.
-    /// 3. `r.ts` raises `k`'s watermark `wm`: every window of `k` with `end <= wm`
-    ///    that has not fired fires (revision 0, on time, in order of end), and
-    ///    windows with `end + L <= wm` are dropped.
-    /// 4. `wm >= w.end + L` → `Late` (`late_by_ms = wm - (w.end + L)`).
-    /// 5. Otherwise `r` is added to `w`, creating it; if `max_windows_per_key`
-    ///    windows are already open → `Rejected{WindowLimit}`. If `w` had fired
-    ///    (revision n), a late pane with revision n+1 follows at once; if `w` is
-    ///    new but `w.end <= wm` already (a late reading within L for a window that
-    ///    had no readings), it fires at once as its revision 0.
+    /// 3. `r.ts` raises `wm`: every window (of `k`, or with global scope of any
+    ///    key, in order of end) with `end <= wm` fires, and windows with
+    ///    `end + L <= wm` are dropped (a held late pane is emitted first).
+    /// 4. For each window `w` of `r` (sessions: `r`'s proto-session merged with
+    ///    the sessions it touches): `wm >= w.end + L` → skipped as too late;
+    ///    otherwise `r` is added, creating `w` if needed (beyond
+    ///    `max_windows_per_key` → `Rejected{WindowLimit}`). If `w.end <= wm`
+    ///    (the window had fired, or fires only now), it fires at once: its
+    ///    on-time pane if it never fired, else a late pane with the next
+    ///    revision, held for `late_fire_delay` if that is set.
+    /// 5. A reading skipped by all its windows → `Late` (`late_by_ms = wm -
+    ///    (latest window end + L)`).
     ///
-    /// This is the contract's order (late check, add, then advance) rearranged,
-    /// with the same outputs: a reading that raises the watermark is never late
-    /// nor in a fired window (its window ends after it, the watermark is at most
-    /// it), and one that does not raise it fires nothing. Advancing first lets the
-    /// window limit count only windows still open after this reading, and a
-    /// reading refused by that limit still counts for the watermark, so a key
-    /// whose limit is too small for D recovers instead of stalling forever.
+    /// This is Flink's order (late check, add, then the watermark advances)
+    /// rearranged, with the same outputs: a reading that raises the watermark
+    /// is never late nor in a fired window (its windows end after it, the
+    /// watermark is at most it), and one that does not raise it fires nothing.
+    /// Advancing first lets the window limit count only windows still open after
+    /// this reading, and a reading refused by that limit still counts for the
+    /// watermark, so a key whose limit is too small for D recovers instead of
+    /// stalling forever.
     pub fn push(&mut self, reading: Reading, now_ms: TimestampMs, out: &mut Vec<Output>) {
-        if reading.ts > now_ms.saturating_add(self.cfg.max_future_skew_ms) {
-            out.push(Output::Rejected {
-                reading,
-                reason: RejectReason::FutureSkew,
-            });
+        let cfg = &self.cfg;
+        let reject = if reading.ts > now_ms.saturating_add(cfg.max_future_skew_ms) {
+            Some(RejectReason::FutureSkew)
+        } else if cfg
+            .max_backfill_ms
+            .is_some_and(|b| reading.ts < now_ms.saturating_sub(b))
+        {
+            Some(RejectReason::TooOld)
+        } else if self.keys.len() >= cfg.max_keys && !self.keys.contains_key(&reading.key) {
+            Some(RejectReason::KeyLimit)
+        } else {
+            None
+        };
+        if let Some(reason) = reject {
+            out.push(Output::Rejected { reading, reason });
             return;
         }
+        if let Some(idle) = cfg.idle_timeout_ms {
+            self.next_due = self.next_due.min(now_ms.saturating_add(idle));
+        }
+        let global = cfg.scope == Scope::Global;
+        if global && self.global_max_ts.is_none_or(|m| reading.ts > m) {
+            self.global_max_ts = Some(reading.ts);
+            self.fire_timers(now_ms, out);
+        }
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            open: &mut self.open,
+            timers: &mut self.timers,
+            next_due: &mut self.next_due,
+            now: now_ms,
+            out,
+        };
+        let global_max = self.global_max_ts.filter(|_| global);
         // Look up by reference first: the common path never clones the key.
         if let Some(state) = self.keys.get_mut(&reading.key) {
-            state.push(&self.cfg, &mut self.open, reading, out);
+            state.accept(reading, global_max, &mut ctx);
             return;
         }
-        if self.keys.len() >= self.cfg.max_keys {
-            out.push(Output::Rejected {
-                reading,
-                reason: RejectReason::KeyLimit,
-            });
+        let state = self
+            .keys
+            .entry(reading.key.clone())
+            .or_insert_with(|| KeyState::new(ctx.cfg, reading.ts));
+        state.accept(reading, global_max, &mut ctx);
+    }
+
+    /// Lets wall-clock time pass to `now_ms`: emits late panes held by
+    /// `late_fire_delay` whose time has come, and closes the windows of keys
+    /// idle for `idle_timeout` (their unfired content fires, then
+    /// [`Output::Idle`]). Cheap when nothing is due. The daemon calls it on a
+    /// timer and before each input; what it emits depends only on `now_ms` and
+    /// the inputs, not on how often it is called. Outputs are ordered by due
+    /// time, then key.
+    pub fn tick(&mut self, now_ms: TimestampMs, out: &mut Vec<Output>) {
+        if now_ms < self.next_due {
             return;
         }
-        let state = self.keys.entry(reading.key.clone()).or_insert(KeyState {
-            max_ts: reading.ts,
-            windows: Vec::new(),
-        });
-        state.push(&self.cfg, &mut self.open, reading, out);
+        let mut due: Vec<(TimestampMs, Key)> = Vec::new();
+        let mut next = TimestampMs::MAX;
+        for (k, st) in &self.keys {
+            let mut first = st
+                .windows
+                .iter()
+                .filter_map(|w| w.due)
+                .min()
+                .unwrap_or(TimestampMs::MAX);
+            if let (Some(idle), false) = (self.cfg.idle_timeout_ms, st.idle) {
+                first = first.min(st.last_arrival.saturating_add(idle));
+            }
+            if first <= now_ms {
+                due.push((first, k.clone()));
+            }
+        }
+        due.sort();
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            open: &mut self.open,
+            timers: &mut self.timers,
+            next_due: &mut next,
+            now: now_ms,
+            out,
+        };
+        for (_, k) in &due {
+            if let Some(st) = self.keys.get_mut(k) {
+                st.on_tick(k, &mut ctx);
+            }
+        }
+        // Recompute the bound exactly over what is still pending.
+        for st in self.keys.values() {
+            for d in st.windows.iter().filter_map(|w| w.due) {
+                next = next.min(d);
+            }
+            if let (Some(idle), false) = (self.cfg.idle_timeout_ms, st.idle) {
+                next = next.min(st.last_arrival.saturating_add(idle));
+            }
+        }
+        self.next_due = next;
+    }
+
+    /// Global scope: fires and closes, in timer order, every window whose
+    /// timer the new watermark has reached.
+    fn fire_timers(&mut self, now_ms: TimestampMs, out: &mut Vec<Output>) {
+        let Some(max) = self.global_max_ts else {
+            return;
+        };
+        let wm = max.saturating_sub(self.cfg.max_out_of_orderness_ms);
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            open: &mut self.open,
+            timers: &mut self.timers,
+            next_due: &mut self.next_due,
+            now: now_ms,
+            out,
+        };
+        while ctx.timers.first().is_some_and(|(t, _)| *t <= wm) {
+            let Some((t, k)) = ctx.timers.pop_first() else {
+                break;
+            };
+            if let Some(st) = self.keys.get_mut(&k) {
+                st.advance(&k, t, wm, &mut ctx);
+            }
+        }
     }
 
     /// Number of keys holding state (never more than `max_keys`).
@@ -134,153 +245,27 @@ impl Engine {
         self.open
     }
 
-    /// The key's watermark, or `None` if the key has no state (no reading of it
-    /// was accepted).
+    /// The watermark that applies to the key (its own, or the global one), or
+    /// `None` if the key has no state (no reading of it was accepted).
     pub fn watermark(&self, key: &Key) -> Option<TimestampMs> {
-        self.keys.get(key).map(|s| s.watermark(&self.cfg))
+        self.keys.get(key).map(|s| self.wm_of(s))
     }
 
     /// Every key's watermark, in no particular order.
     pub fn watermarks(&self) -> impl Iterator<Item = (&Key, TimestampMs)> + '_ {
-        self.keys.iter().map(|(k, s)| (k, s.watermark(&self.cfg)))
+        self.keys.iter().map(|(k, s)| (k, self.wm_of(s)))
+    }
+
+    fn wm_of(&self, s: &KeyState) -> TimestampMs {
+        let max = match self.global_max_ts {
+            Some(m) if self.cfg.scope == Scope::Global => m,
+            _ => s.max_ts,
+        };
+        max.saturating_sub(self.cfg.max_out_of_orderness_ms)
     }
 
     /// The configuration in force (clamped to valid values, see [`Engine::new`]).
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
-    }
-}
-
-impl KeyState {
-    fn watermark(&self, cfg: &EngineConfig) -> TimestampMs {
-        self.max_ts.saturating_sub(cfg.max_out_of_orderness_ms)
-    }
-
-    fn push(
-        &mut self,
-        cfg: &EngineConfig,
-        open: &mut usize,
-        reading: Reading,
-        out: &mut Vec<Output>,
-    ) {
-        if reading.ts > self.max_ts {
-            self.max_ts = reading.ts;
-            self.advance(cfg, open, &reading.key, out);
-        }
-        let wm = self.watermark(cfg);
-        let lateness = cfg.allowed_lateness_ms;
-
-        let mut accepted = false;
-        let mut refused = false;
-        let mut latest_closed: Option<TimestampMs> = None;
-        for win in cfg.window.assign(reading.ts) {
-            let closes = win.end.saturating_add(lateness);
-            if wm >= closes {
-                latest_closed = Some(closes);
-                continue;
-            }
-            let idx = match self.find(win) {
-                Ok(i) => {
-                    self.windows[i].acc.add(reading.value, reading.ts);
-                    i
-                }
-                Err(i) => {
-                    if self.windows.len() >= cfg.max_windows_per_key {
-                        refused = true;
-                        continue;
-                    }
-                    self.windows.insert(
-                        i,
-                        OpenWindow {
-                            win,
-                            panes: 0,
-                            acc: Acc::new(reading.value, reading.ts),
-                        },
-                    );
-                    *open += 1;
-                    i
-                }
-            };
-            accepted = true;
-            let w = &mut self.windows[idx];
-            if w.panes > 0 {
-                out.push(w.pane(&reading.key, Timing::Late, false));
-                w.panes = w.panes.saturating_add(1);
-            } else if win.end <= wm {
-                out.push(w.pane(&reading.key, Timing::OnTime, false));
-                w.panes = 1;
-            }
-        }
-
-        // A reading that went into any window is accounted for by that window's
-        // panes; only one that went into none is reported, once.
-        if accepted {
-            return;
-        }
-        if refused {
-            out.push(Output::Rejected {
-                reading,
-                reason: RejectReason::WindowLimit,
-            });
-        } else if let Some(closes) = latest_closed {
-            out.push(Output::Late(LateReading {
-                late_by_ms: wm.saturating_sub(closes),
-                watermark: wm,
-                reading,
-            }));
-        }
-    }
-
-    /// Fires every unfired window the watermark has passed, then drops every
-    /// window past its allowed lateness.
-    fn advance(&mut self, cfg: &EngineConfig, open: &mut usize, key: &Key, out: &mut Vec<Output>) {
-        let wm = self.watermark(cfg);
-        let lateness = cfg.allowed_lateness_ms;
-        for w in &mut self.windows {
-            if w.win.end > wm {
-                break;
-            }
-            if w.panes == 0 {
-                // Final when the watermark jumped past end + L in one step: the
-                // window is dropped below and no late pane can follow. With
-                // L = 0 this is every on-time pane.
-                let is_final = wm >= w.win.end.saturating_add(lateness);
-                out.push(w.pane(key, Timing::OnTime, is_final));
-                w.panes = 1;
-            }
-        }
-        // Sorted by end, so the windows past their lateness are a prefix.
-        let closed = self
-            .windows
-            .iter()
-            .take_while(|w| w.win.end.saturating_add(lateness) <= wm)
-            .count();
-        self.windows.drain(..closed);
-        *open -= closed;
-    }
-
-    fn find(&self, win: Window) -> Result<usize, usize> {
-        // Most readings land in the newest window.
-        if let Some(last) = self.windows.last() {
-            if last.win == win {
-                return Ok(self.windows.len() - 1);
-            }
-        }
-        self.windows
-            .binary_search_by(|w| (w.win.end, w.win.start).cmp(&(win.end, win.start)))
-    }
-}
-
-impl OpenWindow {
-    fn pane(&self, key: &Key, timing: Timing, is_final: bool) -> Output {
-        Output::Pane(Pane {
-            key: key.clone(),
-            start: self.win.start,
-            end: self.win.end,
-            agg: self.acc.aggregates(),
-            revision: self.panes,
-            timing,
-            is_final,
-        })
     }
 }

@@ -31,6 +31,16 @@ pub struct Aggregates {
     pub first: f64,
     /// Value of the reading with the largest event time (ties: the last to arrive).
     pub last: f64,
+    /// Median estimate from the window's quantile sketch (`[engine] quantiles = true`;
+    /// otherwise absent). Relative error bound: see the `sketch` module and `docs/time.md`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    /// 90th percentile estimate, as `p50`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    /// 99th percentile estimate, as `p50`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
 }
 
 /// One firing of one window of one key.
@@ -74,6 +84,8 @@ pub enum RejectReason {
     WindowLimit,
     /// Stamped more than `max_future_skew` ahead of the wall clock (quarantine).
     FutureSkew,
+    /// Stamped more than `max_backfill` behind the wall clock.
+    TooOld,
 }
 
 impl RejectReason {
@@ -83,8 +95,25 @@ impl RejectReason {
             Self::KeyLimit => "key_limit",
             Self::WindowLimit => "window_limit",
             Self::FutureSkew => "future_skew",
+            Self::TooOld => "too_old",
         }
     }
+}
+
+/// A key that received no reading for `idle_timeout` of wall-clock time: its
+/// windows were closed (fired) by the wall clock. Said once per silence; the
+/// key's next reading ends the silence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Idle {
+    /// The silent key.
+    pub key: Key,
+    /// Event time of its latest reading.
+    pub last_ts: TimestampMs,
+    /// Wall-clock time its latest reading arrived.
+    pub last_arrival: TimestampMs,
+    /// `last_arrival + idle_timeout`: the wall-clock moment the silence counted.
+    /// Deterministic, whenever the engine happened to notice it.
+    pub deadline: TimestampMs,
 }
 
 /// Everything the engine can say about one input.
@@ -101,4 +130,6 @@ pub enum Output {
         /// Why.
         reason: RejectReason,
     },
+    /// A key went silent (see [`Idle`]); any panes it caused come before it.
+    Idle(Idle),
 }

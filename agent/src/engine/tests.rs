@@ -18,6 +18,7 @@ fn cfg(size_ms: i64, d: i64, l: i64) -> EngineConfig {
         max_future_skew_ms: 60_000,
         max_keys: 100,
         max_windows_per_key: 100,
+        ..EngineConfig::default()
     }
 }
 
@@ -232,6 +233,7 @@ fn an_hour_of_replayed_data_lands_in_its_true_windows_while_another_key_is_curre
         max_future_skew_ms: 10_000,
         max_keys: 10,
         max_windows_per_key: 4,
+        ..EngineConfig::default()
     });
     let mut out = Vec::new();
     let mut live = Vec::new();

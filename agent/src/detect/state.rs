@@ -1,0 +1,84 @@
+//! The detectors' state as plain data, for checkpoints: [`Detectors::snapshot`]
+//! and [`Detectors::restore`]. The caller encodes it (postcard).
+
+use serde::{Deserialize, Serialize};
+
+use super::{DetectorSpec, Detectors, KeyStates, fresh_states};
+use crate::reading::Key;
+
+/// Everything [`Detectors`] hold, keys sorted so that equal detectors give
+/// equal snapshots.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DetectorsState {
+    rejected: u64,
+    keys: Vec<(String, String, KeyStates)>,
+}
+
+impl DetectorsState {
+    /// Number of keys in the snapshot.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+impl KeyStates {
+    /// The kind and spec index of every slot, in slot order: what a restore
+    /// must match (the same kind of detector at the same place in the config).
+    fn slots(&self) -> Vec<(u8, usize)> {
+        let t = self.threshold.iter().map(|s| (0, s.0));
+        let z = self.zscore.iter().map(|s| (1, s.0));
+        let q = self.silence.iter().map(|s| (2, s.0));
+        t.chain(z).chain(q).collect()
+    }
+}
+
+impl Detectors {
+    /// Every key's detector states (baselines, open episodes).
+    pub fn snapshot(&self) -> DetectorsState {
+        let mut keys: Vec<(String, String, KeyStates)> = self
+            .keys
+            .iter()
+            .map(|(k, s)| (k.sensor.to_string(), k.metric.to_string(), s.clone()))
+            .collect();
+        keys.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        DetectorsState {
+            rejected: self.rejected,
+            keys,
+        }
+    }
+
+    /// Detectors that continue exactly where the snapshot's were. A key whose
+    /// stored states no longer line up with `specs` (the detectors changed
+    /// between runs) starts afresh; keys beyond `max_keys` are dropped.
+    pub fn restore(specs: Vec<DetectorSpec>, max_keys: usize, state: DetectorsState) -> Self {
+        let mut d = Detectors::new(specs, max_keys);
+        d.rejected = state.rejected;
+        for (sensor, metric, mut states) in state.keys.into_iter().take(max_keys) {
+            let key = Key::new(sensor, metric);
+            let fresh = fresh_states(&d.specs, &key);
+            if states.slots() != fresh.slots() {
+                states = fresh;
+            }
+            // Alert kinds are static names: take them from the specs again.
+            let specs = &d.specs;
+            let kind = |i: usize| specs.get(i).map_or("", |s| s.kind.name());
+            for (i, st) in &mut states.threshold {
+                if let Some(a) = st.active_mut() {
+                    a.kind = kind(*i);
+                }
+            }
+            for (i, st) in &mut states.zscore {
+                if let Some(a) = st.active_mut() {
+                    a.kind = kind(*i);
+                }
+            }
+            for (i, st) in &mut states.silence {
+                if let Some(a) = st.active_mut() {
+                    a.kind = kind(*i);
+                }
+            }
+            d.keys.insert(key, states);
+        }
+        d
+    }
+}
