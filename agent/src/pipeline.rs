@@ -81,6 +81,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
             shutdown.clone(),
         ));
     }
+    let sensors = source::devices::start(
+        &cfg.devices,
+        &cfg.state_dir,
+        &tx,
+        &counters,
+        &shutdown,
+        &tracker,
+    );
     if let Some(ingest) = cfg.ingest {
         tracker.spawn(source::mqtt::run(
             ingest,
@@ -110,6 +118,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
     let status = {
         let (counters, gauges, link, wire) =
             (counters.clone(), gauges.clone(), link.clone(), wire.clone());
+        let sensors = sensors.clone();
         Box::new(move || {
             let now = now_ms();
             wire.status(json!({
@@ -123,6 +132,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
                 "active_alerts": gauges.active_alerts.load(Relaxed),
                 "last_puback_ms": link.last_puback_ms.load(Relaxed),
                 "counters": counters.snapshot(),
+                "sensors": sensors.snapshot(),
             }))
         })
     };

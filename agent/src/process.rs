@@ -83,6 +83,7 @@ impl Processor {
                 tracing::debug!(source = %d.source, reason = d.reason, detail = %d.detail, "dead letter");
                 msgs.push(self.wire.dead_letter(&d, now));
             }
+            Input::Alert(a) => self.alerts.push(a),
         }
         for a in self.alerts.drain(..) {
             let n = match a.state {

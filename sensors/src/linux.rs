@@ -10,6 +10,7 @@ use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operatio
 use gpio_cdev::{Chip, EventRequestFlags, EventType, LineEventHandle, LineRequestFlags};
 use i2cdev::linux::LinuxI2CError;
 
+pub use gpio_cdev::Error as GpioError;
 pub use linux_embedded_hal::Delay;
 
 /// An I2C bus device, `/dev/i2c-N`.

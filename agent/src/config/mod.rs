@@ -22,6 +22,10 @@ use crate::source::topic::TopicMap;
 use weir_sensors::sim::SimSpec;
 
 pub use span::Seg;
+pub use validate::devices::{
+    AdcChannel, ChipKind, ChipSimConfig, DeviceSources, GpioInput, GpioMode, I2cSensor,
+    OneWireProbe, PollPolicy,
+};
 
 /// The fully commented example configuration.
 pub const EXAMPLE: &str = include_str!("example.toml");
@@ -49,6 +53,8 @@ pub struct Config {
     pub ingest: Option<IngestConfig>,
     /// Simulated sensors.
     pub sims: Vec<SimSource>,
+    /// Sensors wired to this device: `[[i2c]]`, `[[gpio]]`, `[[onewire]]`.
+    pub devices: DeviceSources,
 }
 
 /// Where and how results go upstream.

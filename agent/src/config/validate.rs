@@ -14,6 +14,9 @@ use crate::source::payload::PayloadFormat;
 use crate::source::topic::TopicMap;
 use weir_sensors::sim::{Anomaly, AnomalyKind, SimSpec};
 
+#[path = "devices.rs"]
+pub(super) mod devices;
+
 /// Key path, problem, fix.
 pub type Error = (Vec<Seg>, String, String);
 type Result<T> = std::result::Result<T, Error>;
@@ -188,11 +191,12 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     let uplink = uplink(&raw, &device)?;
     let ingest = ingest(&raw, &device)?;
     let sims = sims(&raw)?;
-    if sims.is_empty() && ingest.is_none() {
+    let devices = devices::validate(&raw)?;
+    if sims.is_empty() && ingest.is_none() && devices.is_empty() {
         return err(
             &[Key("sim")],
-            "no sources: there is no [[sim]] sensor and no [ingest] section",
-            "add an [ingest] section with [[ingest.topic]] entries, or a [[sim]] sensor",
+            "no sources: there is no [[sim]], [[i2c]], [[gpio]] or [[onewire]] sensor and no [ingest] section",
+            "add an [ingest] section with [[ingest.topic]] entries, or a sensor section",
         );
     }
 
@@ -207,6 +211,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         uplink,
         ingest,
         sims,
+        devices,
     })
 }
 
@@ -336,11 +341,16 @@ fn detectors(raw: &RawConfig) -> Result<Vec<DetectorSpec>> {
                     min_stddev: d.min_stddev.unwrap_or(1e-3),
                 }
             }
+            Some("flatline") => DetectorKind::Flatline {
+                tolerance: d.tolerance.unwrap_or(0.0),
+                min_duration_ms: millis(&with(&p, Key("stuck_for")), d.stuck_for.as_deref(), "5m")?,
+                min_readings: d.min_readings.unwrap_or(3),
+            },
             Some(k) => {
                 return err(
                     &with(&p, Key("kind")),
                     format!("unknown detector kind \"{k}\""),
-                    "use \"threshold\" or \"zscore\"",
+                    "use \"threshold\", \"zscore\" or \"flatline\"",
                 );
             }
             None => {
@@ -368,6 +378,7 @@ fn detectors(raw: &RawConfig) -> Result<Vec<DetectorSpec>> {
                 DetectError::Alpha { .. } => "alpha",
                 DetectError::ZThreshold { .. } => "threshold",
                 DetectError::MinStddev { .. } => "min_stddev",
+                DetectError::Negative { field, .. } => field,
                 DetectError::BadName(_) | DetectError::DuplicateName(_) => "name",
             };
             return err(

@@ -20,6 +20,7 @@
 //! - `specs` never changes after construction, so slot indices stay valid.
 
 mod alert;
+mod flatline;
 mod glob;
 mod spec;
 mod threshold;
@@ -39,6 +40,7 @@ pub use alert::{Alert, AlertState};
 pub use glob::Glob;
 pub use spec::{DetectError, DetectorKind, DetectorSpec, Severity, validate_specs};
 
+use flatline::FlatlineState;
 use threshold::ThresholdState;
 use zscore::ZScoreState;
 
@@ -47,6 +49,7 @@ use zscore::ZScoreState;
 struct KeyStates {
     threshold: Vec<(usize, ThresholdState)>,
     zscore: Vec<(usize, ZScoreState)>,
+    flatline: Vec<(usize, FlatlineState)>,
 }
 
 /// All detectors for all keys.
@@ -58,6 +61,7 @@ pub struct Detectors {
     rejected: u64,
     any_threshold: bool,
     any_zscore: bool,
+    any_flatline: bool,
 }
 
 impl Detectors {
@@ -71,6 +75,9 @@ impl Detectors {
         let any_zscore = specs
             .iter()
             .any(|s| matches!(s.kind, DetectorKind::ZScore { .. }));
+        let any_flatline = specs
+            .iter()
+            .any(|s| matches!(s.kind, DetectorKind::Flatline { .. }));
         Self {
             specs,
             keys: HashMap::new(),
@@ -78,6 +85,7 @@ impl Detectors {
             rejected: 0,
             any_threshold,
             any_zscore,
+            any_flatline,
         }
     }
 
@@ -87,11 +95,14 @@ impl Detectors {
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
         // Without a threshold spec, readings have nothing to say: do not even
         // spend a key slot on them.
-        if !self.any_threshold {
+        if !(self.any_threshold || self.any_flatline) {
             return;
         }
         self.with_states(&r.key, |specs, states| {
             for (i, st) in &mut states.threshold {
+                st.observe(&specs[*i], r, out);
+            }
+            for (i, st) in &mut states.flatline {
                 st.observe(&specs[*i], r, out);
             }
         });
@@ -133,7 +144,8 @@ impl Detectors {
         self.keys.values().flat_map(|states| {
             let t = states.threshold.iter().filter_map(|(_, st)| st.active());
             let z = states.zscore.iter().filter_map(|(_, st)| st.active());
-            t.chain(z)
+            let f = states.flatline.iter().filter_map(|(_, st)| st.active());
+            t.chain(z).chain(f)
         })
     }
 
@@ -172,6 +184,7 @@ fn admit<'a>(
         match spec.kind {
             DetectorKind::Threshold { .. } => states.threshold.push((i, ThresholdState::default())),
             DetectorKind::ZScore { .. } => states.zscore.push((i, ZScoreState::default())),
+            DetectorKind::Flatline { .. } => states.flatline.push((i, FlatlineState::default())),
         }
     }
     Some(keys.entry(key.clone()).or_insert(states))
