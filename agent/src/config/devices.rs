@@ -14,7 +14,8 @@ use weir_sensors::sim::{Anomaly, AnomalyKind, SimSpec};
 
 use super::super::WhenFull;
 use super::{Result, Seg, duration, err, name, positive, with};
-use crate::config::raw::RawConfig;
+use crate::config::raw::{RawConfig, RawTopic};
+use crate::source::multi::{self, MultiFormat};
 use Seg::{Index, Key};
 
 // ---------------------------------------------------------------- raw
@@ -732,4 +733,56 @@ fn gpio(p: &[Seg], r: &RawGpio) -> Result<GpioInput> {
         active_low: r.active_low.unwrap_or(false),
         when_full: when_full(&with(p, Key("when_full")), r.when_full.as_deref())?,
     })
+}
+
+/// `format`, `fields` and `ts_path` of an `[[ingest.topic]]`.
+pub fn multi_format(p: &[Seg], t: &RawTopic) -> Result<Option<MultiFormat>> {
+    let mut fmt = match t.format.as_deref().unwrap_or("value") {
+        "value" => {
+            if !t.fields.is_empty() || t.ts_path.is_some() {
+                return err(
+                    &with(p, Key("fields")),
+                    "fields and ts_path apply to multi-metric payloads",
+                    "add format = \"multi\" (or \"tasmota\", \"zigbee2mqtt\")",
+                );
+            }
+            return Ok(None);
+        }
+        "multi" => MultiFormat {
+            fields: Vec::new(),
+            ts_path: None,
+            skip: Vec::new(),
+        },
+        "tasmota" => MultiFormat::tasmota(),
+        "zigbee2mqtt" => MultiFormat::zigbee2mqtt(),
+        o => {
+            return err(
+                &with(p, Key("format")),
+                format!("unknown format \"{o}\""),
+                "use \"value\", \"multi\", \"tasmota\" or \"zigbee2mqtt\"",
+            );
+        }
+    };
+    if t.metric.is_some() {
+        return err(
+            &with(p, Key("metric")),
+            "a multi-metric payload names its metrics itself",
+            "remove metric; use fields = { temperature = \"BME280.Temperature\" } to pick and rename",
+        );
+    }
+    for (m, path) in &t.fields {
+        name(&with(p, Key("fields")), Some(m), "metric name")?;
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return err(
+                &with(p, Key("fields")),
+                format!("\"{path}\" is not a field path"),
+                "write keys joined by dots, e.g. \"BME280.Temperature\"",
+            );
+        }
+        fmt.fields.push((m.clone(), multi::path(path)));
+    }
+    if let Some(ts) = &t.ts_path {
+        fmt.ts_path = Some(multi::path(ts));
+    }
+    Ok(Some(fmt))
 }

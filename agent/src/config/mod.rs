@@ -93,6 +93,9 @@ pub struct IngestConfig {
     pub format: PayloadFormat,
     /// Subscriptions, tried in order; the first filter that matches maps the topic.
     pub topics: Vec<TopicMap>,
+    /// Per subscription (same order as `topics`): `Some` when its payloads are
+    /// multi-metric objects (Tasmota, Zigbee2MQTT), `None` for one value per message.
+    pub multi: Vec<Option<crate::source::multi::MultiFormat>>,
 }
 
 /// What a simulated sensor does when the pipeline cannot take a reading.

@@ -104,6 +104,10 @@ pub struct RawTopic {
     pub filter: Option<String>,
     pub sensor: Option<String>,
     pub metric: Option<String>,
+    pub format: Option<String>,
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    pub ts_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

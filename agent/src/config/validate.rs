@@ -476,6 +476,7 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
         );
     }
     let mut topics = Vec::new();
+    let mut multi = Vec::new();
     for (i, t) in r.topic.iter().enumerate() {
         let tp = vec![Key("ingest"), Key("topic"), Index(i)];
         let Some(filter) = t.filter.as_deref() else {
@@ -498,6 +499,7 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
             )
         })?;
         topics.push(map);
+        multi.push(devices::multi_format(&tp, t)?);
     }
     let max_bytes = r.max_payload_bytes.unwrap_or(4096);
     if max_bytes == 0 {
@@ -521,6 +523,7 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
             ts_field: r.ts_field.clone().unwrap_or_else(|| "ts".into()),
         },
         topics,
+        multi,
     }))
 }
 

@@ -7,6 +7,7 @@ pub mod gpio;
 pub mod health;
 pub mod i2c;
 pub mod mqtt;
+pub mod multi;
 pub mod onewire;
 pub mod payload;
 pub mod poll;
