@@ -7,6 +7,7 @@
 //! and a test checks that it validates.
 
 mod raw;
+mod sensors;
 mod span;
 mod validate;
 
@@ -21,11 +22,11 @@ use crate::source::payload::PayloadFormat;
 use crate::source::topic::TopicMap;
 use weir_sensors::sim::SimSpec;
 
-pub use span::Seg;
-pub use validate::devices::{
+pub use sensors::{
     AdcChannel, ChipKind, ChipSimConfig, DeviceSources, GpioInput, GpioMode, I2cSensor,
     OneWireProbe, PollPolicy,
 };
+pub use span::Seg;
 
 /// The fully commented example configuration.
 pub const EXAMPLE: &str = include_str!("example.toml");
