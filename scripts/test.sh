@@ -13,3 +13,5 @@ echo "== rust 1.85 (Debian rustc-web, the ARM toolchain) builds the workspace"
 RUSTC=/usr/bin/rustc cargo check --workspace --all-targets --target-dir target/msrv --quiet
 echo "== cargo test"
 cargo test --workspace
+echo "== real kernel: aarch64 weir in QEMU against i2c-stub (BME280) and gpio-sim"
+cross/hwtest.sh

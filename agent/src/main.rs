@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use weir::cli::{Cli, Command, ConfigCommand};
+use weir::cli::{Cli, Command, ConfigCommand, SensorsCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,6 +32,26 @@ fn main() -> ExitCode {
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
         ),
+        Command::Sensors {
+            config,
+            json,
+            command,
+        } => sensors(&config, json, command),
     };
     ExitCode::from(code)
+}
+
+fn sensors(config: &std::path::Path, json: bool, command: SensorsCommand) -> u8 {
+    use weir::cli::sensors;
+    let o = sensors::Opts { json };
+    let (out, err) = (&mut std::io::stdout(), &mut std::io::stderr());
+    match command {
+        SensorsCommand::List => sensors::list(config, o, out, err),
+        SensorsCommand::Scan { bus } => sensors::scan_cmd(config, bus.as_deref(), o, out, err),
+        SensorsCommand::Read {
+            name,
+            count,
+            timeout,
+        } => sensors::read(config, &name, count, timeout, o, out, err),
+    }
 }

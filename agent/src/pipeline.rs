@@ -83,6 +83,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
             shutdown.clone(),
         ));
     }
+    let sensors = source::devices::start(
+        &cfg.devices,
+        &cfg.state_dir,
+        &tx,
+        &counters,
+        &shutdown,
+        &tracker,
+    );
     if let Some(ingest) = cfg.ingest {
         tracker.spawn(source::mqtt::run(
             ingest,
@@ -115,6 +123,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
     let status = {
         let (counters, gauges, link, wire) =
             (counters.clone(), gauges.clone(), link.clone(), wire.clone());
+        let sensors = sensors.clone();
         Box::new(move || {
             let now = now_ms();
             wire.status(json!({
@@ -129,6 +138,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
                 "outbox_blocked": gauges.outbox_blocked.load(Relaxed) == 1,
                 "last_puback_ms": link.last_puback_ms.load(Relaxed),
                 "counters": counters.snapshot(),
+                "sensors": sensors.snapshot(),
             }))
         })
     };

@@ -104,6 +104,7 @@ impl Processor {
                 tracing::debug!(source = %d.source, reason = d.reason, detail = %d.detail, "dead letter");
                 msgs.push(self.wire.dead_letter(&d, now));
             }
+            Input::Alert(a) => self.alerts.push(a),
         }
         self.drain_alerts(now, msgs);
     }

@@ -4,6 +4,7 @@
 pub mod backtest;
 pub mod config;
 pub mod run;
+pub mod sensors;
 
 use std::path::PathBuf;
 
@@ -71,6 +72,48 @@ pub enum Command {
         /// Leave out the per-reading score records.
         #[arg(long)]
         no_scores: bool,
+    },
+    /// Local sensors: list with health, scan an I2C bus, read one.
+    Sensors {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+        /// What to do.
+        #[command(subcommand)]
+        command: SensorsCommand,
+    },
+}
+
+/// `weir sensors ...`
+#[derive(Debug, Subcommand)]
+pub enum SensorsCommand {
+    /// The configured sensors and the health the daemon last recorded.
+    List,
+    /// Probe an I2C bus like i2cdetect and name known chips (default: every configured bus).
+    Scan {
+        /// The bus device, e.g. /dev/i2c-1.
+        #[arg(long)]
+        bus: Option<PathBuf>,
+    },
+    /// Take one reading (GPIO: the level, then each edge up to --count) for a wiring check.
+    Read {
+        /// The sensor's name in the config.
+        name: String,
+        /// GPIO: readings to wait for (the level now counts as one).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// GPIO: give up after this long.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 

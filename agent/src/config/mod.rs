@@ -7,6 +7,7 @@
 //! and a test checks that it validates.
 
 mod raw;
+mod sensors;
 mod span;
 mod validate;
 
@@ -21,6 +22,10 @@ use crate::source::payload::PayloadFormat;
 use crate::source::topic::TopicMap;
 use weir_sensors::sim::SimSpec;
 
+pub use sensors::{
+    AdcChannel, ChipKind, ChipSimConfig, DeviceSources, GpioInput, GpioMode, I2cSensor,
+    OneWireProbe, PollPolicy,
+};
 pub use span::Seg;
 
 /// The fully commented example configuration.
@@ -51,6 +56,8 @@ pub struct Config {
     pub ingest: Option<IngestConfig>,
     /// Simulated sensors.
     pub sims: Vec<SimSource>,
+    /// Sensors wired to this device: `[[i2c]]`, `[[gpio]]`, `[[onewire]]`.
+    pub devices: DeviceSources,
 }
 
 /// Where and how results go upstream.
@@ -95,6 +102,9 @@ pub struct IngestConfig {
     pub format: PayloadFormat,
     /// Subscriptions, tried in order; the first filter that matches maps the topic.
     pub topics: Vec<TopicMap>,
+    /// Per subscription (same order as `topics`): `Some` when its payloads are
+    /// multi-metric objects (Tasmota, Zigbee2MQTT), `None` for one value per message.
+    pub multi: Vec<Option<crate::source::multi::MultiFormat>>,
 }
 
 /// What a simulated sensor does when the pipeline cannot take a reading.

@@ -20,6 +20,12 @@ pub struct RawConfig {
     pub sim: Vec<RawSim>,
     #[serde(default)]
     pub detector: Vec<RawDetector>,
+    #[serde(default)]
+    pub i2c: Vec<super::validate::devices::RawI2c>,
+    #[serde(default)]
+    pub gpio: Vec<super::validate::devices::RawGpio>,
+    #[serde(default)]
+    pub onewire: Vec<super::validate::devices::RawOneWire>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +134,10 @@ pub struct RawTopic {
     pub filter: Option<String>,
     pub sensor: Option<String>,
     pub metric: Option<String>,
+    pub format: Option<String>,
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    pub ts_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +184,10 @@ pub struct RawDetector {
     pub threshold: Option<f64>,
     pub warmup: Option<u32>,
     pub min_stddev: Option<f64>,
+    // flatline
+    pub tolerance: Option<f64>,
+    pub stuck_for: Option<String>,
+    pub min_readings: Option<u32>,
 }
 
 /// `clear_after` is a duration for per-reading detectors (`"5s"`) and a number of

@@ -30,9 +30,13 @@ fn the_example_config_is_valid_and_keeps_its_values() {
             offset_ms: 0
         }
     );
-    assert_eq!(c.detectors.len(), 3);
+    let kinds: Vec<&str> = c.detectors.iter().map(|d| d.kind.name()).collect();
+    assert_eq!(kinds, ["threshold", "zscore", "silence", "flatline"]);
     // The example shows every engine default.
     assert_eq!(c.engine, crate::engine::EngineConfig::default());
+    assert_eq!(c.devices.i2c.len(), 1);
+    assert_eq!(c.devices.i2c[0].address, 0x76);
+    assert!(c.devices.i2c[0].sim.is_some());
     assert_eq!(c.sims.len(), 1);
     assert_eq!(c.sims[0].spec.anomalies.len(), 1);
     assert_eq!(c.outbox.max_bytes, 64 << 20);
@@ -342,4 +346,58 @@ fn an_unknown_scope_is_refused_with_both_choices() {
     let e = invalid(&format!("{MINIMAL}[engine]\nscope = \"fleet\"\n"));
     assert_eq!(e.key, "engine.scope");
     assert!(e.fix.contains("per_key") && e.fix.contains("global"));
+}
+
+#[test]
+fn an_i2c_sensor_gets_its_chips_defaults_and_a_simulated_one_its_faults() {
+    let c = Config::parse(
+        "[agent]\ndevice = \"d\"\n[[i2c]]\nname = \"a\"\nchip = \"sht3x\"\n\
+         [[i2c]]\nname = \"b\"\nchip = \"bme280\"\nsim = true\n\
+         [[i2c.sim_fault]]\nkind = \"absent\"\nat = 5\nlength = 2\n",
+        None,
+    )
+    .unwrap();
+    let a = &c.devices.i2c[0];
+    assert_eq!(
+        (a.address, a.bus.as_str(), a.poll.fail_after),
+        (0x44, "/dev/i2c-1", 3)
+    );
+    assert_eq!(a.chip.metrics(), ["temperature", "humidity"]);
+    let sim = c.devices.i2c[1].sim.as_ref().unwrap();
+    assert_eq!(sim.faults.len(), 1);
+    assert_eq!(sim.specs.len(), 3);
+}
+
+#[test]
+fn a_bad_sensor_section_names_its_key_and_line() {
+    let e = invalid("[agent]\ndevice = \"d\"\n[[i2c]]\nname = \"a\"\nchip = \"bme999\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("i2c[0].chip", Some(5)));
+    let e = invalid("[agent]\ndevice = \"d\"\n[[gpio]]\nname = \"door\"\n");
+    assert_eq!(e.key, "gpio[0].line");
+    let e = invalid(
+        "[agent]\ndevice = \"d\"\n[[i2c]]\nname = \"a\"\nchip = \"bme280\"\n[[onewire]]\nname = \"a\"\nid = \"28-1\"\n",
+    );
+    assert!(e.problem.contains("used twice"), "{}", e.problem);
+    let e = invalid(
+        "[agent]\ndevice = \"d\"\n[[i2c]]\nname = \"a\"\nchip = \"bme280\"\nsim = true\nsim_base = { voltage = 3.0 }\n",
+    );
+    assert_eq!(e.key, "i2c[0].sim_base");
+}
+
+#[test]
+fn gpio_and_onewire_sections_get_their_defaults() {
+    let c = Config::parse(
+        "[agent]\ndevice = \"d\"\n[[gpio]]\nname = \"rain\"\nline = 27\nmode = \"counter\"\n\
+         [[onewire]]\nname = \"tank\"\nid = \"28-0316a2796bff\"\n",
+        None,
+    )
+    .unwrap();
+    let g = &c.devices.gpio[0];
+    assert_eq!(g.metric, "rate");
+    assert_eq!(g.debounce, Duration::from_millis(5));
+    let o = &c.devices.onewire[0];
+    assert_eq!(
+        (o.metric.as_str(), o.poll.interval),
+        ("temperature", Duration::from_secs(30))
+    );
 }

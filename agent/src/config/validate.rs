@@ -15,6 +15,9 @@ use crate::source::topic::TopicMap;
 use crate::uplink::tls::{self, Credentials, Secret, TlsError, TlsSettings};
 use weir_sensors::sim::{Anomaly, AnomalyKind, SimSpec};
 
+#[path = "devices.rs"]
+pub(super) mod devices;
+
 /// Key path, problem, fix.
 pub type Error = (Vec<Seg>, String, String);
 type Result<T> = std::result::Result<T, Error>;
@@ -206,11 +209,12 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     let uplink = uplink(&raw, &device)?;
     let ingest = ingest(&raw, &device)?;
     let sims = sims(&raw)?;
-    if sims.is_empty() && ingest.is_none() {
+    let devices = devices::validate(&raw)?;
+    if sims.is_empty() && ingest.is_none() && devices.is_empty() {
         return err(
             &[Key("sim")],
-            "no sources: there is no [[sim]] sensor and no [ingest] section",
-            "add an [ingest] section with [[ingest.topic]] entries, or a [[sim]] sensor",
+            "no sources: there is no [[sim]], [[i2c]], [[gpio]] or [[onewire]] sensor and no [ingest] section",
+            "add an [ingest] section with [[ingest.topic]] entries, or a sensor section",
         );
     }
 
@@ -226,6 +230,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         uplink,
         ingest,
         sims,
+        devices,
     })
 }
 
@@ -463,11 +468,16 @@ fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>
                 }
                 DetectorKind::Silence
             }
+            Some("flatline") => DetectorKind::Flatline {
+                tolerance: d.tolerance.unwrap_or(0.0),
+                min_duration_ms: millis(&with(&p, Key("stuck_for")), d.stuck_for.as_deref(), "5m")?,
+                min_readings: d.min_readings.unwrap_or(3),
+            },
             Some(k) => {
                 return err(
                     &with(&p, Key("kind")),
                     format!("unknown detector kind \"{k}\""),
-                    "use \"threshold\", \"zscore\" or \"silence\"",
+                    "use \"threshold\", \"zscore\", \"silence\" or \"flatline\"",
                 );
             }
             None => {
@@ -495,6 +505,7 @@ fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>
                 DetectError::Alpha { .. } => "alpha",
                 DetectError::ZThreshold { .. } => "threshold",
                 DetectError::MinStddev { .. } => "min_stddev",
+                DetectError::Negative { field, .. } => field,
                 DetectError::BadName(_) | DetectError::DuplicateName(_) => "name",
             };
             return err(
@@ -699,6 +710,7 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
         );
     }
     let mut topics = Vec::new();
+    let mut multi = Vec::new();
     for (i, t) in r.topic.iter().enumerate() {
         let tp = vec![Key("ingest"), Key("topic"), Index(i)];
         let Some(filter) = t.filter.as_deref() else {
@@ -721,6 +733,7 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
             )
         })?;
         topics.push(map);
+        multi.push(devices::multi_format(&tp, t)?);
     }
     let max_bytes = r.max_payload_bytes.unwrap_or(4096);
     if max_bytes == 0 {
@@ -744,6 +757,7 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
             ts_field: r.ts_field.clone().unwrap_or_else(|| "ts".into()),
         },
         topics,
+        multi,
     }))
 }
 

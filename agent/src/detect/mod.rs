@@ -21,6 +21,7 @@
 //! - `specs` never changes after construction, so slot indices stay valid.
 
 mod alert;
+mod flatline;
 mod glob;
 mod silence;
 mod spec;
@@ -43,6 +44,7 @@ pub use glob::Glob;
 pub use spec::{DetectError, DetectorKind, DetectorSpec, Severity, validate_specs};
 pub use state::DetectorsState;
 
+use flatline::FlatlineState;
 use silence::SilenceState;
 use threshold::ThresholdState;
 use zscore::ZScoreState;
@@ -53,6 +55,7 @@ struct KeyStates {
     threshold: Vec<(usize, ThresholdState)>,
     zscore: Vec<(usize, ZScoreState)>,
     silence: Vec<(usize, SilenceState)>,
+    flatline: Vec<(usize, FlatlineState)>,
 }
 
 /// All detectors for all keys.
@@ -65,6 +68,7 @@ pub struct Detectors {
     any_threshold: bool,
     any_zscore: bool,
     any_silence: bool,
+    any_flatline: bool,
 }
 
 impl Detectors {
@@ -79,6 +83,9 @@ impl Detectors {
             .iter()
             .any(|s| matches!(s.kind, DetectorKind::ZScore { .. }));
         let any_silence = specs.iter().any(|s| s.kind == DetectorKind::Silence);
+        let any_flatline = specs
+            .iter()
+            .any(|s| matches!(s.kind, DetectorKind::Flatline { .. }));
         Self {
             specs,
             keys: HashMap::new(),
@@ -87,6 +94,7 @@ impl Detectors {
             any_threshold,
             any_zscore,
             any_silence,
+            any_flatline,
         }
     }
 
@@ -94,9 +102,9 @@ impl Detectors {
     /// transitions to `out`. On the hot path: no allocation unless an alert
     /// fires or the key is new.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
-        // Without a threshold or silence spec, readings have nothing to say:
-        // do not even spend a key slot on them.
-        if !(self.any_threshold || self.any_silence) {
+        // Without a threshold, silence or flatline spec, readings have nothing
+        // to say: do not even spend a key slot on them.
+        if !(self.any_threshold || self.any_silence || self.any_flatline) {
             return;
         }
         self.with_states(&r.key, |specs, states| {
@@ -105,6 +113,9 @@ impl Detectors {
             }
             for (_, st) in &mut states.silence {
                 st.on_reading(r, out);
+            }
+            for (i, st) in &mut states.flatline {
+                st.observe(&specs[*i], r, out);
             }
         });
     }
@@ -181,7 +192,8 @@ impl Detectors {
             let t = states.threshold.iter().filter_map(|(_, st)| st.active());
             let z = states.zscore.iter().filter_map(|(_, st)| st.active());
             let s = states.silence.iter().filter_map(|(_, st)| st.active());
-            t.chain(z).chain(s)
+            let f = states.flatline.iter().filter_map(|(_, st)| st.active());
+            t.chain(z).chain(s).chain(f)
         })
     }
 
@@ -229,6 +241,7 @@ fn fresh_states(specs: &[DetectorSpec], key: &Key) -> KeyStates {
             DetectorKind::Threshold { .. } => states.threshold.push((i, ThresholdState::default())),
             DetectorKind::ZScore { .. } => states.zscore.push((i, ZScoreState::default())),
             DetectorKind::Silence => states.silence.push((i, SilenceState::default())),
+            DetectorKind::Flatline { .. } => states.flatline.push((i, FlatlineState::default())),
         }
     }
     states

@@ -64,6 +64,17 @@ pub enum DetectorKind {
     /// Missing data: raise when the engine reports the key silent for
     /// `[engine] idle_timeout`; clear at its next reading. No parameters of its own.
     Silence,
+    /// Per reading: a stuck sensor. Raise when the readings have stayed within
+    /// `tolerance` of each other for `min_duration_ms` of event time and at least
+    /// `min_readings` readings; clear at the first reading outside that band.
+    Flatline {
+        /// Largest spread (max - min) of values that counts as "not moving"; 0 = bit-identical.
+        tolerance: f64,
+        /// How long (event time, ms) the values must not move.
+        min_duration_ms: i64,
+        /// How many readings at least must not move.
+        min_readings: u32,
+    },
 }
 
 impl DetectorKind {
@@ -73,6 +84,7 @@ impl DetectorKind {
             Self::Threshold { .. } => "threshold",
             Self::ZScore { .. } => "zscore",
             Self::Silence => "silence",
+            Self::Flatline { .. } => "flatline",
         }
     }
 }
@@ -166,6 +178,14 @@ pub enum DetectError {
         /// Value given.
         value: f64,
     },
+    /// A flatline `tolerance` or duration below 0.
+    #[error("detector `{name}`: `{field}` must be >= 0")]
+    Negative {
+        /// Detector name.
+        name: String,
+        /// Parameter name.
+        field: &'static str,
+    },
     /// `min_stddev` not positive.
     #[error(
         "detector `{name}`: `min_stddev` is {value}, it must be > 0 (it keeps z finite on a flat baseline)"
@@ -235,6 +255,23 @@ impl DetectorSpec {
                         name: name.clone(),
                         value: clear_after_ms,
                     });
+                }
+            }
+            DetectorKind::Flatline {
+                tolerance,
+                min_duration_ms,
+                ..
+            } => {
+                finite("tolerance", tolerance)?;
+                let negative = |field| DetectError::Negative {
+                    name: name.clone(),
+                    field,
+                };
+                if tolerance < 0.0 {
+                    return Err(negative("tolerance"));
+                }
+                if min_duration_ms < 0 {
+                    return Err(negative("stuck_for"));
                 }
             }
             DetectorKind::ZScore {

@@ -28,7 +28,8 @@ impl KeyStates {
         let t = self.threshold.iter().map(|s| (0, s.0));
         let z = self.zscore.iter().map(|s| (1, s.0));
         let q = self.silence.iter().map(|s| (2, s.0));
-        t.chain(z).chain(q).collect()
+        let f = self.flatline.iter().map(|s| (3, s.0));
+        t.chain(z).chain(q).chain(f).collect()
     }
 }
 
@@ -73,6 +74,11 @@ impl Detectors {
                 }
             }
             for (i, st) in &mut states.silence {
+                if let Some(a) = st.active_mut() {
+                    a.kind = kind(*i);
+                }
+            }
+            for (i, st) in &mut states.flatline {
                 if let Some(a) = st.active_mut() {
                     a.kind = kind(*i);
                 }

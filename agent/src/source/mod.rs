@@ -2,11 +2,19 @@
 //! bounded channel. Parsing is pure (`payload`, `topic`); the tasks (`sim`,
 //! `mqtt`) only move bytes and readings.
 
+pub mod devices;
+pub mod gpio;
+pub mod health;
+pub mod i2c;
 pub mod mqtt;
+pub mod multi;
+pub mod onewire;
 pub mod payload;
+pub mod poll;
 pub mod sim;
 pub mod topic;
 
+use crate::detect::Alert;
 use crate::reading::Reading;
 use crate::wire::DeadLetter;
 
@@ -17,4 +25,9 @@ pub enum Input {
     Reading(Reading),
     /// Something that could not become one; published on the dead-letter topic.
     DeadLetter(DeadLetter),
+    /// An alert raised by a source itself (a sensor that failed or recovered).
+    Alert(Alert),
 }
+
+#[cfg(test)]
+mod device_tests;

@@ -53,6 +53,47 @@ pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> In
     }
 }
 
+/// What a received message becomes, when its subscription may be multi-metric
+/// (`format = "tasmota"`, `"zigbee2mqtt"` or `"multi"`): one input per metric,
+/// a dead letter per refused field, or one dead letter for the whole message.
+pub fn to_inputs(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64, out: &mut Vec<Input>) {
+    let found = cfg
+        .topics
+        .iter()
+        .zip(&cfg.multi)
+        .find_map(|(m, f)| m.map(topic).map(|(sensor, _)| (sensor, f)));
+    let Some((sensor, Some(fmt))) = found else {
+        out.push(to_input(cfg, topic, payload, now));
+        return;
+    };
+    let dead = |reason: &'static str, detail: String| {
+        Input::DeadLetter(DeadLetter {
+            source: topic.to_string(),
+            reason,
+            detail,
+            payload: excerpt(payload, 256),
+            received_at: now,
+        })
+    };
+    match super::multi::parse(payload, cfg.format.max_bytes, fmt) {
+        Ok(parsed) => {
+            let (ts, source) = parsed
+                .ts
+                .map_or((now, TsSource::Arrival), |t| (t, TsSource::Event));
+            for (metric, value) in parsed.values {
+                out.push(match value {
+                    Ok(v) => match Reading::new(Key::new(sensor.as_str(), metric), v, ts, source) {
+                        Ok(r) => Input::Reading(r),
+                        Err(e) => dead("non_finite", e.to_string()),
+                    },
+                    Err(e) => dead(e.reason(), format!("{metric}: {e}")),
+                });
+            }
+        }
+        Err(e) => out.push(dead(e.reason(), e.to_string())),
+    }
+}
+
 /// Runs until `stop` is cancelled, reconnecting with backoff.
 pub async fn run(
     cfg: IngestConfig,
@@ -85,8 +126,16 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 Counters::add(&counters.mqtt_messages, 1);
-                let input = to_input(&cfg, &p.topic, &p.payload, now_ms());
-                if tx.send(input).await.is_err() {
+                let mut inputs = Vec::new();
+                to_inputs(&cfg, &p.topic, &p.payload, now_ms(), &mut inputs);
+                let mut closed = false;
+                for input in inputs {
+                    closed = tx.send(input).await.is_err();
+                    if closed {
+                        break;
+                    }
+                }
+                if closed {
                     break;
                 }
             }
