@@ -24,6 +24,7 @@ use crate::outbox::{Class, NewMessage, Outbox, OutboxError, OutboxHandle};
 use crate::process::Processor;
 use crate::reading::now_ms;
 use crate::source::{self, Input};
+use crate::supervise::{Supervisor, WatchdogFeed};
 use crate::uplink::{LinkStatus, Uplink};
 use crate::wire::Wire;
 
@@ -55,7 +56,12 @@ pub struct Gauges {
 }
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
+/// `sup` carries systemd supervision: READY once started, the engine's watchdog.
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    sup: &Supervisor,
+) -> Result<(), PipelineError> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|source| PipelineError::StateDir {
         path: cfg.state_dir.clone(),
         source,
@@ -104,6 +110,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
         counters: counters.clone(),
         gauges: gauges.clone(),
         new_rows: new_rows.clone(),
+        watchdog: sup.feed(),
     };
     let engine_done = tracker.spawn(engine.run(rx));
 
@@ -140,6 +147,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
     let uplink_done = tracker.spawn(uplink.run(drain.clone(), cfg.shutdown_grace));
     tracker.close();
 
+    startup_complete(sup);
+
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining sources and the engine");
     if engine_done.await.is_err() {
@@ -157,12 +166,26 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
     Ok(())
 }
 
+/// The READY point: systemd (`Type=notify`) considers the service started here,
+/// and `weir run`'s caller orders dependent units after it. Everything READY
+/// promises must happen before this call: the state directory and the outbox are
+/// open. (Issue 4: move this call after the first checkpoint is written.)
+fn startup_complete(sup: &Supervisor) {
+    sup.notifier.ready();
+    tracing::info!(
+        systemd = sup.notifier.enabled(),
+        watchdog_ping = ?sup.watchdog,
+        "started"
+    );
+}
+
 struct EngineTask {
     processor: Processor,
     outbox: OutboxHandle,
     counters: Arc<Counters>,
     gauges: Arc<Gauges>,
     new_rows: Arc<Notify>,
+    watchdog: WatchdogFeed,
 }
 
 impl EngineTask {
@@ -172,7 +195,17 @@ impl EngineTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         let mut batch = Vec::with_capacity(512);
         let mut msgs: Vec<NewMessage> = Vec::new();
-        while rx.recv_many(&mut batch, 512).await > 0 {
+        loop {
+            // The watchdog is fed from this loop and nowhere else: if the engine
+            // stops turning, systemd stops hearing from it and restarts the service.
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 512) => if n == 0 { break },
+                () = self.watchdog.due() => {}
+            }
+            self.watchdog.feed().await;
+            if batch.is_empty() {
+                continue;
+            }
             let now = now_ms();
             for input in batch.drain(..) {
                 self.processor.input(input, now, &mut msgs);
