@@ -3,7 +3,7 @@
 #   1. release binaries, cross-built with Debian's rustc 1.85 (cross/setup.sh);
 #   2. the agent's and the sensors' tests, built for ARM and run under QEMU user
 #      emulation (release profile: it shares the compiled dependencies with step 1
-#      and tests the code that ships);
+#      and tests the code that ships; doctests stay host-only);
 #   3. end to end: the ARM `weir` under QEMU against a real Mosquitto on the host,
 #      driven by the host's end-to-end tests (WEIR_BIN + WEIR_RUNNER): panes and
 #      alerts arriving upstream, SIGKILL durability, systemd notifications, reload.
@@ -34,7 +34,7 @@ for t in "${targets[@]}"; do
   bin=target/$tr/release/weir
   echo "   $t: stripped weir is $(stat -c %s "$bin") bytes ($(readelf -h "$bin" | sed -n 's/ *Machine: *//p'))"
   step "$t: agent and sensors tests under QEMU" \
-    arm_cargo test --release --quiet -p weir -p weir-sensors --target "$tr"
+    arm_cargo test --release --quiet -p weir -p weir-sensors --target "$tr" --lib --bins --tests
 done
 
 # The host's end-to-end test binaries, driving the ARM binaries through QEMU.

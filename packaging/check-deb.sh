@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-target/deb}
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)-1
+version=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)-1
 fail() { echo "check-deb: FAIL: $*" >&2; exit 1; }
 if ! command -v systemd-analyze >/dev/null; then
   # The analyzers work without a running systemd (CI containers have none).
@@ -51,7 +51,8 @@ for arch in amd64 arm64 armhf; do
   [[ $machine == *"$want"* ]] || fail "$deb: binary is for '$machine', not $want"
   bytes=$(stat -c %s "$x/usr/bin/weir")
   [ "$bytes" -le "$max_bytes" ] || fail "$deb: binary is $bytes bytes, over 8 MB"
-  ! readelf -S "$x/usr/bin/weir" | grep -q '\.symtab' || fail "$deb: binary is not stripped"
+  sections=$(readelf -S -W "$x/usr/bin/weir")
+  ! grep -q '\.symtab' <<<"$sections" || fail "$deb: binary is not stripped"
   echo "   $arch: binary $bytes bytes ($machine), needs $(grep '^Depends' "$ctrl/control")"
 done
 
@@ -62,8 +63,9 @@ mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates" "$root/var/lib/d
 touch "$root/var/lib/dpkg/status"
 dpkg_root() { DPKG_ROOT=$root dpkg --root="$root" --log=/dev/null --force-script-chrootless --force-depends "$@"; }
 dpkg_root -i "$dir/weir_${version}_amd64.deb"
-dpkg_root -s weir | grep -q '^Status: install ok installed' || fail "not installed"
-dpkg_root -s weir | grep -A1 '^Conffiles:' | grep -q '/etc/weir/weir.toml' || fail "dpkg does not track the conffile"
+status=$(dpkg_root -s weir)
+grep -q '^Status: install ok installed' <<<"$status" || fail "not installed"
+grep -q '^ /etc/weir/weir.toml ' <<<"$status" || fail "dpkg does not track the conffile"
 grep -q '^weir:' "$root/etc/passwd" || fail "no weir user (sysusers)"
 grep -q '^i2c:.*weir' "$root/etc/group" || fail "weir not in the i2c group"
 weir_uid=$(awk -F: '$1 == "weir" {print $3}' "$root/etc/passwd")

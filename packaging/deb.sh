@@ -21,7 +21,7 @@ root=$PWD
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64 armhf)
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
 debversion="$version-1"
 out=$root/target/deb
 mkdir -p "$out"
