@@ -245,6 +245,17 @@ impl Weir {
         }
     }
 
+    /// Waits (bounded) for it to exit on its own; kills it if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let status = wait_for(timeout, || c.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        status
+    }
+
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let mut c = self.child.take()?;

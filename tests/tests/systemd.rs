@@ -142,7 +142,7 @@ fn ready_comes_once_the_outbox_exists_then_watchdog_pings_then_stopping_on_sigte
     let notes = sock.wait_count("STOPPING=1", 1, &weir);
     let stopping = notes.iter().position(|n| n.has("STOPPING=1"));
     assert!(stopping > first_ready, "{notes:?}");
-    let status = weir.terminate(WAIT);
+    let status = weir.wait_exit(WAIT);
     assert!(
         status.is_some_and(|s| s.success()),
         "{status:?}\n{}",
