@@ -11,10 +11,14 @@ root=$PWD
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 
+# Outputs are captured before matching: with pipefail, `cmd | grep -q` fails at
+# random when grep exits before cmd has written everything (SIGPIPE).
 need=()
-for a in arm64 armhf; do dpkg --print-foreign-architectures | grep -qx "$a" || { $SUDO dpkg --add-architecture "$a"; need+=(update); }; done
+foreign=$(dpkg --print-foreign-architectures)
+for a in arm64 armhf; do grep -qx "$a" <<<"$foreign" || { $SUDO dpkg --add-architecture "$a"; need+=(update); }; done
 for c in aarch64-linux-gnu-gcc arm-linux-gnueabihf-gcc qemu-aarch64-static qemu-arm-static; do command -v "$c" >/dev/null || need+=("$c"); done
-/usr/bin/rustc --version 2>/dev/null | grep -q '^rustc 1\.85\.' || need+=(rustc)
+rustc_version=$(/usr/bin/rustc --version 2>/dev/null || true)
+[[ $rustc_version == "rustc 1.85."* ]] || need+=(rustc)
 if [ ${#need[@]} -gt 0 ]; then
   # bookworm-security's armhf index sometimes reports a size mismatch: harmless here.
   $SUDO apt-get update -qq || true

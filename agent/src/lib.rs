@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod process;
 pub mod reading;
 pub mod source;
+pub mod supervise;
 pub mod uplink;
 pub mod wire;

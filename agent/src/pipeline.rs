@@ -24,6 +24,7 @@ use crate::outbox::{Class, NewMessage, Outbox, OutboxError, OutboxHandle};
 use crate::process::Processor;
 use crate::reading::now_ms;
 use crate::source::{self, Input};
+use crate::supervise::{Supervisor, WatchdogFeed};
 use crate::uplink::{LinkStatus, Uplink};
 use crate::wire::Wire;
 
@@ -57,7 +58,12 @@ pub struct Gauges {
 }
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
+/// `sup` carries systemd supervision: READY once started, the engine's watchdog.
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    sup: &Supervisor,
+) -> Result<(), PipelineError> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|source| PipelineError::StateDir {
         path: cfg.state_dir.clone(),
         source,
@@ -117,6 +123,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
         counters: counters.clone(),
         gauges: gauges.clone(),
         new_rows: new_rows.clone(),
+        watchdog: sup.feed(),
     };
     let engine_done = tracker.spawn(engine.run(rx));
 
@@ -164,6 +171,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Pipelin
     let drain = CancellationToken::new();
     let uplink_done = tracker.spawn(uplink.run(drain.clone(), cfg.shutdown_grace));
     tracker.close();
+
+    startup_complete(sup);
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining sources and the engine");
@@ -222,6 +231,19 @@ async fn expire_old_rows(
 /// How often the engine task lets wall-clock time pass without input.
 const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The READY point: systemd (`Type=notify`) considers the service started here,
+/// and `weir run`'s caller orders dependent units after it. Everything READY
+/// promises must happen before this call: the state directory and the outbox are
+/// open. (Issue 4: move this call after the first checkpoint is written.)
+fn startup_complete(sup: &Supervisor) {
+    sup.notifier.ready();
+    tracing::info!(
+        systemd = sup.notifier.enabled(),
+        watchdog_ping = ?sup.watchdog,
+        "started"
+    );
+}
+
 struct EngineTask {
     processor: Processor,
     stop: CancellationToken,
@@ -230,6 +252,7 @@ struct EngineTask {
     counters: Arc<Counters>,
     gauges: Arc<Gauges>,
     new_rows: Arc<Notify>,
+    watchdog: WatchdogFeed,
 }
 
 impl EngineTask {
@@ -245,6 +268,9 @@ impl EngineTask {
         let mut clock = tokio::time::interval(TICK);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The watchdog is fed from this loop (and the commit retry inside it)
+            // and nowhere else: if the engine stops turning, systemd stops hearing
+            // from it and restarts the service.
             tokio::select! {
                 n = rx.recv_many(&mut batch, 512) => {
                     if n == 0 {
@@ -256,7 +282,9 @@ impl EngineTask {
                     }
                 }
                 _ = clock.tick() => self.processor.tick(now_ms(), &mut msgs),
+                () = self.watchdog.due() => {}
             }
+            self.watchdog.feed().await;
             self.commit(&mut msgs).await;
             let p = &self.processor;
             self.gauges.keys.store(p.engine.key_count() as u64, Relaxed);
@@ -274,7 +302,7 @@ impl EngineTask {
     /// fills, MQTT ingest stops reading (the broker keeps the readings) and the
     /// sensors apply their `when_full` policy. Only at shutdown, after a few more
     /// attempts, is a batch given up, and then it is counted and logged.
-    async fn commit(&self, msgs: &mut Vec<NewMessage>) {
+    async fn commit(&mut self, msgs: &mut Vec<NewMessage>) {
         if msgs.is_empty() {
             return;
         }
@@ -320,6 +348,8 @@ impl EngineTask {
                         return;
                     }
                     batch = held;
+                    // Holding is deliberate, not a hang: keep systemd's watchdog fed.
+                    self.watchdog.feed().await;
                     // Retry when the uplink has deleted rows, or after the backoff.
                     tokio::select! {
                         _ = self.space_freed.notified() => {}

@@ -292,6 +292,22 @@ pub fn weir_bin() -> PathBuf {
     .clone()
 }
 
+/// A command running the `weir` under test: [`weir_bin`], through `WEIR_RUNNER`
+/// when set (e.g. `qemu-aarch64-static -L /usr/aarch64-linux-gnu` with `WEIR_BIN`
+/// an ARM build: the end-to-end tests then drive the ARM binary under QEMU).
+pub fn weir_command() -> Command {
+    let runner = std::env::var("WEIR_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(weir_bin());
+            c
+        }
+        None => Command::new(weir_bin()),
+    }
+}
+
 /// A running `weir run`.
 pub struct Weir {
     child: Option<Child>,
@@ -301,13 +317,19 @@ pub struct Weir {
 impl Weir {
     /// Starts `weir run --config <config>`, logging to `<dir>/weir-<n>.log`.
     pub fn start(config: &Path, dir: &Path) -> Self {
+        Self::start_with(config, dir, &[])
+    }
+
+    /// [`Weir::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Self {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("weir-{n}.log"));
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(weir_bin())
+        let child = weir_command()
             .args(["run", "--config"])
             .arg(config)
             .env("WEIR_LOG", "info,weir=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -316,6 +338,18 @@ impl Weir {
             child: Some(child),
             log,
         }
+    }
+
+    /// Its process id (of QEMU when `WEIR_RUNNER` is set; QEMU passes signals on).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Its log so far.
@@ -329,6 +363,17 @@ impl Weir {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Waits (bounded) for it to exit on its own; kills it if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let status = wait_for(timeout, || c.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        status
     }
 
     /// SIGTERM, then waits (bounded) for the exit status.

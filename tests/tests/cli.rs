@@ -1,12 +1,12 @@
 //! The `weir` binary's configuration commands and its start-up errors, as a
 //! technician sees them: exit codes and messages that name the file, line and key.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use weir_tests::{scratch, weir_bin};
+use weir_tests::{scratch, weir_command};
 
 fn weir(args: &[&str]) -> Output {
-    Command::new(weir_bin())
+    weir_command()
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{e}"))

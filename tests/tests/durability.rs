@@ -60,6 +60,16 @@ fn outbox_pane_ids(db: &std::path::Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// [`outbox_pane_ids`] once the agent has created the outbox's table: the file
+/// exists a moment before its schema does (a gap QEMU makes wide enough to hit).
+fn outbox_pane_ids_when_ready(db: &std::path::Path) -> Option<BTreeSet<String>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.prepare("SELECT 1 FROM outbox LIMIT 1").ok()?;
+    Some(outbox_pane_ids(db))
+}
+
 #[test]
 fn every_pane_committed_before_a_sigkill_arrives_after_restart_and_reconnect() {
     let dir = scratch();
@@ -75,7 +85,8 @@ fn every_pane_committed_before_a_sigkill_arrives_after_restart_and_reconnect() {
     let db = dir.path().join("state/outbox.db");
     // Upstream is down: results pile up in the outbox.
     let enough = wait_for(Duration::from_secs(30), || {
-        (db.exists() && outbox_pane_ids(&db).len() >= 20).then_some(())
+        (db.exists() && outbox_pane_ids_when_ready(&db).is_some_and(|ids| ids.len() >= 20))
+            .then_some(())
     });
     assert!(enough.is_some(), "no backlog formed\n{}", weir.log());
     weir.kill9();
@@ -130,7 +141,8 @@ fn a_sigterm_while_upstream_is_down_exits_cleanly_and_keeps_the_backlog() {
     let mut weir = Weir::start(&cfg, dir.path());
     let db = dir.path().join("state/outbox.db");
     let formed = wait_for(Duration::from_secs(30), || {
-        (db.exists() && outbox_pane_ids(&db).len() >= 10).then_some(())
+        (db.exists() && outbox_pane_ids_when_ready(&db).is_some_and(|ids| ids.len() >= 10))
+            .then_some(())
     });
     assert!(formed.is_some(), "no backlog formed\n{}", weir.log());
     let before = outbox_pane_ids(&db);

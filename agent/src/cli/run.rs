@@ -1,5 +1,12 @@
 //! `weir run`: load the config, start logging, run the pipeline until SIGTERM or
 //! SIGINT. A second signal exits at once.
+//!
+//! SIGHUP reloads: the file is checked first; if it is valid the pipeline stops
+//! gracefully (everything produced so far is committed to the outbox) and starts
+//! again with the new configuration, in the same process. If it is not, the
+//! running pipeline is untouched and the reason is logged. Under systemd the
+//! reload is bracketed by `RELOADING=1` and `READY=1`, shutdown starts with
+//! `STOPPING=1` (see [`crate::supervise`]).
 
 use std::path::Path;
 
@@ -9,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::exit;
 use crate::config::Config;
 use crate::pipeline;
+use crate::supervise::Supervisor;
 
 /// Runs the daemon; returns the process exit code.
 pub fn run(config: &Path, log: &str) -> u8 {
@@ -34,12 +42,20 @@ pub fn run(config: &Path, log: &str) -> u8 {
         }
     };
     rt.block_on(async {
+        let sup = Supervisor::from_env();
         let shutdown = CancellationToken::new();
-        if let Err(e) = watch_signals(shutdown.clone()) {
+        if let Err(e) = watch_signals(shutdown.clone(), &sup) {
             eprintln!("error: cannot install signal handlers: {e}");
             return exit::FAILURE;
         }
-        match pipeline::run(cfg, shutdown).await {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return exit::FAILURE;
+            }
+        };
+        match supervise(config, cfg, &shutdown, &sup, &mut hup).await {
             Ok(()) => exit::OK,
             Err(e) => {
                 tracing::error!("{e}");
@@ -49,9 +65,45 @@ pub fn run(config: &Path, log: &str) -> u8 {
     })
 }
 
-fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+/// Runs pipelines one after the other: the first with `cfg`, then one per valid
+/// SIGHUP reload, until `shutdown`.
+async fn supervise(
+    path: &Path,
+    mut cfg: Config,
+    shutdown: &CancellationToken,
+    sup: &Supervisor,
+    hup: &mut tokio::signal::unix::Signal,
+) -> Result<(), pipeline::PipelineError> {
+    loop {
+        let stop = shutdown.child_token();
+        let run = pipeline::run(cfg, stop.clone(), sup);
+        tokio::pin!(run);
+        let next = loop {
+            tokio::select! {
+                r = &mut run => return r,
+                _ = hup.recv() => match Config::load(path) {
+                    Ok(next) => break next,
+                    Err(e) => tracing::error!(
+                        "reload refused, still running the previous configuration: {e}"
+                    ),
+                },
+            }
+        };
+        tracing::info!(config = %path.display(), "reloading: restarting the pipeline with the new configuration");
+        sup.notifier.reloading();
+        stop.cancel();
+        run.await?;
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        cfg = next;
+    }
+}
+
+fn watch_signals(shutdown: CancellationToken, sup: &Supervisor) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let notifier = sup.notifier.clone();
     tokio::spawn(async move {
         let mut first = true;
         loop {
@@ -68,6 +120,7 @@ fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
             }
             first = false;
             tracing::info!(signal = name, "shutdown requested");
+            notifier.stopping();
             shutdown.cancel();
         }
     });

@@ -1,0 +1,71 @@
+//! `weir-dist <dir>`: writes the `weir(1)` man page and the bash, zsh and fish
+//! completions into `<dir>`, generated from the very clap definition the binary
+//! parses, so they cannot drift from it. Run on the build host by
+//! `packaging/deb.sh`; the result is the same for every target architecture.
+//!
+//! A separate host tool rather than a hidden `weir` subcommand: the generators
+//! stay out of the binary shipped to the Pi.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+use weir::cli::Cli;
+
+fn main() -> ExitCode {
+    let Some(dir) = std::env::args_os().nth(1) else {
+        eprintln!("usage: weir-dist <output-dir>");
+        return ExitCode::from(2);
+    };
+    match write_all(Path::new(&dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir-dist: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_all(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+
+    // weir.1 and one page per subcommand (weir-run.1, weir-config-check.1, ...),
+    // then what clap cannot know appended to the main page.
+    clap_mangen::generate_to(cmd.clone(), dir)?;
+    let mut main = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("weir.1"))?;
+    main.write_all(FILES_SECTION.as_bytes())?;
+
+    for (shell, file) in [
+        (Shell::Bash, "weir.bash"),
+        (Shell::Zsh, "_weir"),
+        (Shell::Fish, "weir.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), "weir", &mut out);
+        std::fs::write(dir.join(file), out)?;
+    }
+    Ok(())
+}
+
+const FILES_SECTION: &str = r#".SH FILES
+.TP
+/etc/weir/weir.toml
+The configuration (a dpkg conffile). \fBweir config example\fR prints every key with its default; \fBweir config check\fR validates a file before \fBsystemctl reload weir\fR.
+.TP
+/var/lib/weir/outbox.db
+The durable outbox (SQLite, WAL). Removed only by \fBapt purge weir\fR.
+.TP
+/run/weir
+The runtime directory (control socket).
+.SH SIGNALS
+SIGTERM and SIGINT stop cleanly: sources stop, results are committed, the backlog is delivered for \fBshutdown_grace\fR. SIGHUP reloads the configuration in process if it is valid, and otherwise keeps running and logs why.
+.SH EXIT STATUS
+0 success, 1 runtime failure, 2 bad command line, 78 invalid configuration.
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBsystemd.service\fR(5)
+"#;
