@@ -3,11 +3,10 @@
 //! arrive over MQTT in the same order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch, weir_bin};
+use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch, weir_command};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -141,7 +140,7 @@ fn backtest_gives_what_the_daemon_publishes_for_the_same_readings() {
         text.push_str(&format!("{s},temp,{v},{ts}\n"));
     }
     std::fs::write(&csv, text).unwrap_or_else(|e| panic!("{e}"));
-    let bt = Command::new(weir_bin())
+    let bt = weir_command()
         .args(["backtest", "--no-scores", "--config"])
         .arg(&cfg)
         .arg(&csv)

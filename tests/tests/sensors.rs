@@ -3,10 +3,9 @@
 //! faults, and the alerts, panes and status arrive at a real broker; the
 //! technician's `weir sensors` commands against the same config.
 
-use std::process::Command;
 use std::time::Duration;
 
-use weir_tests::{Broker, Consumer, Weir, scratch, weir_bin};
+use weir_tests::{Broker, Consumer, Weir, scratch, weir_command};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -62,7 +61,7 @@ min_readings = 5
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(weir_bin())
+    weir_command()
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{e}"))
