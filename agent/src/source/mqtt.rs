@@ -24,17 +24,27 @@ use crate::wire::{DeadLetter, excerpt};
 /// with a reason. Beyond it, the broker's own `message_size_limit` should refuse them.
 const MAX_PACKET: usize = 1024 * 1024;
 
+/// A message that could not become a reading, with a bounded excerpt of it.
+fn dead_letter(
+    topic: &str,
+    payload: &[u8],
+    now: i64,
+    reason: &'static str,
+    detail: String,
+) -> Input {
+    Input::DeadLetter(DeadLetter {
+        source: topic.to_string(),
+        reason,
+        detail,
+        payload: excerpt(payload, 256),
+        received_at: now,
+    })
+}
+
 /// What a received message becomes.
 pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> Input {
-    let dead = |reason: &'static str, detail: String| {
-        Input::DeadLetter(DeadLetter {
-            source: topic.to_string(),
-            reason,
-            detail,
-            payload: excerpt(payload, 256),
-            received_at: now,
-        })
-    };
+    let dead =
+        |reason: &'static str, detail: String| dead_letter(topic, payload, now, reason, detail);
     let Some((sensor, metric)) = cfg.topics.iter().find_map(|m| m.map(topic)) else {
         return dead(
             "unmapped_topic",
@@ -66,15 +76,8 @@ pub fn to_inputs(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64, out:
         out.push(to_input(cfg, topic, payload, now));
         return;
     };
-    let dead = |reason: &'static str, detail: String| {
-        Input::DeadLetter(DeadLetter {
-            source: topic.to_string(),
-            reason,
-            detail,
-            payload: excerpt(payload, 256),
-            received_at: now,
-        })
-    };
+    let dead =
+        |reason: &'static str, detail: String| dead_letter(topic, payload, now, reason, detail);
     match super::multi::parse(payload, cfg.format.max_bytes, fmt) {
         Ok(parsed) => {
             let (ts, source) = parsed

@@ -17,7 +17,7 @@
 
 use serde_json::Value;
 
-use super::payload::{PayloadError, parse_timestamp};
+use super::payload::{PayloadError, json_type, parse_timestamp};
 use crate::reading::TimestampMs;
 
 /// How deep automatic flattening goes (Tasmota nests two levels: `ENERGY.Today`).
@@ -87,17 +87,6 @@ fn metric_name(parts: &[&str]) -> String {
             }
         })
         .collect()
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 fn number(field: &str, v: &Value) -> Result<f64, PayloadError> {

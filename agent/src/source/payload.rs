@@ -245,7 +245,8 @@ fn excerpt(text: &str) -> String {
     text.chars().take(EXCERPT_CHARS).collect()
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// The JSON type of a value, as named in dead-letter reasons.
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",
