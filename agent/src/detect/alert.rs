@@ -2,7 +2,7 @@
 
 use crate::reading::{Key, TimestampMs};
 
-use super::spec::Severity;
+use super::spec::{DetectorSpec, Severity};
 
 /// Which end of an episode an alert marks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,6 +73,45 @@ pub(super) fn next_raised_ts(ts: TimestampMs, previous: Option<TimestampMs>) -> 
     match previous {
         Some(prev) if ts <= prev => prev.saturating_add(1),
         _ => ts,
+    }
+}
+
+/// What differs between detectors when an episode starts.
+pub(super) struct Raise {
+    /// The value behind the transition.
+    pub value: f64,
+    /// The baseline it was judged against, if the detector has one.
+    pub baseline: Option<f64>,
+    /// The limit crossed.
+    pub threshold: f64,
+    /// A sentence for humans.
+    pub reason: String,
+}
+
+/// Starts an episode of `spec` for `key` at event time `ts`: the raised alert,
+/// with its id, and `last_raised` advanced (see [`next_raised_ts`]).
+pub(super) fn raise(
+    spec: &DetectorSpec,
+    key: &Key,
+    ts: TimestampMs,
+    last_raised: &mut Option<TimestampMs>,
+    r: Raise,
+) -> Alert {
+    let raised_ts = next_raised_ts(ts, *last_raised);
+    *last_raised = Some(raised_ts);
+    Alert {
+        id: alert_id(key, &spec.name, raised_ts),
+        detector: spec.name.clone(),
+        kind: spec.kind.name(),
+        key: key.clone(),
+        state: AlertState::Raised,
+        severity: spec.severity,
+        value: r.value,
+        baseline: r.baseline,
+        threshold: r.threshold,
+        reason: r.reason,
+        ts,
+        raised_ts,
     }
 }
 

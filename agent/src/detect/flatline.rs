@@ -17,7 +17,7 @@
 
 use crate::reading::{Reading, TimestampMs};
 
-use super::alert::{self, Alert, AlertState};
+use super::alert::{self, Alert};
 use super::spec::{DetectorKind, DetectorSpec};
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -96,27 +96,23 @@ impl FlatlineState {
         {
             return;
         }
-        let raised_ts = alert::next_raised_ts(r.ts, self.last_raised_ts);
-        let raised = Alert {
-            id: alert::alert_id(&r.key, &spec.name, raised_ts),
-            detector: spec.name.clone(),
-            kind: spec.kind.name(),
-            key: r.key.clone(),
-            state: AlertState::Raised,
-            severity: spec.severity,
-            value: x,
-            baseline: None,
-            threshold: tolerance,
-            reason: format!(
-                "value stuck at {x}: {} readings within {tolerance} of each other for {stuck_for} ms",
-                run.count
-            ),
-            ts: r.ts,
-            raised_ts,
-        };
+        let raised = alert::raise(
+            spec,
+            &r.key,
+            r.ts,
+            &mut self.last_raised_ts,
+            alert::Raise {
+                value: x,
+                baseline: None,
+                threshold: tolerance,
+                reason: format!(
+                    "value stuck at {x}: {} readings within {tolerance} of each other for {stuck_for} ms",
+                    run.count
+                ),
+            },
+        );
         out.push(raised.clone());
         self.active = Some(Box::new(raised));
-        self.last_raised_ts = Some(raised_ts);
     }
 }
 

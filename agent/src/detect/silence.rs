@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Idle;
 use crate::reading::{Reading, TimestampMs};
 
-use super::alert::{self, Alert, AlertState};
+use super::alert::{self, Alert};
 use super::spec::DetectorSpec;
 
 /// Per (silence detector, key) state.
@@ -46,28 +46,24 @@ impl SilenceState {
         if self.active.is_some() {
             return;
         }
-        let raised_ts = alert::next_raised_ts(idle.deadline, self.last_raised_ts);
         let silent_s = idle.deadline.saturating_sub(idle.last_arrival) as f64 / 1000.0;
-        let raised = Alert {
-            id: alert::alert_id(&idle.key, &spec.name, raised_ts),
-            detector: spec.name.clone(),
-            kind: spec.kind.name(),
-            key: idle.key.clone(),
-            state: AlertState::Raised,
-            severity: spec.severity,
-            value: silent_s,
-            baseline: None,
-            threshold: silent_s,
-            reason: format!(
-                "no reading for {silent_s} s (idle_timeout); the last one was stamped {}",
-                idle.last_ts
-            ),
-            ts: idle.deadline,
-            raised_ts,
-        };
+        let raised = alert::raise(
+            spec,
+            &idle.key,
+            idle.deadline,
+            &mut self.last_raised_ts,
+            alert::Raise {
+                value: silent_s,
+                baseline: None,
+                threshold: silent_s,
+                reason: format!(
+                    "no reading for {silent_s} s (idle_timeout); the last one was stamped {}",
+                    idle.last_ts
+                ),
+            },
+        );
         out.push(raised.clone());
         self.active = Some(Box::new(raised));
-        self.last_raised_ts = Some(raised_ts);
     }
 
     /// A reading of the key arrived: the silence, if any, is over.

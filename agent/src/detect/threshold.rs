@@ -22,7 +22,7 @@
 
 use crate::reading::{Reading, TimestampMs};
 
-use super::alert::{self, Alert, AlertState};
+use super::alert::{self, Alert};
 use super::spec::{DetectorKind, DetectorSpec};
 
 /// Per (threshold detector, key) state: a few words, whatever the input.
@@ -94,24 +94,20 @@ impl ThresholdState {
                 _ => None,
             };
             if let Some((side, limit)) = crossed {
-                let raised_ts = alert::next_raised_ts(r.ts, self.last_raised_ts);
-                let raised = Alert {
-                    id: alert::alert_id(&r.key, &spec.name, raised_ts),
-                    detector: spec.name.clone(),
-                    kind: spec.kind.name(),
-                    key: r.key.clone(),
-                    state: AlertState::Raised,
-                    severity: spec.severity,
-                    value: x,
-                    baseline: None,
-                    threshold: limit,
-                    reason: format!("value {x} {side} {limit} (hysteresis {hysteresis})"),
-                    ts: r.ts,
-                    raised_ts,
-                };
+                let raised = alert::raise(
+                    spec,
+                    &r.key,
+                    r.ts,
+                    &mut self.last_raised_ts,
+                    alert::Raise {
+                        value: x,
+                        baseline: None,
+                        threshold: limit,
+                        reason: format!("value {x} {side} {limit} (hysteresis {hysteresis})"),
+                    },
+                );
                 out.push(raised.clone());
                 self.active = Some(Box::new(raised));
-                self.last_raised_ts = Some(raised_ts);
                 self.normal_since = None;
             }
             return;

@@ -28,7 +28,7 @@
 use crate::engine::Pane;
 use crate::reading::TimestampMs;
 
-use super::alert::{self, Alert, AlertState};
+use super::alert::{self, Alert};
 use super::spec::{DetectorKind, DetectorSpec};
 
 /// Per (zscore detector, key) state: a few words, whatever the input.
@@ -111,29 +111,25 @@ impl ZScoreState {
 
         let Some(raised) = self.active.take() else {
             if z.abs() > threshold {
-                let raised_ts = alert::next_raised_ts(p.end, self.last_raised_ts);
                 let side = if z > 0.0 { "above" } else { "below" };
-                let raised = Alert {
-                    id: alert::alert_id(&p.key, &spec.name, raised_ts),
-                    detector: spec.name.clone(),
-                    kind: spec.kind.name(),
-                    key: p.key.clone(),
-                    state: AlertState::Raised,
-                    severity: spec.severity,
-                    value: x,
-                    baseline: Some(baseline),
-                    threshold,
-                    reason: format!(
-                        "window mean {x} is {:.2} stddev {side} baseline {baseline} \
-                         (stddev {stddev}, threshold {threshold})",
-                        z.abs()
-                    ),
-                    ts: p.end,
-                    raised_ts,
-                };
+                let raised = alert::raise(
+                    spec,
+                    &p.key,
+                    p.end,
+                    &mut self.last_raised_ts,
+                    alert::Raise {
+                        value: x,
+                        baseline: Some(baseline),
+                        threshold,
+                        reason: format!(
+                            "window mean {x} is {:.2} stddev {side} baseline {baseline} \
+                             (stddev {stddev}, threshold {threshold})",
+                            z.abs()
+                        ),
+                    },
+                );
                 out.push(raised.clone());
                 self.active = Some(Box::new(raised));
-                self.last_raised_ts = Some(raised_ts);
                 self.normal_streak = 0;
             } else {
                 self.absorb(x, alpha);
