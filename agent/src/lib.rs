@@ -5,6 +5,7 @@
 //! The engine, the detectors and the uplink's delivery bookkeeping are pure
 //! state machines; sockets, threads and SQLite live at the edges.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod detect;

@@ -34,7 +34,7 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::engine::{Idle, Pane};
 use crate::reading::{Key, Reading};
@@ -42,7 +42,7 @@ use crate::reading::{Key, Reading};
 pub use alert::{Alert, AlertState};
 pub use glob::Glob;
 pub use spec::{DetectError, DetectorKind, DetectorSpec, Severity, validate_specs};
-pub use state::DetectorsState;
+pub use state::{DetectorKeyState, DetectorsState};
 
 use flatline::FlatlineState;
 use silence::SilenceState;
@@ -69,6 +69,8 @@ pub struct Detectors {
     any_zscore: bool,
     any_silence: bool,
     any_flatline: bool,
+    // Keys whose states may have changed since the last `take_dirty`.
+    dirty: HashSet<Key>,
 }
 
 impl Detectors {
@@ -95,6 +97,7 @@ impl Detectors {
             any_zscore,
             any_silence,
             any_flatline,
+            dirty: HashSet::new(),
         }
     }
 
@@ -173,6 +176,9 @@ impl Detectors {
     /// known key: the hot path.
     fn with_states(&mut self, key: &Key, f: impl FnOnce(&[DetectorSpec], &mut KeyStates)) {
         if let Some(states) = self.keys.get_mut(key) {
+            if !self.dirty.contains(key) {
+                self.dirty.insert(key.clone());
+            }
             return f(&self.specs, states);
         }
         if let Some(states) = admit(
@@ -182,6 +188,7 @@ impl Detectors {
             &mut self.rejected,
             key,
         ) {
+            self.dirty.insert(key.clone());
             f(&self.specs, states);
         }
     }

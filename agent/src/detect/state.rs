@@ -14,10 +14,23 @@ pub struct DetectorsState {
     keys: Vec<(String, String, KeyStates)>,
 }
 
+/// One key's detector states: a row of an incremental checkpoint. Opaque.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DetectorKeyState(String, String, KeyStates);
+
 impl DetectorsState {
     /// Number of keys in the snapshot.
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Reassembles a whole state from an incremental checkpoint's parts:
+    /// [`Detectors::rejected_keys`] and one [`Detectors::key_snapshot`] per key.
+    pub fn from_parts(rejected: u64, keys: Vec<DetectorKeyState>) -> Self {
+        let mut keys: Vec<(String, String, KeyStates)> =
+            keys.into_iter().map(|k| (k.0, k.1, k.2)).collect();
+        keys.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Self { rejected, keys }
     }
 }
 
@@ -46,6 +59,19 @@ impl Detectors {
             rejected: self.rejected,
             keys,
         }
+    }
+
+    /// One key's detector states, or `None` when the key holds none.
+    pub fn key_snapshot(&self, key: &Key) -> Option<DetectorKeyState> {
+        self.keys
+            .get(key)
+            .map(|s| DetectorKeyState(key.sensor.to_string(), key.metric.to_string(), s.clone()))
+    }
+
+    /// The keys whose states may have changed since the last call, for an
+    /// incremental checkpoint.
+    pub fn take_dirty(&mut self) -> Vec<Key> {
+        self.dirty.drain().collect()
     }
 
     /// Detectors that continue exactly where the snapshot's were. A key whose

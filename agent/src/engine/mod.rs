@@ -38,12 +38,12 @@ mod tests;
 #[cfg(test)]
 mod time_tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use config::{EngineConfig, EngineConfigError, Scope, WindowSpec};
 pub use pane::{Aggregates, Idle, LateReading, Output, Pane, RejectReason, Timing};
 pub use sketch::{ALPHA0 as QUANTILE_ALPHA, MAX_BINS as QUANTILE_MAX_BINS};
-pub use state::EngineState;
+pub use state::{EngineState, KeySnapshot};
 pub use window::{Window, Windows};
 
 use crate::reading::{Key, Reading, TimestampMs};
@@ -62,6 +62,9 @@ pub struct Engine {
     timers: BTreeSet<(TimestampMs, Key)>,
     // No pending late pane or idle deadline is earlier than this: `tick` is O(1) until then.
     next_due: TimestampMs,
+    // Keys whose state may have changed since the last `take_dirty`: what an
+    // incremental checkpoint must write. A superset is harmless, a miss is not.
+    dirty: HashSet<Key>,
 }
 
 impl Engine {
@@ -78,6 +81,7 @@ impl Engine {
             global_max_ts: None,
             timers: BTreeSet::new(),
             next_due: TimestampMs::MAX,
+            dirty: HashSet::new(),
         }
     }
 
@@ -131,6 +135,7 @@ impl Engine {
         if let Some(idle) = cfg.idle_timeout_ms {
             self.next_due = self.next_due.min(now_ms.saturating_add(idle));
         }
+        mark(&mut self.dirty, &reading.key);
         let global = cfg.scope == Scope::Global;
         if global && self.global_max_ts.is_none_or(|m| reading.ts > m) {
             self.global_max_ts = Some(reading.ts);
@@ -196,6 +201,7 @@ impl Engine {
         for (_, k) in &due {
             if let Some(st) = self.keys.get_mut(k) {
                 st.on_tick(k, &mut ctx);
+                mark(&mut self.dirty, k);
             }
         }
         // Recompute the bound exactly over what is still pending.
@@ -231,6 +237,7 @@ impl Engine {
             };
             if let Some(st) = self.keys.get_mut(&k) {
                 st.advance(&k, t, wm, &mut ctx);
+                mark(&mut self.dirty, &k);
             }
         }
     }
@@ -264,8 +271,22 @@ impl Engine {
         max.saturating_sub(self.cfg.max_out_of_orderness_ms)
     }
 
+    /// The keys whose state may have changed since the last call (in no
+    /// particular order), for an incremental checkpoint: write
+    /// [`Engine::key_snapshot`] of each, and [`Engine::global_max_ts`].
+    pub fn take_dirty(&mut self) -> Vec<Key> {
+        self.dirty.drain().collect()
+    }
+
     /// The configuration in force (clamped to valid values, see [`Engine::new`]).
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+}
+
+/// Adds `key` to the dirty set, cloning it only the first time.
+fn mark(dirty: &mut HashSet<Key>, key: &Key) {
+    if !dirty.contains(key) {
+        dirty.insert(key.clone());
     }
 }

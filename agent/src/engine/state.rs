@@ -18,8 +18,10 @@ pub struct EngineState {
     keys: Vec<KeySnapshot>,
 }
 
+/// One key's state (windows, watermark, idle flag): a row of an incremental
+/// checkpoint. Opaque, like [`EngineState`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct KeySnapshot {
+pub struct KeySnapshot {
     sensor: String,
     metric: String,
     max_ts: TimestampMs,
@@ -43,39 +45,63 @@ impl EngineState {
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
+
+    /// Reassembles a whole state from an incremental checkpoint's parts:
+    /// [`Engine::global_max_ts`] and one [`Engine::key_snapshot`] per key.
+    pub fn from_parts(global_max_ts: Option<TimestampMs>, mut keys: Vec<KeySnapshot>) -> Self {
+        keys.sort_by(|a, b| (&a.sensor, &a.metric).cmp(&(&b.sensor, &b.metric)));
+        Self {
+            global_max_ts,
+            keys,
+        }
+    }
+}
+
+impl KeySnapshot {
+    fn of(k: &Key, s: &KeyState) -> Self {
+        KeySnapshot {
+            sensor: k.sensor.to_string(),
+            metric: k.metric.to_string(),
+            max_ts: s.max_ts,
+            last_arrival: s.last_arrival,
+            idle: s.idle,
+            windows: s
+                .windows
+                .iter()
+                .map(|w| WindowSnapshot {
+                    start: w.win.start,
+                    end: w.win.end,
+                    panes: w.panes,
+                    dirty: w.dirty,
+                    due: w.due,
+                    acc: w.acc.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Engine {
     /// The engine's whole state (windows, watermarks, held panes, idle flags).
     pub fn snapshot(&self) -> EngineState {
-        let mut keys: Vec<KeySnapshot> = self
+        let keys = self
             .keys
             .iter()
-            .map(|(k, s)| KeySnapshot {
-                sensor: k.sensor.to_string(),
-                metric: k.metric.to_string(),
-                max_ts: s.max_ts,
-                last_arrival: s.last_arrival,
-                idle: s.idle,
-                windows: s
-                    .windows
-                    .iter()
-                    .map(|w| WindowSnapshot {
-                        start: w.win.start,
-                        end: w.win.end,
-                        panes: w.panes,
-                        dirty: w.dirty,
-                        due: w.due,
-                        acc: w.acc.clone(),
-                    })
-                    .collect(),
-            })
+            .map(|(k, s)| KeySnapshot::of(k, s))
             .collect();
-        keys.sort_by(|a, b| (&a.sensor, &a.metric).cmp(&(&b.sensor, &b.metric)));
-        EngineState {
-            global_max_ts: self.global_max_ts,
-            keys,
-        }
+        EngineState::from_parts(self.global_max_ts, keys)
+    }
+
+    /// One key's state, or `None` when the key holds none (then its checkpoint
+    /// row should be deleted).
+    pub fn key_snapshot(&self, key: &Key) -> Option<KeySnapshot> {
+        self.keys.get(key).map(|s| KeySnapshot::of(key, s))
+    }
+
+    /// The global scope's largest accepted timestamp: the part of the state
+    /// that belongs to no key.
+    pub fn global_max_ts(&self) -> Option<TimestampMs> {
+        self.global_max_ts
     }
 
     /// An engine that continues exactly where the snapshot's engine was:

@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ClassStats, InsertReport, NewMessage, Outbox, OutboxError, Row};
+use super::{
+    Checkpoint, ClassStats, InsertReport, NewMessage, Outbox, OutboxError, Row, StoredCheckpoint,
+};
 
 /// Commands waiting for the outbox thread; when full, callers wait (backpressure), nothing is
 /// dropped.
@@ -25,6 +27,15 @@ type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 /// An insert that failed, with the messages it could not write.
 pub type Refused = (OutboxError, Vec<NewMessage>);
 
+/// Messages and the checkpoint of the state that produced them: committed together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The messages.
+    pub msgs: Vec<NewMessage>,
+    /// The checkpoint, if one is due with them.
+    pub checkpoint: Option<Checkpoint>,
+}
+
 pub(super) enum Command {
     Insert(Vec<NewMessage>, Reply<InsertReport>),
     InsertKeeping(
@@ -34,6 +45,11 @@ pub(super) enum Command {
     Pending(HashSet<i64>, usize, Reply<Vec<Row>>),
     Ack(Vec<i64>, Reply<usize>),
     Stats(Reply<[ClassStats; 3]>),
+    Commit(
+        Batch,
+        oneshot::Sender<Result<InsertReport, (OutboxError, Batch)>>,
+    ),
+    LoadCheckpoint(Reply<Option<StoredCheckpoint>>),
     Expire([Option<i64>; 3], Reply<[u64; 3]>),
 }
 
@@ -83,6 +99,28 @@ impl OutboxHandle {
         answer
             .await
             .unwrap_or_else(|_| Err((OutboxError::Closed, Vec::new())))
+    }
+
+    /// See [`Outbox::commit`]. A failed commit hands the batch back, so the caller can hold it
+    /// and retry.
+    pub async fn commit(&self, batch: Batch) -> Result<InsertReport, (OutboxError, Batch)> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(cmd)) = self.tx.send(Command::Commit(batch, reply)).await
+        {
+            let batch = match cmd {
+                Command::Commit(batch, _) => batch,
+                _ => Batch::default(),
+            };
+            return Err((OutboxError::Closed, batch));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err((OutboxError::Closed, Batch::default())))
+    }
+
+    /// See [`Outbox::load_checkpoint`].
+    pub async fn load_checkpoint(&self) -> Result<Option<StoredCheckpoint>, OutboxError> {
+        self.call(Command::LoadCheckpoint).await
     }
 
     /// See [`Outbox::pending`].
@@ -158,6 +196,17 @@ pub(super) fn execute(outbox: &mut Outbox, cmds: impl IntoIterator<Item = Comman
             Command::Stats(reply) => {
                 flush_acks(outbox, &mut acks);
                 let _ = reply.send(outbox.stats());
+            }
+            Command::Commit(batch, reply) => {
+                flush_acks(outbox, &mut acks);
+                let result = outbox
+                    .commit(&batch.msgs, batch.checkpoint.as_ref())
+                    .map_err(|e| (e, batch));
+                let _ = reply.send(result);
+            }
+            Command::LoadCheckpoint(reply) => {
+                flush_acks(outbox, &mut acks);
+                let _ = reply.send(outbox.load_checkpoint());
             }
             Command::Expire(cutoffs, reply) => {
                 flush_acks(outbox, &mut acks);

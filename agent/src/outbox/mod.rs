@@ -78,6 +78,7 @@
 //! The budget is enforced on insert only; a file written under a larger budget is trimmed by
 //! the next insert that needs room.
 
+mod checkpoint;
 mod error;
 mod handle;
 mod store;
@@ -89,12 +90,13 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use checkpoint::{Checkpoint, StoredCheckpoint};
 pub use error::OutboxError;
-pub use handle::{OutboxHandle, Refused};
+pub use handle::{Batch, OutboxHandle, Refused};
 pub use store::Outbox;
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Delivery class; the discriminant is the drain priority (lower goes first) and the value
 /// stored in the `class` column.

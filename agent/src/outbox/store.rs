@@ -11,7 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use super::{
-    Class, ClassStats, InsertReport, NewMessage, OutboxConfig, OutboxError, Row, SCHEMA_VERSION,
+    Checkpoint, Class, ClassStats, InsertReport, NewMessage, OutboxConfig, OutboxError, Row,
+    SCHEMA_VERSION,
 };
 
 /// How long a statement waits for another connection's lock (e.g. `weir outbox inspect`)
@@ -124,6 +125,9 @@ impl Outbox {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(at_open)?;
             tx.execute_batch(SCHEMA_SQL).map_err(at_open)?;
+            // Version 2 added the checkpoint tables; a version-1 file simply gains them.
+            tx.execute_batch(super::checkpoint::SCHEMA_SQL)
+                .map_err(at_open)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(at_open)?;
             tx.commit().map_err(at_open)?;
@@ -248,6 +252,16 @@ impl Outbox {
     /// Inserts all messages in ONE transaction (supersede + budget eviction inside it); see the
     /// module docs for the policy.
     pub fn insert(&mut self, msgs: &[NewMessage]) -> Result<InsertReport, OutboxError> {
+        self.commit(msgs, None)
+    }
+
+    /// [`Outbox::insert`], with a checkpoint of the state that produced `msgs` written in the
+    /// same transaction: both are stored, or neither is.
+    pub fn commit(
+        &mut self,
+        msgs: &[NewMessage],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<InsertReport, OutboxError> {
         // Stop short of a full disk: the last space belongs to deletions. Inserts never
         // use the reserve either.
         if !self.room_for_inserts() {
@@ -259,14 +273,18 @@ impl Outbox {
                 });
             }
         }
-        let report = self.insert_once(msgs)?;
+        let report = self.insert_once(msgs, checkpoint)?;
         self.restore_reserve();
         Ok(report)
     }
 
-    fn insert_once(&mut self, msgs: &[NewMessage]) -> Result<InsertReport, OutboxError> {
+    fn insert_once(
+        &mut self,
+        msgs: &[NewMessage],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<InsertReport, OutboxError> {
         let mut report = InsertReport::default();
-        if msgs.is_empty() {
+        if msgs.is_empty() && checkpoint.is_none() {
             return Ok(report);
         }
         let err = |e| OutboxError::from_sqlite(&self.path, e);
@@ -335,6 +353,9 @@ impl Outbox {
             .map_err(err)?;
             batch_ids.push(tx.last_insert_rowid());
             class_bytes[ci] += bytes;
+        }
+        if let Some(cp) = checkpoint {
+            super::checkpoint::write(&tx, cp).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         self.class_bytes = class_bytes;

@@ -374,8 +374,8 @@ fn a_newer_schema_version_is_refused() {
         matches!(
             err,
             OutboxError::NewerSchema {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),
@@ -397,8 +397,64 @@ fn the_file_is_in_wal_mode_with_normal_sync_and_the_schema_version() {
     };
     assert_eq!(q("journal_mode"), r#"Text("wal")"#);
     assert_eq!(q("synchronous"), "Integer(1)");
-    assert_eq!(q("user_version"), "Integer(1)");
+    assert_eq!(q("user_version"), "Integer(2)");
     assert!(ob.verify().is_ok());
+}
+
+#[test]
+fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
+    let dir = TempDir::new().unwrap();
+    let cfg = config(&dir, 1 << 20);
+    {
+        let mut ob = Outbox::open(&cfg).unwrap();
+        ob.insert(&[msg(Class::Alert, 10, None, 1)]).unwrap();
+        // What weir 0.1 left behind: the outbox table alone, at version 1.
+        ob.conn
+            .execute_batch(
+                "DROP TABLE checkpoint_meta; DROP TABLE checkpoint_key; PRAGMA user_version = 1;",
+            )
+            .unwrap();
+    }
+    let mut ob = Outbox::open(&cfg).unwrap();
+    assert_eq!(ob.stats().unwrap()[0].rows, 1);
+    assert_eq!(ob.load_checkpoint().unwrap(), None);
+    let cp = Checkpoint {
+        taken_ms: 5,
+        meta: vec![1, 2],
+        keys: vec![("s".into(), "m".into(), Some(vec![3]))],
+    };
+    ob.commit(&[], Some(&cp)).unwrap();
+    let stored = ob.load_checkpoint().unwrap().unwrap();
+    assert_eq!(
+        (stored.taken_ms, stored.meta, stored.keys),
+        (5, vec![1, 2], vec![("s".into(), "m".into(), vec![3])])
+    );
+}
+
+#[test]
+fn a_failed_commit_writes_neither_the_rows_nor_the_checkpoint() {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    let cp = Checkpoint {
+        taken_ms: 5,
+        meta: vec![1],
+        keys: vec![("s".into(), "m".into(), Some(vec![3]))],
+    };
+    // A trigger makes the checkpoint write fail after the rows were inserted.
+    ob.conn
+        .execute_batch("CREATE TRIGGER no_cp BEFORE INSERT ON checkpoint_meta BEGIN SELECT RAISE(ABORT, 'refused'); END;")
+        .unwrap();
+    assert!(
+        ob.commit(&[msg(Class::Aggregate, 10, None, 1)], Some(&cp))
+            .is_err()
+    );
+    assert_eq!(
+        ob.stats().unwrap()[1].rows,
+        0,
+        "the rows rolled back with the checkpoint"
+    );
+    assert_eq!(ob.total_bytes(), 0);
+    assert_eq!(ob.load_checkpoint().unwrap(), None);
 }
 
 #[test]

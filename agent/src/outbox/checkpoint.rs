@@ -1,0 +1,104 @@
+//! Checkpoint storage: the engine's and detectors' state lives in the outbox database, so that
+//! the state and the outbox rows it produced commit in one transaction (see
+//! [`Outbox::commit`]). The bytes are opaque here; `crate::checkpoint` gives them meaning.
+//!
+//! Invariant: after any commit, `checkpoint_meta` and `checkpoint_key` together are the state
+//! as of that commit: every key whose state changed since the previous checkpoint was
+//! rewritten (or deleted) in the same transaction as the new meta row.
+
+use rusqlite::{OptionalExtension, Transaction};
+
+use super::{Outbox, OutboxError};
+
+pub(super) const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS checkpoint_meta (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    taken_ms INTEGER NOT NULL,
+    meta     BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint_key (
+    sensor TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    state  BLOB NOT NULL,
+    PRIMARY KEY (sensor, metric)
+) WITHOUT ROWID;
+";
+
+/// What one checkpoint writes: the part of the state that belongs to no key, and the keys
+/// whose state changed since the previous checkpoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Wall-clock time the checkpoint was taken (ms since the epoch).
+    pub taken_ms: i64,
+    /// The state that belongs to no key (encoded).
+    pub meta: Vec<u8>,
+    /// `(sensor, metric, state)`: the key's new state, or `None` to delete its row.
+    pub keys: Vec<(String, String, Option<Vec<u8>>)>,
+}
+
+/// The last committed checkpoint, whole.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredCheckpoint {
+    /// When it was taken.
+    pub taken_ms: i64,
+    /// See [`Checkpoint::meta`].
+    pub meta: Vec<u8>,
+    /// Every key's state, ordered by sensor then metric.
+    pub keys: Vec<(String, String, Vec<u8>)>,
+}
+
+/// Writes `cp` inside the caller's transaction.
+pub(super) fn write(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO checkpoint_meta (id, taken_ms, meta) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET taken_ms = excluded.taken_ms, meta = excluded.meta",
+    )?
+    .execute(rusqlite::params![cp.taken_ms, cp.meta])?;
+    for (sensor, metric, state) in &cp.keys {
+        match state {
+            Some(state) => tx
+                .prepare_cached(
+                    "INSERT INTO checkpoint_key (sensor, metric, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sensor, metric) DO UPDATE SET state = excluded.state",
+                )?
+                .execute(rusqlite::params![sensor, metric, state])?,
+            None => tx
+                .prepare_cached("DELETE FROM checkpoint_key WHERE sensor = ?1 AND metric = ?2")?
+                .execute(rusqlite::params![sensor, metric])?,
+        };
+    }
+    Ok(())
+}
+
+impl Outbox {
+    /// The last committed checkpoint, or `None` when none was ever written (a new database).
+    pub fn load_checkpoint(&self) -> Result<Option<StoredCheckpoint>, OutboxError> {
+        let err = |e| OutboxError::from_sqlite(self.path(), e);
+        let meta: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT taken_ms, meta FROM checkpoint_meta WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let Some((taken_ms, meta)) = meta else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sensor, metric, state FROM checkpoint_key ORDER BY sensor, metric")
+            .map_err(err)?;
+        let keys = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        Ok(Some(StoredCheckpoint {
+            taken_ms,
+            meta,
+            keys,
+        }))
+    }
+}
