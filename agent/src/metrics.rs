@@ -42,6 +42,11 @@ pub struct Counters {
     pub uplink_connects: AtomicU64,
     /// Upstream connection failures and drops.
     pub uplink_errors: AtomicU64,
+    /// Checkpoints committed (state and the results it produced, together).
+    pub checkpoints: AtomicU64,
+    /// Ingest messages the broker sent again whose effect was already in the
+    /// state (their acknowledgement was lost): acknowledged, not counted twice.
+    pub ingest_redelivered: AtomicU64,
     by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -90,6 +95,8 @@ impl Counters {
             "acked": g(&self.acked),
             "uplink_connects": g(&self.uplink_connects),
             "uplink_errors": g(&self.uplink_errors),
+            "checkpoints": g(&self.checkpoints),
+            "ingest_redelivered": g(&self.ingest_redelivered),
         });
         let map = self.by_reason.lock().unwrap_or_else(|e| e.into_inner());
         for category in ["deadletter", "rejected", "evicted", "expired", "dropped"] {

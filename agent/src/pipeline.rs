@@ -6,7 +6,14 @@
 //! channel and commits what it produced to the outbox; the uplink then delivers
 //! the backlog for up to `shutdown_grace`; whatever is unacknowledged stays in
 //! the outbox for the next start. Open windows are not flushed early (their
-//! result would be wrong); they are lost at shutdown until checkpoints exist.
+//! result would be wrong): the last checkpoint keeps them, and the next start
+//! continues them.
+//!
+//! Checkpoints: the engine task buffers the messages it produces and, every
+//! `checkpoint_interval` (at once for alerts), commits them together with the
+//! state that produced them (`crate::checkpoint`) in one transaction; only then
+//! does it acknowledge the MQTT deliveries whose effect they hold. READY is
+//! signalled after the first checkpoint, taken right after the restore.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -16,13 +23,15 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::checkpoint::{self, Seen};
 use crate::config::Config;
 use crate::detect::Detectors;
 use crate::engine::Engine;
 use crate::metrics::Counters;
-use crate::outbox::{Class, NewMessage, Outbox, OutboxError, OutboxHandle};
+use crate::outbox::{Batch, Class, NewMessage, Outbox, OutboxError, OutboxHandle};
 use crate::process::Processor;
 use crate::reading::now_ms;
+use crate::source::mqtt::Ack;
 use crate::source::{self, Input};
 use crate::supervise::{Supervisor, WatchdogFeed};
 use crate::uplink::{LinkStatus, Uplink};
@@ -79,6 +88,12 @@ pub async fn run(
     let wire = Wire::new(&cfg.device, &cfg.uplink.topic_prefix);
     let started_at = now_ms();
 
+    // Before any source starts: the restored state is what their inputs continue.
+    let (engine, detectors, seen) = restore(&outbox, &cfg).await;
+    let broker_max_inflight = cfg
+        .ingest
+        .as_ref()
+        .map_or(usize::MAX, |i| i.broker_max_inflight);
     let tracker = TaskTracker::new();
     let (tx, rx) = mpsc::channel::<Input>(cfg.channel_capacity);
     for sim in cfg.sims {
@@ -108,24 +123,25 @@ pub async fn run(
     // The engine sees the channel close once every source has stopped.
     drop(tx);
 
-    let max_keys = cfg.engine.max_keys;
     let space_freed = Arc::new(Notify::new());
     let engine = EngineTask {
         stop: shutdown.clone(),
         space_freed: space_freed.clone(),
-        processor: Processor::new(
-            Engine::new(cfg.engine),
-            Detectors::new(cfg.detectors, max_keys),
-            wire.clone(),
-            counters.clone(),
-        ),
+        processor: Processor::new(engine, detectors, wire.clone(), counters.clone()),
+        seen,
+        checkpoint_every: cfg.checkpoint_interval,
+        broker_max_inflight,
+        msgs: Vec::new(),
+        acks: Vec::new(),
+        urgent: false,
         outbox: outbox.clone(),
         counters: counters.clone(),
         gauges: gauges.clone(),
         new_rows: new_rows.clone(),
         watchdog: sup.feed(),
     };
-    let engine_done = tracker.spawn(engine.run(rx));
+    let (first_checkpoint, checkpointed) = tokio::sync::oneshot::channel();
+    let engine_done = tracker.spawn(engine.run(rx, first_checkpoint));
 
     let status = {
         let (counters, gauges, link, wire) =
@@ -172,7 +188,12 @@ pub async fn run(
     let uplink_done = tracker.spawn(uplink.run(drain.clone(), cfg.shutdown_grace));
     tracker.close();
 
-    startup_complete(sup);
+    // READY promises a durable state: wait for the first checkpoint (it waits
+    // itself while the disk is full), or for a shutdown before it.
+    tokio::select! {
+        _ = checkpointed => startup_complete(sup),
+        _ = shutdown.cancelled() => {}
+    }
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining sources and the engine");
@@ -228,13 +249,61 @@ async fn expire_old_rows(
     }
 }
 
+/// The engine and detectors of the last checkpoint, or fresh ones. A checkpoint
+/// that cannot be used (another build's format, damage) is reported and set
+/// aside: the outbox rows are kept, only the open windows and baselines restart.
+async fn restore(outbox: &OutboxHandle, cfg: &Config) -> (Engine, Detectors, Seen) {
+    let max_keys = cfg.engine.max_keys;
+    let fresh = || {
+        (
+            Engine::new(cfg.engine.clone()),
+            Detectors::new(cfg.detectors.clone(), max_keys),
+            Seen::default(),
+        )
+    };
+    match outbox.load_checkpoint().await {
+        Ok(None) => fresh(),
+        Ok(Some(stored)) => {
+            match checkpoint::restore(&stored, cfg.engine.clone(), cfg.detectors.clone(), max_keys)
+            {
+                Ok((engine, detectors, seen)) => {
+                    tracing::info!(
+                        taken_ms = stored.taken_ms,
+                        keys = engine.key_count(),
+                        open_windows = engine.open_windows(),
+                        "state restored from the last checkpoint"
+                    );
+                    (engine, detectors, seen)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, path = %cfg.outbox.path.display(), "the last checkpoint cannot be restored; starting with empty windows and baselines (the outbox is kept)");
+                    fresh()
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the last checkpoint; starting with empty windows and baselines");
+            fresh()
+        }
+    }
+}
+
 /// How often the engine task lets wall-clock time pass without input.
 const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// With this many owed acknowledgements the broker may have stopped sending:
+/// if nothing arrives for this long, checkpoint now rather than at the interval.
+const STALL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Bounds on what waits for the next checkpoint (memory): beyond either, it is
+/// taken at once. Half the packet-id space, so the broker never runs out of ids.
+const MAX_BUFFERED_MSGS: usize = 8192;
+const MAX_OWED_ACKS: usize = 32_768;
 
 /// The READY point: systemd (`Type=notify`) considers the service started here,
 /// and `weir run`'s caller orders dependent units after it. Everything READY
 /// promises must happen before this call: the state directory and the outbox are
-/// open. (Issue 4: move this call after the first checkpoint is written.)
+/// open, the state is restored and the first checkpoint is committed.
 fn startup_complete(sup: &Supervisor) {
     sup.notifier.ready();
     tracing::info!(
@@ -246,6 +315,16 @@ fn startup_complete(sup: &Supervisor) {
 
 struct EngineTask {
     processor: Processor,
+    /// Deliveries whose effect is in the state (see [`Seen`]).
+    seen: Seen,
+    checkpoint_every: std::time::Duration,
+    broker_max_inflight: usize,
+    /// Produced since the last checkpoint; committed with the next one.
+    msgs: Vec<NewMessage>,
+    /// Owed for deliveries since the last checkpoint; sent after the next one.
+    acks: Vec<Ack>,
+    /// An alert is waiting: checkpoint now, not at the interval.
+    urgent: bool,
     stop: CancellationToken,
     space_freed: Arc<Notify>,
     outbox: OutboxHandle,
@@ -256,18 +335,27 @@ struct EngineTask {
 }
 
 impl EngineTask {
-    /// Until the channel closes: window, detect, and commit each batch's results
-    /// to the outbox in one transaction. Awaiting the outbox is the backpressure
-    /// that fills the channel and so stops the sources.
-    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+    /// Until the channel closes: window, detect, and checkpoint. Awaiting the
+    /// outbox is the backpressure that fills the channel and so stops the sources.
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Input>,
+        first_checkpoint: tokio::sync::oneshot::Sender<()>,
+    ) {
+        self.checkpoint().await;
+        let _ = first_checkpoint.send(());
         let mut batch = Vec::with_capacity(512);
-        let mut msgs: Vec<NewMessage> = Vec::new();
         // Wall-clock work (idle keys, held late panes) also happens when no
         // reading comes: a silent sensor is exactly when it matters. What it
         // emits does not depend on this period (see `Engine::tick`), only when.
         let mut clock = tokio::time::interval(TICK);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut every = tokio::time::interval(self.checkpoint_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
         loop {
+            let mut due = false;
+            let stalled = self.acks.len() >= self.broker_max_inflight;
             // The watchdog is fed from this loop (and the commit retry inside it)
             // and nowhere else: if the engine stops turning, systemd stops hearing
             // from it and restarts the service.
@@ -278,14 +366,23 @@ impl EngineTask {
                     }
                     let now = now_ms();
                     for input in batch.drain(..) {
-                        self.processor.input(input, now, &mut msgs);
+                        self.input(input, now);
                     }
                 }
-                _ = clock.tick() => self.processor.tick(now_ms(), &mut msgs),
+                _ = clock.tick() => self.step(|p, msgs| p.tick(now_ms(), msgs)),
+                _ = every.tick() => due = true,
+                // The broker waits for our acknowledgements before it sends more.
+                () = tokio::time::sleep(STALL), if stalled => due = true,
                 () = self.watchdog.due() => {}
             }
             self.watchdog.feed().await;
-            self.commit(&mut msgs).await;
+            if due
+                || self.urgent
+                || self.msgs.len() >= MAX_BUFFERED_MSGS
+                || self.acks.len() >= MAX_OWED_ACKS
+            {
+                self.checkpoint().await;
+            }
             let p = &self.processor;
             self.gauges.keys.store(p.engine.key_count() as u64, Relaxed);
             self.gauges
@@ -295,26 +392,79 @@ impl EngineTask {
                 .active_alerts
                 .store(p.detectors.active_alerts().count() as u64, Relaxed);
         }
+        // Shutdown: everything processed goes into one last checkpoint. The
+        // ingest connection is closed by now, so the broker resends what these
+        // acknowledgements covered, and `Seen` recognises it at the next start.
+        self.checkpoint().await;
     }
 
-    /// Commits a batch. If the outbox cannot be written (disk full, read-only
-    /// card), the batch is held and retried with capped backoff: the channel
-    /// fills, MQTT ingest stops reading (the broker keeps the readings) and the
-    /// sensors apply their `when_full` policy. Only at shutdown, after a few more
-    /// attempts, is a batch given up, and then it is counted and logged.
-    async fn commit(&mut self, msgs: &mut Vec<NewMessage>) {
-        if msgs.is_empty() {
+    /// One input; a delivery the state already holds is only acknowledged again.
+    fn input(&mut self, input: Input, now: i64) {
+        let Input::Delivery(d) = input else {
+            return self.step(|p, msgs| p.input(input, now, msgs));
+        };
+        if let Some(ack) = &d.ack {
+            if self
+                .seen
+                .already_counted(ack.dup(), ack.pkid(), d.fingerprint)
+            {
+                Counters::add(&self.counters.ingest_redelivered, 1);
+            } else {
+                for i in d.inputs {
+                    self.step(|p, msgs| p.input(i, now, msgs));
+                }
+            }
+            self.seen.record(ack.pkid(), d.fingerprint);
+        } else {
+            for i in d.inputs {
+                self.step(|p, msgs| p.input(i, now, msgs));
+            }
+        }
+        self.acks.extend(d.ack);
+    }
+
+    /// Runs `f` on the processor, noting whether it raised an alert.
+    fn step(&mut self, f: impl FnOnce(&mut Processor, &mut Vec<NewMessage>)) {
+        let before = self.msgs.len();
+        f(&mut self.processor, &mut self.msgs);
+        if self.msgs[before..].iter().any(|m| m.class == Class::Alert) {
+            self.urgent = true;
+        }
+    }
+
+    /// Commits what was produced since the last checkpoint together with the
+    /// state now, then acknowledges the deliveries it covers. If the outbox
+    /// cannot be written (disk full, read-only card), the batch is held and
+    /// retried with capped backoff: the channel fills, MQTT ingest stops
+    /// reading (the broker keeps the readings) and the sensors apply their
+    /// `when_full` policy. Only at shutdown, after a few more attempts, is a
+    /// batch given up, and then it is counted and logged.
+    async fn checkpoint(&mut self) {
+        self.urgent = false;
+        let msgs = std::mem::take(&mut self.msgs);
+        let produced = msgs.len() as u64;
+        let cp = checkpoint::take(
+            &mut self.processor.engine,
+            &mut self.processor.detectors,
+            &self.seen,
+            now_ms(),
+        );
+        if msgs.is_empty() && cp.keys.is_empty() && self.acks.is_empty() {
+            // Nothing changed: no write (an idle agent does not wear the card).
             return;
         }
-        Counters::add(&self.counters.produced, msgs.len() as u64);
+        Counters::add(&self.counters.produced, produced);
         let mut backoff = crate::uplink::backoff::Backoff::new(
             std::time::Duration::from_millis(100),
             std::time::Duration::from_secs(5),
         );
         let mut failures = 0u32;
-        let mut batch = std::mem::take(msgs);
+        let mut batch = Batch {
+            msgs,
+            checkpoint: Some(cp),
+        };
         loop {
-            match self.outbox.insert_keeping(batch).await {
+            match self.outbox.commit(batch).await {
                 Ok(report) => {
                     if failures > 0 {
                         tracing::warn!(
@@ -322,29 +472,39 @@ impl EngineTask {
                             "outbox writable again; held results committed"
                         );
                     }
+                    Counters::add(&self.counters.checkpoints, 1);
                     self.gauges.outbox_blocked.store(0, Relaxed);
                     self.account(&report);
-                    self.new_rows.notify_one();
+                    if !report.ids.is_empty() {
+                        self.new_rows.notify_one();
+                    }
+                    self.seen.committed();
+                    for ack in self.acks.drain(..) {
+                        ack.send();
+                    }
                     return;
                 }
                 Err((e, held)) => {
                     failures += 1;
                     if failures == 1 {
                         // ERROR: an operator must act (free space, replace the card).
-                        tracing::error!(error = %e, messages = held.len(), "cannot write results to the outbox; holding them and retrying, ingest is paused");
+                        tracing::error!(error = %e, messages = held.msgs.len(), "cannot write results to the outbox; holding them and retrying, ingest is paused");
                     }
                     self.gauges.outbox_blocked.store(1, Relaxed);
                     if matches!(e, OutboxError::Closed)
                         || (self.stop.is_cancelled() && failures > 3)
                     {
-                        tracing::error!(error = %e, messages = held.len(), "giving up on held results at shutdown; they are lost");
-                        for m in &held {
+                        // Unacknowledged MQTT readings come again at the next
+                        // start; these results of local sensors are lost.
+                        tracing::error!(error = %e, messages = held.msgs.len(), "giving up on held results at shutdown; they are lost");
+                        for m in &held.msgs {
                             self.counters.bump(
                                 "dropped",
                                 &format!("outbox_error_{}", m.class.as_str()),
                                 1,
                             );
                         }
+                        self.acks.clear();
                         return;
                     }
                     batch = held;

@@ -105,6 +105,13 @@ impl Processor {
                 msgs.push(self.wire.dead_letter(&d, now));
             }
             Input::Alert(a) => self.alerts.push(a),
+            // The daemon unpacks deliveries itself (it owes their acknowledgements);
+            // anywhere else the inputs are simply processed.
+            Input::Delivery(d) => {
+                for i in d.inputs {
+                    self.input(i, now, msgs);
+                }
+            }
         }
         self.drain_alerts(now, msgs);
     }

@@ -337,8 +337,7 @@ fn read_gpio(
                 code = exit::FAILURE;
                 break;
             }
-            Some(Input::DeadLetter(_)) => {}
-            None => {}
+            Some(Input::DeadLetter(_) | Input::Delivery(_)) | None => {}
         }
     }
     stop.stop();

@@ -42,6 +42,8 @@ pub struct Config {
     pub channel_capacity: usize,
     /// How long shutdown may keep trying to deliver the backlog.
     pub shutdown_grace: Duration,
+    /// How often the state and the results it produced are committed together.
+    pub checkpoint_interval: Duration,
     /// Windows and watermarks.
     pub engine: EngineConfig,
     /// Detectors, in file order.
@@ -98,6 +100,9 @@ pub struct IngestConfig {
     pub port: u16,
     /// MQTT client id (fixed, so the broker keeps the session).
     pub client_id: String,
+    /// How many unacknowledged messages the broker sends before it waits for
+    /// acknowledgements: reaching it makes the engine checkpoint early.
+    pub broker_max_inflight: usize,
     /// Payload limits and field names.
     pub format: PayloadFormat,
     /// Subscriptions, tried in order; the first filter that matches maps the topic.

@@ -35,6 +35,7 @@ pub struct RawAgent {
     pub state_dir: Option<String>,
     pub channel_capacity: Option<usize>,
     pub shutdown_grace: Option<String>,
+    pub checkpoint_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +123,7 @@ pub struct RawIngest {
     pub port: Option<u16>,
     pub client_id: Option<String>,
     pub max_payload_bytes: Option<usize>,
+    pub broker_max_inflight: Option<usize>,
     pub value_field: Option<String>,
     pub ts_field: Option<String>,
     #[serde(default)]

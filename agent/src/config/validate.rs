@@ -163,6 +163,18 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         raw.agent.shutdown_grace.as_deref(),
         "5s",
     )?;
+    let checkpoint_interval = duration(
+        &with(a, Key("checkpoint_interval")),
+        raw.agent.checkpoint_interval.as_deref(),
+        "1s",
+    )?;
+    if checkpoint_interval.is_zero() || checkpoint_interval > std::time::Duration::from_secs(3600) {
+        return err(
+            &with(a, Key("checkpoint_interval")),
+            "must be more than 0 and at most 1h",
+            "e.g. \"1s\" (shorter: results sooner, more SD-card writes)",
+        );
+    }
 
     let engine = engine(&raw)?;
     let detectors = detectors(&raw, &engine)?;
@@ -223,6 +235,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         state_dir,
         channel_capacity,
         shutdown_grace,
+        checkpoint_interval,
         engine,
         detectors,
         outbox,
@@ -743,8 +756,17 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
             "e.g. 4096",
         );
     }
+    let broker_max_inflight = r.broker_max_inflight.unwrap_or(20);
+    if broker_max_inflight == 0 {
+        return err(
+            &with(p, Key("broker_max_inflight")),
+            "must be at least 1",
+            "set it to the broker's max_inflight_messages (mosquitto's default is 20)",
+        );
+    }
     Ok(Some(IngestConfig {
         host: r.host.clone().unwrap_or_else(|| "localhost".into()),
+        broker_max_inflight,
         port: r.port.unwrap_or(1883),
         client_id: r
             .client_id

@@ -103,6 +103,8 @@ impl OutboxHandle {
 
     /// See [`Outbox::commit`]. A failed commit hands the batch back, so the caller can hold it
     /// and retry.
+    // The Err carries the batch by value on purpose: it is moved once per commit, never copied.
+    #[allow(clippy::result_large_err)]
     pub async fn commit(&self, batch: Batch) -> Result<InsertReport, (OutboxError, Batch)> {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(cmd)) = self.tx.send(Command::Commit(batch, reply)).await

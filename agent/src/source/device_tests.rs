@@ -114,7 +114,7 @@ fn a_vanished_device_raises_the_sensor_failure_alert_and_clears_it_when_it_comes
             Input::Alert(a) => seen.push(a),
             Input::Reading(_) if seen.len() == 2 => readings_after += 1,
             Input::Reading(_) => {}
-            Input::DeadLetter(d) => panic!("unexpected dead letter {d:?}"),
+            other => panic!("unexpected input {other:?}"),
         }
     }
     assert_eq!(seen.len(), 2, "{seen:?}");

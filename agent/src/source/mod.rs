@@ -27,6 +27,20 @@ pub enum Input {
     DeadLetter(DeadLetter),
     /// An alert raised by a source itself (a sensor that failed or recovered).
     Alert(Alert),
+    /// One message from the local MQTT broker: the inputs it became, and the
+    /// acknowledgement the daemon owes once a checkpoint holds their effect.
+    Delivery(Delivery),
+}
+
+/// See [`Input::Delivery`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// What the message became (readings, dead letters), in order.
+    pub inputs: Vec<Input>,
+    /// `checkpoint::fingerprint` of its topic and payload.
+    pub fingerprint: u64,
+    /// How to acknowledge it; `None` for a QoS 0 message (nothing to acknowledge).
+    pub ack: Option<mqtt::Ack>,
 }
 
 #[cfg(test)]

@@ -3,16 +3,24 @@
 //!
 //! Sending into the engine's channel awaits room, and while it waits this task
 //! does not poll the connection: the broker holds the messages (backpressure).
+//!
+//! Acknowledgements are manual: each message goes to the engine as one
+//! [`Input::Delivery`] carrying its [`Ack`], which the engine sends only after
+//! the checkpoint holding the message's effect has committed. Until then the
+//! broker keeps the message in our persistent session and resends it after a
+//! crash or a reconnect (see `checkpoint::Seen` for the resends of messages
+//! whose acknowledgement was lost).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Input;
 use super::payload::{self, ParsedValue};
+use super::{Delivery, Input};
+use crate::checkpoint::fingerprint;
 use crate::config::IngestConfig;
 use crate::metrics::Counters;
 use crate::reading::{Key, Reading, TsSource, now_ms};
@@ -23,6 +31,48 @@ use crate::wire::{DeadLetter, excerpt};
 /// far above `max_payload_bytes`: oversized payloads up to here are dead-lettered
 /// with a reason. Beyond it, the broker's own `message_size_limit` should refuse them.
 const MAX_PACKET: usize = 1024 * 1024;
+
+/// Room for every acknowledgement we can owe: the broker never has more than
+/// 65,535 unacknowledged messages (packet ids) with us, so queueing an ack
+/// never waits, even while this task is held by a full engine channel.
+const REQUEST_CAPACITY: usize = 65_536 + 64;
+
+/// The acknowledgement owed for one delivery (QoS 1 or 2).
+#[derive(Clone, Debug)]
+pub struct Ack {
+    client: AsyncClient,
+    pkid: u16,
+    qos: QoS,
+    dup: bool,
+}
+
+impl PartialEq for Ack {
+    fn eq(&self, other: &Self) -> bool {
+        (self.pkid, self.qos, self.dup) == (other.pkid, other.qos, other.dup)
+    }
+}
+
+impl Ack {
+    /// The packet id the broker gave the message.
+    pub fn pkid(&self) -> u16 {
+        self.pkid
+    }
+
+    /// True if the broker flagged the message as a resend.
+    pub fn dup(&self) -> bool {
+        self.dup
+    }
+
+    /// Queues the acknowledgement (never waits). If the connection is gone, the
+    /// broker resends the message on the next one, flagged DUP.
+    pub fn send(&self) {
+        let mut p = Publish::new("", self.qos, Vec::<u8>::new());
+        p.pkid = self.pkid;
+        if let Err(e) = self.client.try_ack(&p) {
+            tracing::debug!(pkid = self.pkid, error = %e, "ingest acknowledgement not queued; the broker will resend");
+        }
+    }
+}
 
 /// A message that could not become a reading, with a bounded excerpt of it.
 fn dead_letter(
@@ -106,10 +156,12 @@ pub async fn run(
 ) {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     opts.set_keep_alive(Duration::from_secs(30))
-        // A persistent session: the broker queues readings while Weir is down.
+        // A persistent session: the broker queues readings while Weir is down,
+        // and keeps those not yet acknowledged.
         .set_clean_session(false)
+        .set_manual_acks(true)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    let (client, mut event_loop) = AsyncClient::new(opts, 64);
+    let (client, mut event_loop) = AsyncClient::new(opts, REQUEST_CAPACITY);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         let ev = tokio::select! {
@@ -131,14 +183,18 @@ pub async fn run(
                 Counters::add(&counters.mqtt_messages, 1);
                 let mut inputs = Vec::new();
                 to_inputs(&cfg, &p.topic, &p.payload, now_ms(), &mut inputs);
-                let mut closed = false;
-                for input in inputs {
-                    closed = tx.send(input).await.is_err();
-                    if closed {
-                        break;
-                    }
-                }
-                if closed {
+                let ack = (p.qos != QoS::AtMostOnce).then(|| Ack {
+                    client: client.clone(),
+                    pkid: p.pkid,
+                    qos: p.qos,
+                    dup: p.dup,
+                });
+                let delivery = Delivery {
+                    inputs,
+                    fingerprint: fingerprint(&p.topic, &p.payload),
+                    ack,
+                };
+                if tx.send(Input::Delivery(delivery)).await.is_err() {
                     break;
                 }
             }

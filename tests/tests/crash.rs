@@ -1,0 +1,288 @@
+//! Exactly once across `kill -9`: under a steady stream of MQTT readings with
+//! disorder (shuffled within the out-of-orderness bound, and some late within
+//! the allowed lateness), the real `weir` is killed with SIGKILL at random
+//! moments at least 20 times and restarted each time. At the end every window
+//! upstream has its full result: each reading counted once (no count above the
+//! readings of a window, in any revision) and none missing (every window's
+//! final count and sum equal those of the input, which is what a run without
+//! crashes gives, since the result does not depend on arrival order here).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use weir_tests::{Broker, Consumer, Weir, free_port, scratch, wait_for};
+
+const KEYS: usize = 8;
+/// Readings per window per key (event time advances 100 ms per reading).
+const PER_WINDOW: i64 = 10;
+const KILLS: usize = 20;
+
+fn kills() -> usize {
+    std::env::var("WEIR_CRASH_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(KILLS)
+}
+
+fn windows() -> i64 {
+    // Under QEMU every start costs seconds: fewer windows keep the test short.
+    if std::env::var_os("WEIR_RUNNER").is_some() {
+        80
+    } else {
+        160
+    }
+}
+
+fn config(dir: &std::path::Path, local: u16, upstream: u16) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[agent]
+device = "crash"
+state_dir = "{state}"
+checkpoint_interval = "200ms"
+
+[engine]
+max_out_of_orderness = "500ms"
+allowed_lateness = "10s"
+max_future_skew = "1d"
+[engine.window]
+size = "1s"
+
+[uplink]
+host = "127.0.0.1"
+port = {upstream}
+reconnect_min = "100ms"
+reconnect_max = "300ms"
+
+[ingest]
+host = "127.0.0.1"
+port = {local}
+
+[[ingest.topic]]
+filter = "crash/+"
+sensor = "{{2}}"
+metric = "v"
+"#,
+        state = dir.join("state").display()
+    );
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+/// The readings in publishing order: per key, event times 100 ms apart with
+/// integer values (so sums are exact whatever the order), shuffled by up to
+/// 400 ms (within max_out_of_orderness), and one reading in 50 held back by
+/// 3 s (late: it revises an already fired window).
+fn readings(base: i64) -> Vec<(String, String)> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut out = Vec::new();
+    let mut held: Vec<(usize, (String, String))> = Vec::new();
+    let n = windows() * PER_WINDOW;
+    for i in 0..n {
+        for k in 0..KEYS {
+            let ts = base + i * 100;
+            let value = (i * 7 + k as i64) % 50;
+            let msg = (
+                format!("crash/k{k}"),
+                format!(r#"{{"value": {value}, "ts": {ts}}}"#),
+            );
+            if rng.u32(0..50) == 0 {
+                held.push((out.len() + 30 * KEYS, msg));
+            } else {
+                out.push(msg);
+            }
+        }
+        // Disorder within the bound: swap with a neighbour up to 4 readings back.
+        let len = out.len();
+        if len > 4 * KEYS {
+            let a = len - 1;
+            let b = len - 1 - KEYS * rng.usize(0..4);
+            out.swap(a, b);
+        }
+        held.retain(|(at, msg)| {
+            if *at <= out.len() {
+                out.push(msg.clone());
+                false
+            } else {
+                true
+            }
+        });
+    }
+    out.extend(held.into_iter().map(|(_, m)| m));
+    // Then one reading per key an hour later: the watermark passes every window.
+    for k in 0..KEYS {
+        out.push((
+            format!("crash/k{k}"),
+            format!(r#"{{"value": 0, "ts": {}}}"#, base + n * 100 + 3_600_000),
+        ));
+    }
+    out
+}
+
+/// (count, sum) per (key, window start), straight from the input.
+fn expected(base: i64) -> BTreeMap<(String, i64), (i64, i64)> {
+    let mut out = BTreeMap::new();
+    for i in 0..windows() * PER_WINDOW {
+        for k in 0..KEYS {
+            let ts = base + i * 100;
+            let start = ts - ts.rem_euclid(1000);
+            let e = out.entry((format!("k{k}"), start)).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += (i * 7 + k as i64) % 50;
+        }
+    }
+    out
+}
+
+#[test]
+fn twenty_sigkills_under_disordered_load_lose_nothing_and_count_nothing_twice() {
+    let dir = scratch();
+    let local = Broker::start_new(dir.path());
+    let mut upstream = Broker::new(dir.path(), free_port());
+    upstream.start();
+    let consumer = Consumer::connect(upstream.port, "weir/crash/agg/#", Some("crash-consumer"));
+    let cfg = config(dir.path(), local.port, upstream.port);
+
+    // Event time an hour ago, aligned to a window.
+    let base = (weir_tests::now_ms() - 3_600_000) / 1000 * 1000;
+    let input = readings(base);
+    let want = expected(base);
+
+    // Weir subscribes before anything is published, so its persistent session
+    // holds every reading from the first one.
+    let mut weir = Weir::start(&cfg, dir.path());
+    let publisher = Consumer::connect(local.port, "crash/none", None);
+    wait_for(Duration::from_secs(60), || {
+        weir.log().contains("ingest connected").then_some(())
+    })
+    .unwrap_or_else(|| panic!("weir never connected to the local broker:\n{}", weir.log()));
+
+    // A steady load in the background, spread over the kills.
+    let total = input.len();
+    let feeder = std::thread::spawn(move || {
+        let started = Instant::now();
+        let per_ms = total as f64 / 25_000.0;
+        for (i, (topic, payload)) in input.into_iter().enumerate() {
+            publisher.publish(&topic, payload);
+            let due = Duration::from_millis((i as f64 / per_ms) as u64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        publisher
+    });
+
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..kills() {
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+        weir.kill9();
+        weir = Weir::start(&cfg, dir.path());
+    }
+    let publisher = feeder
+        .join()
+        .unwrap_or_else(|_| panic!("publisher panicked"));
+
+    let timeout = Duration::from_secs(if std::env::var_os("WEIR_RUNNER").is_some() {
+        300
+    } else {
+        std::env::var("WEIR_CRASH_WAIT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120)
+    });
+    let done = wait_for(timeout, || {
+        let f = finals(&consumer);
+        want.iter()
+            .all(|(k, v)| f.get(k).is_some_and(|got| got.1 == v.0))
+            .then_some(f)
+    });
+    let seen = finals_all(&consumer);
+    let finals = done.unwrap_or_else(|| {
+        let f = finals(&consumer);
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(k, v)| f.get(*k).is_none_or(|got| got.1 != v.0))
+            .map(|(k, v)| (k.clone(), v.0, f.get(k).map(|g| g.1)))
+            .take(10)
+            .collect();
+        panic!(
+            "not every window reached its full count; (window, expected, got), first 10: {missing:?}\nreceived: {}\nfirst results: {:?}\nweir log:\n{}",
+            weir_tests::summary(&consumer.messages()),
+            f.iter().take(5).collect::<Vec<_>>(),
+            weir.log()
+        )
+    });
+
+    // Nothing counted twice: no revision of any window ever held more readings than it has.
+    for ((key, start), counts) in &seen {
+        if let Some(w) = want.get(&(key.clone(), *start)) {
+            let max = counts.iter().max().copied().unwrap_or(0);
+            assert!(
+                max <= w.0,
+                "window {key}@{start} reached count {max}, above its {} readings: a reading was counted twice",
+                w.0
+            );
+        }
+    }
+    // Nothing missing: every window's final result is exactly the input's.
+    for ((key, start), (count, sum)) in &want {
+        let (_, got_count, got_sum) = finals[&(key.clone(), *start)];
+        assert_eq!(
+            (got_count, got_sum),
+            (*count, *sum),
+            "window {key}@{start}: final (count, sum)"
+        );
+    }
+    let restarts = weir
+        .log()
+        .matches("state restored from the last checkpoint")
+        .count();
+    eprintln!(
+        "{} windows exact after {KILLS} SIGKILLs; last run restored: {restarts}",
+        want.len()
+    );
+    weir.terminate(Duration::from_secs(20));
+    publisher.disconnect();
+}
+
+/// Per window: the highest revision received, with its count and sum.
+fn finals(c: &Consumer) -> BTreeMap<(String, i64), (i64, i64, i64)> {
+    let mut out: BTreeMap<(String, i64), (i64, i64, i64)> = BTreeMap::new();
+    for m in c.messages() {
+        let j = &m.json;
+        if j["type"] != "pane" {
+            continue;
+        }
+        let key = (
+            j["sensor"].as_str().unwrap_or("").to_string(),
+            j["window_start"].as_i64().unwrap_or(0),
+        );
+        let rev = j["revision"].as_i64().unwrap_or(0);
+        let count = j["count"].as_i64().unwrap_or(0);
+        let sum = j["sum"].as_f64().unwrap_or(0.0) as i64;
+        let e = out.entry(key).or_insert((-1, 0, 0));
+        if rev > e.0 {
+            *e = (rev, count, sum);
+        }
+    }
+    out
+}
+
+/// Per window: every count any revision reported.
+fn finals_all(c: &Consumer) -> BTreeMap<(String, i64), BTreeSet<i64>> {
+    let mut out: BTreeMap<(String, i64), BTreeSet<i64>> = BTreeMap::new();
+    for m in c.messages() {
+        let j = &m.json;
+        if j["type"] != "pane" {
+            continue;
+        }
+        out.entry((
+            j["sensor"].as_str().unwrap_or("").to_string(),
+            j["window_start"].as_i64().unwrap_or(0),
+        ))
+        .or_default()
+        .insert(j["count"].as_i64().unwrap_or(0));
+    }
+    out
+}
