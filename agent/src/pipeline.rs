@@ -62,9 +62,13 @@ pub struct Gauges {
     pub open_windows: AtomicU64,
     /// Alerts currently raised.
     pub active_alerts: AtomicU64,
-    /// 1 while the outbox cannot be written and results are held.
+    /// Non-zero while the outbox cannot be written and results are held:
+    /// 1 + the index of the reason in [`BLOCKED_REASONS`].
     pub outbox_blocked: AtomicU64,
 }
+
+/// What `outbox_blocked_reason` says in the status message, see [`OutboxError::blocked_reason`].
+pub const BLOCKED_REASONS: [&str; 3] = ["disk_full", "read_only", "error"];
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
 /// `sup` carries systemd supervision: READY once started, the engine's watchdog.
@@ -158,7 +162,11 @@ pub async fn run(
                 "keys": gauges.keys.load(Relaxed),
                 "open_windows": gauges.open_windows.load(Relaxed),
                 "active_alerts": gauges.active_alerts.load(Relaxed),
-                "outbox_blocked": gauges.outbox_blocked.load(Relaxed) == 1,
+                "outbox_blocked": gauges.outbox_blocked.load(Relaxed) != 0,
+                "outbox_blocked_reason": usize::try_from(gauges.outbox_blocked.load(Relaxed))
+                    .ok()
+                    .and_then(|b| b.checked_sub(1))
+                    .and_then(|i| BLOCKED_REASONS.get(i)),
                 "last_puback_ms": link.last_puback_ms.load(Relaxed),
                 "counters": counters.snapshot(),
                 "sensors": sensors.snapshot(),
@@ -490,7 +498,12 @@ impl EngineTask {
                         // ERROR: an operator must act (free space, replace the card).
                         tracing::error!(error = %e, messages = held.msgs.len(), "cannot write results to the outbox; holding them and retrying, ingest is paused");
                     }
-                    self.gauges.outbox_blocked.store(1, Relaxed);
+                    let reason = BLOCKED_REASONS
+                        .iter()
+                        .position(|r| *r == e.blocked_reason());
+                    self.gauges
+                        .outbox_blocked
+                        .store(reason.map_or(3, |i| i as u64 + 1), Relaxed);
                     if matches!(e, OutboxError::Closed)
                         || (self.stop.is_cancelled() && failures > 3)
                     {

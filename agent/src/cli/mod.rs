@@ -21,6 +21,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The configuration is invalid (EX_CONFIG).
     pub const CONFIG: u8 = 78;
+    /// The state directory's filesystem (or the outbox file) is read-only (EX_CANTCREAT):
+    /// restarting will not help until someone repairs or remounts it.
+    pub const READ_ONLY: u8 = 73;
 }
 
 /// Weir: sensors in, event-time windows and anomaly alerts out over MQTT.

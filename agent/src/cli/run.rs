@@ -59,10 +59,25 @@ pub fn run(config: &Path, log: &str) -> u8 {
             Ok(()) => exit::OK,
             Err(e) => {
                 tracing::error!("{e}");
-                exit::FAILURE
+                failure_code(&e)
             }
         }
     })
+}
+
+/// A read-only state directory gets its own exit code: the unit can stop
+/// restarting, and the technician knows to look at the disk, not at weir.
+fn failure_code(e: &pipeline::PipelineError) -> u8 {
+    use crate::outbox::OutboxError;
+    match e {
+        pipeline::PipelineError::Outbox(OutboxError::ReadOnly { .. }) => exit::READ_ONLY,
+        pipeline::PipelineError::StateDir { source, .. }
+            if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+        {
+            exit::READ_ONLY
+        }
+        _ => exit::FAILURE,
+    }
 }
 
 /// Runs pipelines one after the other: the first with `cfg`, then one per valid

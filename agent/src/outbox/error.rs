@@ -45,15 +45,24 @@ pub enum OutboxError {
         supported: i64,
     },
     /// The disk (or SQLite's page limit) is full; nothing of the failed operation was written.
-    #[error("the disk holding the outbox database {path} is full; free space or lower max_bytes")]
+    #[error(
+        "the disk holding the outbox database {path} is full ({}); free space on that \
+         filesystem, or lower [outbox] max_bytes so the outbox evicts before the disk fills",
+        free_text(*.free_bytes)
+    )]
     DiskFull {
         /// The database file.
         path: PathBuf,
+        /// What the filesystem had free for us when the write was refused, if known.
+        free_bytes: Option<u64>,
     },
     /// The file or its filesystem is read-only.
     #[error(
-        "the outbox database {path} is read-only; check the file's and its directory's \
-         permissions and that the filesystem is mounted read-write"
+        "the outbox database {path} cannot be written: the file or its filesystem is \
+         read-only. If the filesystem was remounted read-only after errors (ext4 \
+         errors=remount-ro on a failing SD card; see `dmesg`), stop weir, repair it with fsck \
+         or replace the card, and mount it read-write; otherwise make the file and its \
+         directory writable by the weir user"
     )]
     ReadOnly {
         /// The database file.
@@ -67,13 +76,94 @@ pub enum OutboxError {
     Closed,
 }
 
+/// What the filesystem under the database says when asked directly, because SQLite does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FsState {
+    /// Creating a file beside the database failed with EROFS.
+    pub read_only: bool,
+    /// Bytes available to us on that filesystem, if the OS says.
+    pub free_bytes: Option<u64>,
+}
+
+impl FsState {
+    /// Asks the filesystem holding `db`. Only called after a failure: the probe creates and
+    /// removes an empty file, which costs a metadata write on a healthy disk.
+    pub(crate) fn probe(db: &Path) -> Self {
+        // A file of its own, never the database: closing any descriptor of the database would
+        // drop SQLite's POSIX locks on it.
+        let mut probe = db.as_os_str().to_owned();
+        probe.push("-probe");
+        let read_only = match std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                false
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::ReadOnlyFilesystem,
+        };
+        Self {
+            read_only,
+            free_bytes: free_bytes(db),
+        }
+    }
+}
+
+/// Bytes available to us on the filesystem holding the file `db`, if the OS says.
+pub(crate) fn free_bytes(db: &Path) -> Option<u64> {
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    rustix::fs::statvfs(dir)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+fn free_text(free: Option<u64>) -> String {
+    match free {
+        Some(b) => format!("{} KiB free", b / 1024),
+        None => "free space unknown".to_owned(),
+    }
+}
+
 impl OutboxError {
     /// Maps a SQLite error met while using the database at `path` to what the caller can act on.
     pub(crate) fn from_sqlite(path: &Path, err: rusqlite::Error) -> Self {
+        Self::classify(path, err, || FsState::probe(path))
+    }
+
+    /// Like [`OutboxError::from_sqlite`], for errors met while opening: failing to open or
+    /// create the file at all becomes [`OutboxError::Open`], unless the filesystem is
+    /// read-only.
+    pub(crate) fn from_sqlite_at_open(path: &Path, err: rusqlite::Error) -> Self {
+        Self::classify_at_open(path, err, || FsState::probe(path))
+    }
+
+    /// [`OutboxError::from_sqlite`] with the filesystem question answered by `fs`, asked only
+    /// when SQLite's code leaves it open.
+    ///
+    /// A filesystem remounted read-only under a running process (ext4 `errors=remount-ro`)
+    /// does not reach SQLite as SQLITE_READONLY: the write to the WAL fails with EROFS, which
+    /// SQLite reports as SQLITE_IOERR (`disk I/O error`), and creating a file fails with
+    /// SQLITE_CANTOPEN. SQLite keeps the errno to itself (only an unsafe FFI call returns it),
+    /// so those two codes ask the filesystem. A full disk can also surface as SQLITE_IOERR
+    /// (ENOSPC on an fsync); that stays [`OutboxError::Sqlite`], and the caller holds the
+    /// batch for any error anyway.
+    pub(crate) fn classify(path: &Path, err: rusqlite::Error, fs: impl Fn() -> FsState) -> Self {
         let path = path.to_path_buf();
         match err.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => OutboxError::DiskFull { path },
+            Some(ErrorCode::DiskFull) => OutboxError::DiskFull {
+                free_bytes: fs().free_bytes,
+                path,
+            },
             Some(ErrorCode::ReadOnly) => OutboxError::ReadOnly { path },
+            Some(ErrorCode::SystemIoFailure) | Some(ErrorCode::CannotOpen) if fs().read_only => {
+                OutboxError::ReadOnly { path }
+            }
             Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
                 OutboxError::Corrupt {
                     path,
@@ -84,20 +174,40 @@ impl OutboxError {
         }
     }
 
-    /// Like [`OutboxError::from_sqlite`], for errors met while opening: failing to open or
-    /// create the file at all becomes [`OutboxError::Open`].
-    pub(crate) fn from_sqlite_at_open(path: &Path, err: rusqlite::Error) -> Self {
+    pub(crate) fn classify_at_open(
+        path: &Path,
+        err: rusqlite::Error,
+        fs: impl Fn() -> FsState,
+    ) -> Self {
         match err.sqlite_error_code() {
-            Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => OutboxError::Open {
-                path: path.to_path_buf(),
-                source: err,
-            },
-            _ => Self::from_sqlite(path, err),
+            Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => {
+                if fs().read_only {
+                    OutboxError::ReadOnly {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    OutboxError::Open {
+                        path: path.to_path_buf(),
+                        source: err,
+                    }
+                }
+            }
+            _ => Self::classify(path, err, fs),
+        }
+    }
+
+    /// Why writing is blocked, for the status message: `disk_full`, `read_only`, or `error`.
+    pub fn blocked_reason(&self) -> &'static str {
+        match self {
+            OutboxError::DiskFull { .. } => "disk_full",
+            OutboxError::ReadOnly { .. } => "read_only",
+            _ => "error",
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -105,30 +215,100 @@ mod tests {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
     }
 
-    #[test]
-    fn sqlite_full_maps_to_disk_full() {
-        let e = OutboxError::from_sqlite(Path::new("/x.db"), sqlite_failure(13));
-        assert!(matches!(e, OutboxError::DiskFull { .. }), "{e:?}");
+    const WRITABLE: FsState = FsState {
+        read_only: false,
+        free_bytes: Some(120 * 1024),
+    };
+    const READ_ONLY: FsState = FsState {
+        read_only: true,
+        free_bytes: Some(0),
+    };
+
+    fn not_asked() -> FsState {
+        panic!("the filesystem was probed although SQLite's code was enough")
     }
 
     #[test]
-    fn sqlite_readonly_maps_to_read_only_naming_the_file() {
-        let e = OutboxError::from_sqlite(Path::new("/x.db"), sqlite_failure(8));
+    fn sqlite_full_maps_to_disk_full_naming_the_file_and_the_free_space() {
+        let e = OutboxError::classify(Path::new("/x.db"), sqlite_failure(13), || WRITABLE);
+        assert!(
+            matches!(
+                e,
+                OutboxError::DiskFull {
+                    free_bytes: Some(122_880),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("/x.db") && text.contains("120 KiB free"),
+            "{text}"
+        );
+        assert_eq!(e.blocked_reason(), "disk_full");
+    }
+
+    #[test]
+    fn sqlite_readonly_maps_to_read_only_naming_the_file_and_what_to_do() {
+        let e = OutboxError::classify(Path::new("/x.db"), sqlite_failure(8), not_asked);
         assert!(matches!(e, OutboxError::ReadOnly { .. }), "{e:?}");
-        assert!(e.to_string().contains("/x.db"));
+        let text = e.to_string();
+        assert!(text.contains("/x.db") && text.contains("fsck"), "{text}");
+        assert_eq!(e.blocked_reason(), "read_only");
+    }
+
+    #[test]
+    fn an_io_error_on_a_read_only_filesystem_is_read_only() {
+        // SQLITE_IOERR_WRITE and SQLITE_IOERR_FSYNC: what a WAL append and a checkpoint get
+        // once ext4 has remounted itself read-only.
+        for code in [778, 1034] {
+            let e = OutboxError::classify(Path::new("/x.db"), sqlite_failure(code), || READ_ONLY);
+            assert!(matches!(e, OutboxError::ReadOnly { .. }), "{code}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn an_io_error_on_a_writable_filesystem_stays_a_plain_sqlite_error() {
+        let e = OutboxError::classify(Path::new("/x.db"), sqlite_failure(778), || WRITABLE);
+        assert!(matches!(e, OutboxError::Sqlite(_)), "{e:?}");
+        assert_eq!(e.blocked_reason(), "error");
+    }
+
+    #[test]
+    fn cantopen_on_a_read_only_filesystem_is_read_only_at_open_and_later() {
+        let at_open =
+            OutboxError::classify_at_open(Path::new("/x.db"), sqlite_failure(14), || READ_ONLY);
+        assert!(
+            matches!(at_open, OutboxError::ReadOnly { .. }),
+            "{at_open:?}"
+        );
+        let later = OutboxError::classify(Path::new("/x.db"), sqlite_failure(14), || READ_ONLY);
+        assert!(matches!(later, OutboxError::ReadOnly { .. }), "{later:?}");
     }
 
     #[test]
     fn cantopen_maps_to_open_only_while_opening() {
-        let at_open = OutboxError::from_sqlite_at_open(Path::new("/x.db"), sqlite_failure(14));
+        let at_open =
+            OutboxError::classify_at_open(Path::new("/x.db"), sqlite_failure(14), || WRITABLE);
         assert!(matches!(at_open, OutboxError::Open { .. }), "{at_open:?}");
-        let later = OutboxError::from_sqlite(Path::new("/x.db"), sqlite_failure(14));
+        let later = OutboxError::classify(Path::new("/x.db"), sqlite_failure(14), || WRITABLE);
         assert!(matches!(later, OutboxError::Sqlite(_)), "{later:?}");
     }
 
     #[test]
-    fn busy_stays_a_plain_sqlite_error() {
-        let e = OutboxError::from_sqlite(Path::new("/x.db"), sqlite_failure(5));
+    fn busy_stays_a_plain_sqlite_error_without_probing() {
+        let e = OutboxError::classify(Path::new("/x.db"), sqlite_failure(5), not_asked);
         assert!(matches!(e, OutboxError::Sqlite(_)), "{e:?}");
+    }
+
+    #[test]
+    fn the_probe_of_a_writable_directory_says_writable_and_leaves_nothing_behind() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = dir.path().join("outbox.db");
+        let fs = FsState::probe(&db);
+        assert!(!fs.read_only);
+        assert!(fs.free_bytes.is_some());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

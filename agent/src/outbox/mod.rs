@@ -60,6 +60,16 @@
 //! tries again; it is taken back once 768 KiB are free. So a disk for the outbox needs at least
 //! 1 MiB beyond the database itself.
 //!
+//! # A read-only disk
+//! An SD card's ext4 (`errors=remount-ro`) turns read-only under the running daemon after an
+//! error. SQLite then reports SQLITE_IOERR (EROFS on the WAL write) rather than
+//! SQLITE_READONLY, and keeps the errno to itself, so an I/O or cannot-open error asks the
+//! filesystem: creating `outbox.db-probe` beside the database fails with EROFS
+//! ([`OutboxError::ReadOnly`]). Inserts fail and the caller holds them exactly as on a full disk;
+//! reads still work, so rows stored before keep going upstream (their deletion fails and is
+//! retried, they are not re-sent). At start-up, a read-only directory or file is refused with
+//! [`OutboxError::ReadOnly`] (and `weir run` exits with its own code).
+//!
 //! # Byte budget and eviction policy
 //! `max_bytes` bounds the sum of `len(topic) + len(payload)` over all rows (SQLite's own page
 //! overhead, indexes and the WAL come on top). Messages of one insert are applied in order, each:

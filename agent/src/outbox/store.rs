@@ -168,14 +168,7 @@ impl Outbox {
 
     /// Bytes available to us on the outbox's filesystem, if the OS says.
     fn free_bytes(&self) -> Option<u64> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        rustix::fs::statvfs(dir)
-            .ok()
-            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        super::error::free_bytes(&self.path)
     }
 
     fn ensure_reserve(&self) {
@@ -270,6 +263,7 @@ impl Outbox {
             if !self.room_for_inserts() {
                 return Err(OutboxError::DiskFull {
                     path: self.path.clone(),
+                    free_bytes: self.free_bytes(),
                 });
             }
         }
