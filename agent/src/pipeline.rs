@@ -138,6 +138,7 @@ pub async fn run(
         msgs: Vec::new(),
         acks: Vec::new(),
         urgent: false,
+        buffered_bytes: 0,
         outbox: outbox.clone(),
         counters: counters.clone(),
         gauges: gauges.clone(),
@@ -303,9 +304,13 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 /// if nothing arrives for this long, checkpoint now rather than at the interval.
 const STALL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Bounds on what waits for the next checkpoint (memory): beyond either, it is
-/// taken at once. Half the packet-id space, so the broker never runs out of ids.
-const MAX_BUFFERED_MSGS: usize = 8192;
+/// Bounds on what waits for the next checkpoint: beyond either, it is taken at
+/// once. Messages: one transaction stays small enough to fit the space a nearly
+/// full disk keeps (see `outbox`), so a held batch can always go in once the
+/// uplink frees room. Acks: half the packet-id space, so the broker never runs
+/// out of ids.
+const MAX_BUFFERED_MSGS: usize = 512;
+const MAX_BUFFERED_BYTES: u64 = 64 * 1024;
 const MAX_OWED_ACKS: usize = 32_768;
 
 /// The READY point: systemd (`Type=notify`) considers the service started here,
@@ -333,6 +338,8 @@ struct EngineTask {
     acks: Vec<Ack>,
     /// An alert is waiting: checkpoint now, not at the interval.
     urgent: bool,
+    /// Bytes of `msgs`.
+    buffered_bytes: u64,
     stop: CancellationToken,
     space_freed: Arc<Notify>,
     outbox: OutboxHandle,
@@ -387,6 +394,7 @@ impl EngineTask {
             if due
                 || self.urgent
                 || self.msgs.len() >= MAX_BUFFERED_MSGS
+                || self.buffered_bytes >= MAX_BUFFERED_BYTES
                 || self.acks.len() >= MAX_OWED_ACKS
             {
                 self.checkpoint().await;
@@ -435,8 +443,9 @@ impl EngineTask {
     fn step(&mut self, f: impl FnOnce(&mut Processor, &mut Vec<NewMessage>)) {
         let before = self.msgs.len();
         f(&mut self.processor, &mut self.msgs);
-        if self.msgs[before..].iter().any(|m| m.class == Class::Alert) {
-            self.urgent = true;
+        for m in &self.msgs[before..] {
+            self.urgent |= m.class == Class::Alert;
+            self.buffered_bytes += m.bytes();
         }
     }
 
@@ -449,6 +458,7 @@ impl EngineTask {
     /// batch given up, and then it is counted and logged.
     async fn checkpoint(&mut self) {
         self.urgent = false;
+        self.buffered_bytes = 0;
         let msgs = std::mem::take(&mut self.msgs);
         let produced = msgs.len() as u64;
         let cp = checkpoint::take(
@@ -509,7 +519,7 @@ impl EngineTask {
                     {
                         // Unacknowledged MQTT readings come again at the next
                         // start; these results of local sensors are lost.
-                        tracing::error!(error = %e, messages = held.msgs.len(), "giving up on held results at shutdown; they are lost");
+                        tracing::error!(error = %e, messages = held.msgs.len(), "giving up on held results at shutdown; the MQTT readings behind them were not acknowledged and will be redelivered at the next start, results of local sensors are lost");
                         for m in &held.msgs {
                             self.counters.bump(
                                 "dropped",

@@ -210,7 +210,7 @@ impl Outbox {
 
     /// Whether an insert may go ahead: with the database's own free pages (deleted
     /// rows, reused by inserts) at least the floor is available.
-    fn room_for_inserts(&self) -> bool {
+    fn room_for_inserts(&self, need: u64) -> bool {
         let Some(free) = self.free_bytes() else {
             return true;
         };
@@ -225,7 +225,8 @@ impl Outbox {
         // Not `free >= WAL limit` as well: once the file has grown, the free space
         // inside it is what inserts use, and the WAL is reset at each checkpoint. If an
         // insert still finds no room, SQLite says so and the caller holds the batch.
-        free.saturating_add(reusable) >= INSERT_FLOOR_BYTES
+        // `need` twice: the rows and their index entries, each first appended to the WAL.
+        free.saturating_add(reusable) >= INSERT_FLOOR_BYTES.saturating_add(2 * need)
     }
 
     /// Runs `op`; on a full disk, gives up the reserve (if still there) and tries once more.
@@ -257,19 +258,47 @@ impl Outbox {
     ) -> Result<InsertReport, OutboxError> {
         // Stop short of a full disk: the last space belongs to deletions. Inserts never
         // use the reserve either.
-        if !self.room_for_inserts() {
+        let need = msgs.iter().map(NewMessage::bytes).sum::<u64>()
+            + checkpoint.map_or(0, |c| {
+                let keys: usize = c
+                    .keys
+                    .iter()
+                    .map(|k| k.2.as_ref().map_or(0, Vec::len))
+                    .sum();
+                (c.meta.len() + keys) as u64
+            });
+        if !self.room_for_inserts(need) {
             // The WAL may hold space that a checkpoint gives back.
             self.checkpoint_truncate();
-            if !self.room_for_inserts() {
+            if !self.room_for_inserts(need) {
                 return Err(OutboxError::DiskFull {
                     path: self.path.clone(),
                     free_bytes: self.free_bytes(),
                 });
             }
         }
-        let report = self.insert_once(msgs, checkpoint)?;
+        // A checkpoint is followed by acknowledgements to the local broker, which then
+        // forgets those readings: it must survive a power cut, not just a crash. In WAL
+        // mode NORMAL syncs only at WAL checkpoints, FULL syncs the WAL at each commit.
+        // Other writes (acks, plain inserts) keep NORMAL: a power cut can only undo them
+        // into a resend or an eviction of something already delivered.
+        let full = checkpoint.is_some();
+        if full {
+            self.set_synchronous("FULL")?;
+        }
+        let result = self.insert_once(msgs, checkpoint);
+        if full {
+            self.set_synchronous("NORMAL")?;
+        }
+        let report = result?;
         self.restore_reserve();
         Ok(report)
+    }
+
+    fn set_synchronous(&self, level: &str) -> Result<(), OutboxError> {
+        self.conn
+            .pragma_update(None, "synchronous", level)
+            .map_err(|e| OutboxError::from_sqlite(&self.path, e))
     }
 
     fn insert_once(
