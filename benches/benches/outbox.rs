@@ -4,7 +4,7 @@
 //! The budget is large enough that no insert evicts: these figures are the steady-state cost
 //! of the transaction, not of the eviction policy.
 //!
-//! `outbox_commit_panes` is the agent's own path: realistic JSON panes (about 400 bytes, each
+//! `outbox_commit_panes` is the agent's own path: realistic JSON panes (about 480 bytes, each
 //! with its supersede key, so every insert also looks up older revisions) committed through
 //! the `OutboxHandle` (the dedicated outbox thread) in batches as the engine task hands them
 //! over: one batch per engine turn, or per checkpoint.

@@ -6,7 +6,7 @@ use weir::outbox::{Class, NewMessage};
 const T0: i64 = 1_763_719_200_000;
 
 /// The `i`-th window pane of a device with 1,000 keys and 60 s windows, as the agent
-/// writes it to the outbox: the JSON of `docs/wire.md` (about 400 bytes with its
+/// writes it to the outbox: the JSON of `docs/wire.md` (about 480 bytes with its
 /// topic), class Aggregate, superseding by window id. Every `i` is a different window.
 pub fn pane_message(i: u64) -> NewMessage {
     let sensor = i % 1000;
