@@ -3,6 +3,11 @@
 //!
 //! The budget is large enough that no insert evicts: these figures are the steady-state cost
 //! of the transaction, not of the eviction policy.
+//!
+//! `outbox_commit_panes` is the agent's own path: realistic JSON panes (about 480 bytes, each
+//! with its supersede key, so every insert also looks up older revisions) committed through
+//! the `OutboxHandle` (the dedicated outbox thread) in batches as the engine task hands them
+//! over: one batch per engine turn, or per checkpoint.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -10,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
-use weir::outbox::{Class, NewMessage, Outbox, OutboxConfig};
+use weir::outbox::{Class, NewMessage, Outbox, OutboxConfig, OutboxHandle};
+use weir_benches::pane_message;
 
 /// About 200 bytes per message: a 36-byte topic and a 164-byte payload, like a JSON pane.
 fn message(i: i64) -> NewMessage {
@@ -57,6 +63,35 @@ fn insert(c: &mut Criterion) {
                     msgs
                 },
                 |msgs| outbox.insert(&msgs).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn commit_panes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("outbox_commit_panes");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for batch in [1usize, 64, 512, 4096] {
+        let dir = TempDir::new().unwrap();
+        let (handle, _thread) = OutboxHandle::spawn(open(&dir));
+        let mut next = 0u64;
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::new("via_handle", batch), &batch, |b, &n| {
+            b.iter_batched(
+                || {
+                    let msgs: Vec<NewMessage> = (next..next + n as u64).map(pane_message).collect();
+                    next += n as u64;
+                    msgs
+                },
+                |msgs| {
+                    rt.block_on(handle.insert_keeping(msgs))
+                        .map_err(|e| e.0)
+                        .unwrap()
+                },
                 criterion::BatchSize::SmallInput,
             )
         });
@@ -117,6 +152,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = insert, ack, pending
+    targets = insert, commit_panes, ack, pending
 }
 criterion_main!(benches);
