@@ -189,6 +189,11 @@ pub fn parse(payload: &[u8], max_bytes: usize, fmt: &MultiFormat) -> Result<Pars
                 _ => {}
             }
         }
+        // The device's timestamp is when, not what: never a reading of its own.
+        if let Some(ts) = &fmt.ts_path {
+            let ts_name = metric_name(&ts.iter().map(String::as_str).collect::<Vec<_>>());
+            values.retain(|(name, _)| *name != ts_name);
+        }
     } else {
         for (metric, p) in &fmt.fields {
             match get(&root, p) {
@@ -279,6 +284,25 @@ mod tests {
         assert_eq!(p.values[0], ("t".into(), Ok(21.3)));
         assert_eq!(p.values[1].1.as_ref().unwrap_err().reason(), "wrong_type");
         assert_eq!(p.values.len(), 2);
+    }
+
+    #[test]
+    fn without_fields_the_timestamp_at_ts_path_is_not_taken_for_a_reading() {
+        let fmt = MultiFormat {
+            fields: vec![],
+            ts_path: Some(path("meta.ts")),
+            skip: vec![],
+        };
+        let p = parse(
+            br#"{"temp":21.5,"meta":{"ts":1795251600,"rssi":-60}}"#,
+            4096,
+            &fmt,
+        )
+        .unwrap();
+        let mut names: Vec<&str> = p.values.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["meta.rssi", "temp"]);
+        assert_eq!(p.ts, Some(1_795_251_600_000));
     }
 
     #[test]
