@@ -354,3 +354,8 @@ mod tests {
         assert_eq!(excerpt(&[0xff, b'a'], 10), "\u{fffd}a");
     }
 }
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod json_tests;
