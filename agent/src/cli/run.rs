@@ -59,7 +59,7 @@ pub fn run(config: &Path, log: &str) -> u8 {
             Ok(()) => exit::OK,
             Err(e) => {
                 tracing::error!("{e}");
-                exit::FAILURE
+                exit_code(&e)
             }
         }
     })
@@ -97,6 +97,18 @@ async fn supervise(
             return Ok(());
         }
         cfg = next;
+    }
+}
+
+/// A damaged outbox (or one from a newer Weir) is bad data, not a passing failure: its own
+/// exit code, so systemd does not restart into the same error and scripts can tell.
+fn exit_code(e: &pipeline::PipelineError) -> u8 {
+    use crate::outbox::OutboxError;
+    match e {
+        pipeline::PipelineError::Outbox(
+            OutboxError::Corrupt { .. } | OutboxError::NewerSchema { .. },
+        ) => exit::DATA,
+        _ => exit::FAILURE,
     }
 }
 

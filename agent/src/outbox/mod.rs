@@ -81,6 +81,7 @@
 mod error;
 mod handle;
 mod store;
+pub mod verify;
 
 #[cfg(test)]
 mod model_tests;
