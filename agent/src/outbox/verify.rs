@@ -71,13 +71,21 @@ pub fn inspect(path: &Path) -> Result<Report, OutboxError> {
     let schema_version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
+    // Some damage stops the check itself with SQLITE_CORRUPT instead of a list of findings.
+    let checked = |e: rusqlite::Error| match err(e) {
+        OutboxError::Corrupt { path, detail } => OutboxError::Corrupt {
+            path,
+            detail: format!("integrity_check: {detail}"),
+        },
+        other => other,
+    };
     let problems: Vec<String> = {
-        let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(err)?;
+        let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(checked)?;
         stmt.query_map([], |r| r.get::<_, String>(0))
-            .map_err(err)?
+            .map_err(checked)?
             .take(MAX_PROBLEMS)
             .collect::<Result<_, _>>()
-            .map_err(err)?
+            .map_err(checked)?
     };
     if problems != ["ok"] {
         return Err(OutboxError::Corrupt {
