@@ -68,6 +68,33 @@ fn every_kind_is_laid_out_byte_for_byte_as_documented() {
 }
 
 #[test]
+fn the_examples_in_docs_wire_md_are_the_golden_vectors() {
+    let doc = include_str!("../../../docs/wire.md");
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    for golden in [LATE, DEAD_LETTER] {
+        assert!(doc.contains(&format!("`{}`", flat(golden))), "{golden}");
+    }
+    // The pane's annotated dump: every byte in order.
+    let dump: Vec<u8> = doc
+        .split("offset  bytes")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap()
+        .lines()
+        .skip(1)
+        .flat_map(|l| {
+            l.get(8..58)
+                .unwrap_or("")
+                .replace('/', " ")
+                .split_whitespace()
+                .map(|h| u8::from_str_radix(h, 16).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(dump, bytes(PANE));
+}
+
+#[test]
 fn decoding_a_postcard_payload_gives_the_json_the_json_format_publishes() {
     for (p, j) in all(Format::Postcard).iter().zip(all(Format::Json)) {
         assert_eq!(
