@@ -380,7 +380,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod json_tests;
 #[cfg(test)]
