@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use weir::cli::{Cli, Command, ConfigCommand, SensorsCommand};
+use weir::cli::{Cli, Command, ConfigCommand, OutboxCommand, SensorsCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,6 +37,25 @@ fn main() -> ExitCode {
             json,
             command,
         } => sensors(&config, json, command),
+        Command::Decode { file } => weir::cli::decode::decode(
+            file.as_deref(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
+        Command::Outbox {
+            config,
+            db,
+            json,
+            command: OutboxCommand::Verify,
+        } => weir::cli::outbox::verify(
+            &weir::cli::outbox::Target {
+                config: &config,
+                db: db.as_deref(),
+                json,
+            },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
     };
     ExitCode::from(code)
 }

@@ -89,7 +89,7 @@ pub async fn run(
     let gauges = Arc::new(Gauges::default());
     let link = Arc::new(LinkStatus::default());
     let new_rows = Arc::new(Notify::new());
-    let wire = Wire::new(&cfg.device, &cfg.uplink.topic_prefix);
+    let wire = Wire::new(&cfg.device, &cfg.uplink.topic_prefix).with_format(cfg.uplink.format);
     let started_at = now_ms();
 
     // Before any source starts: the restored state is what their inputs continue.

@@ -58,14 +58,14 @@ const FILES_SECTION: &str = r#".SH FILES
 The configuration (a dpkg conffile). \fBweir config example\fR prints every key with its default; \fBweir config check\fR validates a file before \fBsystemctl reload weir\fR.
 .TP
 /var/lib/weir/outbox.db
-The durable outbox (SQLite, WAL). Removed only by \fBapt purge weir\fR.
+The durable outbox (SQLite, WAL). Removed only by \fBapt purge weir\fR. \fBweir outbox verify\fR checks it (read-only, safe while weir runs).
 .TP
 /run/weir
 The runtime directory (control socket).
 .SH SIGNALS
 SIGTERM and SIGINT stop cleanly: sources stop, results are committed, the backlog is delivered for \fBshutdown_grace\fR. SIGHUP reloads the configuration in process if it is valid, and otherwise keeps running and logs why.
 .SH EXIT STATUS
-0 success, 1 runtime failure, 2 bad command line, 78 invalid configuration.
+0 success, 1 runtime failure, 2 bad command line, 65 bad data (a corrupt outbox database or one from a newer weir: see \fBweir outbox verify\fR; a payload \fBweir decode\fR cannot read), 78 invalid configuration.
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBsystemd.service\fR(5)
 "#;

@@ -100,9 +100,15 @@ fn a_corrupt_outbox_stops_the_start_with_the_file_named() {
     );
     std::fs::write(&path, cfg).unwrap_or_else(|e| panic!("{e}"));
     let out = weir(&["run", "--config", path.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "EX_DATAERR, not a plain failure"
+    );
     let err = text(&out.stderr);
     assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("weir outbox verify"), "{err}");
+    assert!(err.contains("move the file aside"), "{err}");
     // The file is left as it was, for the technician to inspect or move aside.
     assert_eq!(std::fs::read(&db).unwrap_or_default(), vec![0x5a; 8192]);
 }

@@ -3,6 +3,8 @@
 
 pub mod backtest;
 pub mod config;
+pub mod decode;
+pub mod outbox;
 pub mod run;
 pub mod sensors;
 
@@ -19,6 +21,9 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Invalid command line (clap's own code).
     pub const USAGE: u8 = 2;
+    /// Bad data (EX_DATAERR): the outbox database is corrupt or from a newer Weir (`weir run`,
+    /// `weir outbox verify`), or a payload cannot be decoded (`weir decode`).
+    pub const DATA: u8 = 65;
     /// The configuration is invalid (EX_CONFIG).
     pub const CONFIG: u8 = 78;
     /// The state directory's filesystem (or the outbox file) is read-only (EX_CANTCREAT):
@@ -94,6 +99,43 @@ pub enum Command {
         #[command(subcommand)]
         command: SensorsCommand,
     },
+    /// Turn one postcard payload (`[uplink] format = "postcard"`) back into exactly the JSON
+    /// the json format publishes; a JSON payload is printed unchanged.
+    Decode {
+        /// The payload, raw bytes as received (e.g. `mosquitto_sub -N -C 1 -t ... > msg.bin`);
+        /// standard input when absent or "-".
+        file: Option<PathBuf>,
+    },
+    /// The outbox database: verify it.
+    Outbox {
+        /// Configuration file naming the outbox ([outbox] path).
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        /// The database file itself (instead of the one the configuration names).
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+        /// What to do.
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+/// `weir outbox ...`
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Open the database read-only (safe while weir runs), run SQLite's integrity check, check
+    /// the schema version, and print rows and bytes per class and the oldest row. Exit 0 when
+    /// sound, 65 when damaged or from a newer weir, 1 when it cannot be opened.
+    Verify,
 }
 
 /// `weir sensors ...`

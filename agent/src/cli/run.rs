@@ -66,11 +66,16 @@ pub fn run(config: &Path, log: &str) -> u8 {
 }
 
 /// A read-only state directory gets its own exit code: the unit can stop
-/// restarting, and the technician knows to look at the disk, not at weir.
+/// restarting, and the technician knows to look at the disk, not at weir. So
+/// does a damaged outbox (or one from a newer Weir): bad data, not a passing
+/// failure, so systemd does not restart into the same error.
 fn failure_code(e: &pipeline::PipelineError) -> u8 {
     use crate::outbox::OutboxError;
     match e {
         pipeline::PipelineError::Outbox(OutboxError::ReadOnly { .. }) => exit::READ_ONLY,
+        pipeline::PipelineError::Outbox(
+            OutboxError::Corrupt { .. } | OutboxError::NewerSchema { .. },
+        ) => exit::DATA,
         pipeline::PipelineError::StateDir { source, .. }
             if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
         {

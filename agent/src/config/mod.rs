@@ -89,6 +89,8 @@ pub struct UplinkConfig {
     pub tls: Option<crate::uplink::tls::TlsSettings>,
     /// Username and password, when configured.
     pub credentials: Option<crate::uplink::tls::Credentials>,
+    /// Payload encoding of alerts, panes, late readings and dead letters (status is JSON).
+    pub format: crate::wire::Format,
 }
 
 /// The local broker that devices publish readings to.

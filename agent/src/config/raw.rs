@@ -102,6 +102,7 @@ pub struct RawUplink {
     pub status_interval: Option<String>,
     pub max_inflight: Option<u16>,
     pub max_rate: Option<u32>,
+    pub format: Option<String>,
     pub username: Option<String>,
     pub password_file: Option<String>,
     pub password_env: Option<String>,

@@ -401,3 +401,24 @@ fn gpio_and_onewire_sections_get_their_defaults() {
         ("temperature", Duration::from_secs(30))
     );
 }
+
+#[test]
+fn the_uplink_format_defaults_to_json_and_a_bad_one_names_its_line_and_the_choices() {
+    assert_eq!(
+        Config::parse(MINIMAL, None).unwrap().uplink.format,
+        crate::wire::Format::Json
+    );
+    let c = Config::parse(&format!("{MINIMAL}[uplink]\nformat = \"postcard\"\n"), None).unwrap();
+    assert_eq!(c.uplink.format, crate::wire::Format::Postcard);
+    let e = invalid(&format!(
+        "{MINIMAL}[uplink]\nport = 1883\nformat = \"cbor\"\n"
+    ));
+    assert_eq!(e.key, "uplink.format");
+    assert_eq!(e.line, Some(8));
+    assert!(e.problem.contains("cbor"), "{}", e.problem);
+    assert!(
+        e.fix.contains("json") && e.fix.contains("postcard"),
+        "{}",
+        e.fix
+    );
+}

@@ -13,6 +13,7 @@ use crate::outbox::OutboxConfig;
 use crate::source::payload::PayloadFormat;
 use crate::source::topic::TopicMap;
 use crate::uplink::tls::{self, Credentials, Secret, TlsError, TlsSettings};
+use crate::wire::Format;
 use weir_sensors::sim::{Anomaly, AnomalyKind, SimSpec};
 
 #[path = "devices.rs"]
@@ -576,9 +577,23 @@ fn uplink(raw: &RawConfig, device: &str) -> Result<UplinkConfig> {
             "e.g. 64",
         );
     }
+    let format = match get(|r| r.format.as_ref()) {
+        None => Format::Json,
+        Some(s) => match Format::parse(s) {
+            Some(f) => f,
+            None => {
+                return err(
+                    &with(u, Key("format")),
+                    format!("unknown payload format \"{s}\""),
+                    "use format = \"json\" (the default, readable) or \"postcard\" (compact, see docs/wire.md)",
+                );
+            }
+        },
+    };
     let tls = uplink_tls(r)?;
     let credentials = uplink_credentials(r)?;
     Ok(UplinkConfig {
+        format,
         tls,
         credentials,
         host: get(|r| r.host.as_ref()).unwrap_or("localhost").to_string(),

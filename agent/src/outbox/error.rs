@@ -21,9 +21,11 @@ pub enum OutboxError {
     },
     /// The file is not a SQLite database, or is damaged.
     #[error(
-        "the outbox database {path} is corrupt ({detail}); stop weir and move the file aside \
-         (with its -wal and -shm siblings) so a fresh one is created, then inspect the copy, \
-         e.g. `sqlite3 <file> 'PRAGMA integrity_check'`"
+        "the outbox database {path} is corrupt ({detail}). Check it with `weir outbox verify \
+         --db {path}`. To start with an empty outbox, stop weir and move the file aside (with \
+         its -wal and -shm siblings): a fresh one is created at the next start, and the messages \
+         still in the old file are then not delivered (keep the copy to inspect or recover them, \
+         e.g. with sqlite3's .recover)"
     )]
     Corrupt {
         /// The database file.

@@ -92,6 +92,7 @@ mod checkpoint;
 mod error;
 mod handle;
 mod store;
+pub mod verify;
 
 #[cfg(test)]
 mod model_tests;

@@ -1,19 +1,56 @@
-//! The upstream wire contract: topics and JSON payloads, field by field in
-//! `docs/wire.md`. Every message carries `v` (schema version), `type`, and a
-//! `msg_id` that is the same on every redelivery of that message, so consumers
-//! can drop duplicates; panes and alerts also carry an `id` that is stable across
-//! revisions (panes) or across raised/cleared (alerts), for upserts.
+//! The upstream wire contract: topics and payloads, field by field in `docs/wire.md`.
+//! Every message carries `v` (schema version), `type`, and a `msg_id` that is the same on every
+//! redelivery of that message, so consumers can drop duplicates; panes and alerts also carry an
+//! `id` that is stable across revisions (panes) or across raised/cleared (alerts), for upserts.
+//!
+//! Payloads are JSON by default or postcard (`[uplink] format`, [`Format`]); both encode the
+//! same [`Message`] ([`body`]), and [`postcard::to_json`] turns the compact form back into the
+//! exact JSON. The retained status and the last will are always JSON, whatever the format: a
+//! technician's `mosquitto_sub` must be able to read them, and they are small and infrequent.
 
-use serde::Serialize;
+pub mod body;
+pub mod postcard;
+
 use serde_json::json;
 
-use crate::detect::{Alert, AlertState};
+pub use body::{Kind, Message};
+
+use crate::detect::Alert;
 use crate::engine::{LateReading, Pane};
 use crate::outbox::{Class, NewMessage};
 use crate::reading::{Reading, TimestampMs, TsSource};
 
 /// Schema version of every JSON payload.
 pub const VERSION: u32 = 1;
+
+/// How alerts, panes, late readings and dead letters are encoded (`[uplink] format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// UTF-8 JSON objects (the default).
+    #[default]
+    Json,
+    /// Versioned postcard, about a third of the size, for metered links.
+    Postcard,
+}
+
+impl Format {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Postcard => "postcard",
+        }
+    }
+
+    /// The format spelled `s` in the config, if any.
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "json" => Some(Format::Json),
+            "postcard" => Some(Format::Postcard),
+            _ => None,
+        }
+    }
+}
 
 /// Builds messages for one device under one topic prefix.
 #[derive(Clone, Debug)]
@@ -23,6 +60,7 @@ pub struct Wire {
     /// Distinguishes this process's diagnostic messages from a previous run's.
     boot_id: String,
     seq: u64,
+    format: Format,
 }
 
 /// A payload that could not become a reading.
@@ -40,35 +78,16 @@ pub struct DeadLetter {
     pub received_at: TimestampMs,
 }
 
-#[derive(Serialize)]
-struct PaneJson<'a> {
-    v: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: String,
-    msg_id: String,
-    device: &'a str,
-    sensor: &'a str,
-    metric: &'a str,
-    window_start: TimestampMs,
-    window_end: TimestampMs,
-    revision: u32,
-    timing: crate::engine::Timing,
-    #[serde(rename = "final")]
-    is_final: bool,
-    #[serde(flatten)]
-    agg: &'a crate::engine::Aggregates,
-    emitted_at: TimestampMs,
-}
-
 impl Wire {
-    /// `prefix` without a trailing slash, e.g. `weir/pi-01`.
+    /// `prefix` without a trailing slash, e.g. `weir/pi-01`. Payloads are JSON until
+    /// [`Wire::with_format`] says otherwise.
     pub fn new(device: &str, prefix: &str) -> Self {
         Self {
             device: device.to_string(),
             prefix: prefix.to_string(),
             boot_id: format!("{:08x}", fastrand::u32(..)),
             seq: 0,
+            format: Format::Json,
         }
     }
 
@@ -79,6 +98,12 @@ impl Wire {
             boot_id: boot_id.to_string(),
             ..Self::new(device, prefix)
         }
+    }
+
+    /// Encodes alerts, panes, late readings and dead letters in `format` (status stays JSON).
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     /// The topic prefix.
@@ -93,71 +118,73 @@ impl Wire {
 
     /// Stable id of a window of a key on this device.
     pub fn pane_id(&self, p: &Pane) -> String {
-        format!(
-            "{}/{}/{}/{}-{}",
-            self.device, p.key.sensor, p.key.metric, p.start, p.end
-        )
+        body::pane_id(&self.device, &p.key.sensor, &p.key.metric, p.start, p.end)
+    }
+
+    fn encode(&self, m: &Message<'_>) -> Vec<u8> {
+        match self.format {
+            Format::Json => m.to_json(),
+            Format::Postcard => postcard::encode(m),
+        }
     }
 
     /// A window pane, superseding any unsent older revision of the same window.
     pub fn pane(&self, p: &Pane, now: TimestampMs) -> NewMessage {
-        let id = self.pane_id(p);
-        let body = PaneJson {
-            v: VERSION,
-            kind: "pane",
-            msg_id: format!("{id}#r{}", p.revision),
-            id: id.clone(),
+        let a = &p.agg;
+        let payload = self.encode(&Message::Pane(body::PaneBody {
             device: &self.device,
             sensor: &p.key.sensor,
             metric: &p.key.metric,
             window_start: p.start,
             window_end: p.end,
             revision: p.revision,
-            timing: p.timing,
+            timing: p.timing.into(),
             is_final: p.is_final,
-            agg: &p.agg,
+            count: a.count,
+            sum: a.sum,
+            min: a.min,
+            max: a.max,
+            mean: a.mean,
+            stddev: a.stddev,
+            first: a.first,
+            last: a.last,
+            p50: a.p50,
+            p90: a.p90,
+            p99: a.p99,
             emitted_at: now,
-        };
+        }));
         NewMessage {
             class: Class::Aggregate,
             topic: format!("{}/agg/{}/{}", self.prefix, p.key.sensor, p.key.metric),
-            payload: to_vec(&body),
-            supersede_key: Some(id),
+            payload,
+            supersede_key: Some(self.pane_id(p)),
             created_ms: now,
         }
     }
 
     /// An alert transition (raised or cleared).
     pub fn alert(&self, a: &Alert, now: TimestampMs) -> NewMessage {
-        let id = format!("{}/{}", self.device, a.id);
-        let state = match a.state {
-            AlertState::Raised => "raised",
-            AlertState::Cleared => "cleared",
-        };
-        let body = json!({
-            "v": VERSION,
-            "type": "alert",
-            "msg_id": format!("{id}#{state}"),
-            "id": id,
-            "device": self.device,
-            "sensor": &*a.key.sensor,
-            "metric": &*a.key.metric,
-            "detector": a.detector,
-            "kind": a.kind,
-            "state": state,
-            "severity": a.severity,
-            "value": a.value,
-            "baseline": a.baseline,
-            "threshold": a.threshold,
-            "reason": a.reason,
-            "ts": a.ts,
-            "raised_ts": a.raised_ts,
-            "emitted_at": now,
-        });
+        let payload = self.encode(&Message::Alert(body::AlertBody {
+            device: &self.device,
+            alert_id: &a.id,
+            sensor: &a.key.sensor,
+            metric: &a.key.metric,
+            detector: &a.detector,
+            kind: a.kind,
+            state: a.state.into(),
+            severity: a.severity.into(),
+            value: a.value,
+            baseline: a.baseline,
+            threshold: a.threshold,
+            reason: &a.reason,
+            ts: a.ts,
+            raised_ts: a.raised_ts,
+            emitted_at: now,
+        }));
         NewMessage {
             class: Class::Alert,
             topic: format!("{}/alert/{}/{}", self.prefix, a.key.sensor, a.key.metric),
-            payload: to_vec(&body),
+            payload,
             supersede_key: None,
             created_ms: now,
         }
@@ -165,21 +192,22 @@ impl Wire {
 
     /// A reading too late for every window it belongs to.
     pub fn late(&mut self, l: &LateReading, now: TimestampMs) -> NewMessage {
-        let body = json!({
-            "v": VERSION,
-            "type": "late",
-            "msg_id": self.next_msg_id("late"),
-            "device": self.device,
-            "sensor": &*l.reading.key.sensor,
-            "metric": &*l.reading.key.metric,
-            "value": l.reading.value,
-            "ts": l.reading.ts,
-            "ts_source": l.reading.ts_source,
-            "watermark": l.watermark,
-            "late_by_ms": l.late_by_ms,
-            "emitted_at": now,
-        });
-        self.diagnostic("late", body, now)
+        let seq = self.next_seq();
+        let r = &l.reading;
+        let payload = self.encode(&Message::Late(body::LateBody {
+            device: &self.device,
+            boot_id: &self.boot_id,
+            seq,
+            sensor: &r.key.sensor,
+            metric: &r.key.metric,
+            value: r.value,
+            ts: r.ts,
+            ts_source: r.ts_source.into(),
+            watermark: l.watermark,
+            late_by_ms: l.late_by_ms,
+            emitted_at: now,
+        }));
+        self.diagnostic("late", payload, now)
     }
 
     /// A reading refused by the engine (e.g. stamped too far in the future).
@@ -205,55 +233,51 @@ impl Wire {
 
     /// A payload that could not be parsed.
     pub fn dead_letter(&mut self, d: &DeadLetter, now: TimestampMs) -> NewMessage {
-        let body = json!({
-            "v": VERSION,
-            "type": "deadletter",
-            "msg_id": self.next_msg_id("dl"),
-            "device": self.device,
-            "source": d.source,
-            "reason": d.reason,
-            "detail": d.detail,
-            "payload": d.payload,
-            "received_at": d.received_at,
-            "emitted_at": now,
-        });
-        self.diagnostic("deadletter", body, now)
+        let seq = self.next_seq();
+        let payload = self.encode(&Message::DeadLetter(body::DeadLetterBody {
+            device: &self.device,
+            boot_id: &self.boot_id,
+            seq,
+            source: &d.source,
+            reason: d.reason,
+            detail: &d.detail,
+            payload: &d.payload,
+            received_at: d.received_at,
+            emitted_at: now,
+        }));
+        self.diagnostic("deadletter", payload, now)
     }
 
-    fn diagnostic(&self, topic: &str, body: serde_json::Value, now: TimestampMs) -> NewMessage {
+    fn diagnostic(&self, topic: &str, payload: Vec<u8>, now: TimestampMs) -> NewMessage {
         NewMessage {
             class: Class::Diagnostic,
             topic: format!("{}/{topic}", self.prefix),
-            payload: to_vec(&body),
+            payload,
             supersede_key: None,
             created_ms: now,
         }
     }
 
-    fn next_msg_id(&mut self, kind: &str) -> String {
+    /// Numbers diagnostic messages (late and dead letters share the sequence) for their
+    /// `msg_id`s, `<device>/late/<boot_id>/<seq>` and `<device>/dl/<boot_id>/<seq>`.
+    fn next_seq(&mut self) -> u64 {
         self.seq += 1;
-        format!("{}/{kind}/{}/{}", self.device, self.boot_id, self.seq)
+        self.seq
     }
 
-    /// The retained status payload.
+    /// The retained status payload (always JSON).
     pub fn status(&self, body: serde_json::Value) -> Vec<u8> {
         let mut v = json!({"v": VERSION, "type": "status", "device": self.device});
         if let (Some(dst), serde_json::Value::Object(src)) = (v.as_object_mut(), body) {
             dst.extend(src);
         }
-        to_vec(&v)
+        body::to_vec(&v)
     }
 
-    /// The last will: what the broker publishes, retained, if Weir vanishes.
+    /// The last will: what the broker publishes, retained, if Weir vanishes (always JSON).
     pub fn offline(&self) -> Vec<u8> {
         self.status(json!({"state": "offline"}))
     }
-}
-
-/// Serialising our own plain structs cannot fail (no maps with non-string keys, no
-/// non-finite floats: serde_json writes those as null).
-fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// Keeps what goes into a dead letter bounded: lossy UTF-8 of at most `max` bytes.
@@ -354,3 +378,10 @@ mod tests {
         assert_eq!(excerpt(&[0xff, b'a'], 10), "\u{fffd}a");
     }
 }
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod json_tests;
+#[cfg(test)]
+mod postcard_tests;

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Bytes written to disk per day by `weir run` under a stated load, for SD-card wear.
+#
+#   benches/sdcard.sh [SENSORS] [SECONDS] [WINDOW] [FORMAT] [INTERVAL]
+#   benches/sdcard.sh 50 300 10s json 1s     # the defaults
+#
+# Starts a private Mosquitto on a free port (upstream up, PUBACKs flowing), then the real
+# weir with SENSORS simulated sensors each sampling every INTERVAL, WINDOW tumbling windows
+# and a threshold detector, its state directory on a disk-backed filesystem (not tmpfs:
+# write_bytes counts nothing there). After a 20 s warm-up it reads write_bytes from
+# /proc/<pid>/io at the start and the end of SECONDS and extrapolates to a day.
+#
+# write_bytes is what the process caused to be sent to the block device: a page is counted
+# when it goes from clean to dirty, so rewriting a page that is already dirty (SQLite
+# appending to the same WAL page before the kernel writes it back) counts once, as it
+# does on the card. It includes the WAL, the database file at checkpoints, and any other
+# file weir writes; not the filesystem's own journal.
+#
+# Environment: WEIR_BIN (default: builds target/release/weir), STATE_DIR (default:
+# target/sdcard-bench; must not be tmpfs), WARMUP (seconds, default 20).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SENSORS=${1:-50}
+SECONDS_RUN=${2:-300}
+WINDOW=${3:-10s}
+FORMAT=${4:-json}
+INTERVAL=${5:-1s}
+WARMUP=${WARMUP:-20}
+STATE_DIR=${STATE_DIR:-$PWD/target/sdcard-bench}
+
+if [ -z "${WEIR_BIN:-}" ]; then
+    cargo build --release --quiet -p weir --bin weir
+    WEIR_BIN=$PWD/target/release/weir
+fi
+
+fstype=$(stat -f -c %T "$(dirname "$STATE_DIR")")
+if [ "$fstype" = tmpfs ]; then
+    echo "error: $STATE_DIR is on tmpfs; write_bytes would be 0. Set STATE_DIR to a disk." >&2
+    exit 2
+fi
+
+rm -rf "$STATE_DIR"
+mkdir -p "$STATE_DIR/state"
+chmod 755 "$STATE_DIR"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+cat >"$STATE_DIR/mosquitto.conf" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest none
+EOF
+
+{
+    cat <<EOF
+[agent]
+device = "sdbench"
+state_dir = "$STATE_DIR/state"
+
+[engine]
+max_out_of_orderness = "1s"
+allowed_lateness = "0s"
+[engine.window]
+size = "$WINDOW"
+
+[uplink]
+host = "127.0.0.1"
+port = $port
+format = "$FORMAT"
+status_interval = "1s"
+
+[[detector]]
+name = "hot"
+kind = "threshold"
+sensor = "*"
+metric = "temperature"
+high = 30.0
+EOF
+    for i in $(seq 1 "$SENSORS"); do
+        printf '\n[[sim]]\nname = "s%03d"\nmetric = "temperature"\ninterval = "%s"\nseed = %d\nbase = 21.0\nnoise = 0.2\n' \
+            "$i" "$INTERVAL" "$i"
+    done
+} >"$STATE_DIR/weir.toml"
+
+"$WEIR_BIN" config check "$STATE_DIR/weir.toml" >/dev/null
+
+mosquitto -c "$STATE_DIR/mosquitto.conf" >/dev/null 2>&1 &
+mpid=$!
+weir_pid=
+cleanup() {
+    [ -n "$weir_pid" ] && kill "$weir_pid" 2>/dev/null && wait "$weir_pid" 2>/dev/null
+    kill "$mpid" 2>/dev/null || true
+    wait "$mpid" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+
+WEIR_LOG=warn "$WEIR_BIN" run --config "$STATE_DIR/weir.toml" 2>"$STATE_DIR/weir.log" &
+weir_pid=$!
+
+io() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$weir_pid/io"; }
+status() {
+    mosquitto_sub -p "$port" -h 127.0.0.1 -t weir/sdbench/status -C 1 -W 5 2>/dev/null || true
+}
+counter() { python3 -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); print(d.get("counters",{}).get(sys.argv[2],0))' "$1" "$2"; }
+
+sleep "$WARMUP"
+kill -0 "$weir_pid" || { echo "weir exited; log:" >&2; cat "$STATE_DIR/weir.log" >&2; exit 1; }
+w0=$(io write_bytes)
+s0=$(status)
+t0=$(date +%s.%N)
+sleep "$SECONDS_RUN"
+w1=$(io write_bytes)
+s1=$(status)
+[ -n "${DEBUG:-}" ] && echo "status: $s1" >&2
+t1=$(date +%s.%N)
+db_bytes=$(du -cb "$STATE_DIR"/state/outbox.db* | tail -1 | cut -f1)
+
+python3 - "$w0" "$w1" "$t0" "$t1" "$SENSORS" "$INTERVAL" "$WINDOW" "$FORMAT" \
+    "$(counter "$s0" outbox_inserted)" "$(counter "$s1" outbox_inserted)" \
+    "$(counter "$s0" acked)" "$(counter "$s1" acked)" "$db_bytes" <<'EOF'
+import sys
+w0, w1, t0, t1 = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+sensors, interval, window, fmt = sys.argv[5:9]
+i0, i1, a0, a1, db = (int(x) for x in sys.argv[9:14])
+secs = t1 - t0
+written = w1 - w0
+rows = i1 - i0
+per_day = written / secs * 86400
+print(f"load: {sensors} simulated sensors every {interval}, {window} tumbling windows, "
+      f"format {fmt}, upstream up")
+print(f"measured: {written} bytes written in {secs:.0f} s; {rows} rows inserted, "
+      f"{a1 - a0} acknowledged and deleted")
+print(f"bytes/day: {per_day:,.0f} ({per_day / 2**20:,.1f} MiB/day, "
+      f"{per_day * 365 / 2**30:,.1f} GiB/year)")
+if rows > 0:
+    print(f"per outbox row (insert + delete): {written / rows:,.0f} bytes")
+print(f"outbox files at the end: {db} bytes")
+EOF
