@@ -419,22 +419,19 @@ impl EngineTask {
         let Input::Delivery(d) = input else {
             return self.step(|p, msgs| p.input(input, now, msgs));
         };
-        if let Some(ack) = &d.ack {
-            if self
-                .seen
-                .already_counted(ack.dup(), ack.pkid(), d.fingerprint)
-            {
-                Counters::add(&self.counters.ingest_redelivered, 1);
-            } else {
-                for i in d.inputs {
-                    self.step(|p, msgs| p.input(i, now, msgs));
-                }
-            }
-            self.seen.record(ack.pkid(), d.fingerprint);
+        let repeat = d
+            .ack
+            .as_ref()
+            .is_some_and(|a| self.seen.already_counted(a.dup(), a.pkid(), d.fingerprint));
+        if repeat {
+            Counters::add(&self.counters.ingest_redelivered, 1);
         } else {
             for i in d.inputs {
                 self.step(|p, msgs| p.input(i, now, msgs));
             }
+        }
+        if let Some(ack) = &d.ack {
+            self.seen.record(ack.pkid(), d.fingerprint);
         }
         self.acks.extend(d.ack);
     }

@@ -88,9 +88,11 @@ fn commit_panes(c: &mut Criterion) {
                     msgs
                 },
                 |msgs| {
-                    rt.block_on(handle.insert_keeping(msgs))
-                        .map_err(|e| e.0)
-                        .unwrap()
+                    let batch = weir::outbox::Batch {
+                        msgs,
+                        checkpoint: None,
+                    };
+                    rt.block_on(handle.commit(batch)).map_err(|e| e.0).unwrap()
                 },
                 criterion::BatchSize::SmallInput,
             )

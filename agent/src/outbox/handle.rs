@@ -24,9 +24,6 @@ const MAX_BATCH: usize = QUEUE_CAPACITY;
 
 type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
-/// An insert that failed, with the messages it could not write.
-pub type Refused = (OutboxError, Vec<NewMessage>);
-
 /// Messages and the checkpoint of the state that produced them: committed together.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -38,10 +35,6 @@ pub struct Batch {
 
 pub(super) enum Command {
     Insert(Vec<NewMessage>, Reply<InsertReport>),
-    InsertKeeping(
-        Vec<NewMessage>,
-        oneshot::Sender<Result<InsertReport, Refused>>,
-    ),
     Pending(HashSet<i64>, usize, Reply<Vec<Row>>),
     Ack(Vec<i64>, Reply<usize>),
     Stats(Reply<[ClassStats; 3]>),
@@ -80,25 +73,6 @@ impl OutboxHandle {
     /// See [`Outbox::insert`].
     pub async fn insert(&self, msgs: Vec<NewMessage>) -> Result<InsertReport, OutboxError> {
         self.call(|reply| Command::Insert(msgs, reply)).await
-    }
-
-    /// Like [`OutboxHandle::insert`], but a failed insert hands the messages back,
-    /// so the caller can hold them and retry (a full disk must not lose them).
-    pub async fn insert_keeping(&self, msgs: Vec<NewMessage>) -> Result<InsertReport, Refused> {
-        let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(cmd)) =
-            self.tx.send(Command::InsertKeeping(msgs, reply)).await
-        {
-            let msgs = match cmd {
-                Command::InsertKeeping(msgs, _) => msgs,
-                _ => Vec::new(),
-            };
-            return Err((OutboxError::Closed, msgs));
-        }
-        // The thread always replies; a dropped reply means it died mid-command.
-        answer
-            .await
-            .unwrap_or_else(|_| Err((OutboxError::Closed, Vec::new())))
     }
 
     /// See [`Outbox::commit`]. A failed commit hands the batch back, so the caller can hold it
@@ -185,11 +159,6 @@ pub(super) fn execute(outbox: &mut Outbox, cmds: impl IntoIterator<Item = Comman
             Command::Insert(msgs, reply) => {
                 flush_acks(outbox, &mut acks);
                 let _ = reply.send(outbox.insert(&msgs));
-            }
-            Command::InsertKeeping(msgs, reply) => {
-                flush_acks(outbox, &mut acks);
-                let result = outbox.insert(&msgs).map_err(|e| (e, msgs));
-                let _ = reply.send(result);
             }
             Command::Pending(exclude, limit, reply) => {
                 flush_acks(outbox, &mut acks);

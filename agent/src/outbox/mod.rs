@@ -103,7 +103,7 @@ use std::path::PathBuf;
 
 pub use checkpoint::{Checkpoint, StoredCheckpoint};
 pub use error::OutboxError;
-pub use handle::{Batch, OutboxHandle, Refused};
+pub use handle::{Batch, OutboxHandle};
 pub use store::Outbox;
 
 /// Schema version written to `PRAGMA user_version`.
