@@ -1,9 +1,9 @@
 //! Checkpoints of the processing state, and the ingest deliveries they cover.
 //!
 //! A checkpoint is incremental: the state that belongs to no key (the global
-//! watermark, the detectors' rejection count, the recent ingest deliveries),
-//! plus the state of every key that changed since the previous one (the engine
-//! and the detectors each track their dirty keys). [`crate::outbox::Outbox::commit`]
+//! watermark, the detectors' rejection count), the state of every key that
+//! changed since the previous one (the engine and the detectors each track
+//! their dirty keys), and the ingest deliveries recorded since then ([`Seen`]). [`crate::outbox::Outbox::commit`]
 //! writes it in the same transaction as the messages that state produced, so
 //! the database always holds a state and exactly the results of that state.
 //!
@@ -40,7 +40,6 @@ pub enum CheckpointError {
 struct Meta {
     engine_global_max_ts: Option<TimestampMs>,
     detectors_rejected: u64,
-    seen: Vec<(u16, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,12 +92,12 @@ pub fn take(
     let meta = Meta {
         engine_global_max_ts: engine.global_max_ts(),
         detectors_rejected: detectors.rejected_keys(),
-        seen: seen.entries(),
     };
     Checkpoint {
         taken_ms: now,
         meta: encode(&meta),
         keys,
+        seen: seen.changes(),
     }
 }
 
@@ -128,7 +127,7 @@ pub fn restore(
         max_keys,
         DetectorsState::from_parts(meta.detectors_rejected, detector_keys),
     );
-    Ok((engine, detectors, Seen::from_entries(meta.seen)))
+    Ok((engine, detectors, Seen::from_entries(stored.seen.clone())))
 }
 
 /// A content fingerprint of one MQTT message (FNV-1a over topic and payload):
@@ -147,59 +146,56 @@ pub fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
     h
 }
 
-/// The ingest deliveries whose effect is in the state: (packet id, fingerprint)
-/// of those since the last checkpoint, and of those the last checkpoint covered.
+/// The ingest deliveries whose effect is in the state: for each packet id, the
+/// fingerprint of the last delivery that came with it.
 ///
 /// Why: a delivery is acknowledged to the local broker only after the checkpoint
 /// holding its effect commits, but that PUBACK can still be lost (a crash or a
-/// dropped connection right after the commit). The broker then sends it again,
-/// flagged DUP, with the same packet id (MQTT 3.1.1, 4.4). Such a redelivery
-/// whose packet id and content match a delivery recorded here is already
-/// counted: it is acknowledged again and not processed again. A packet id is
-/// only reused by the broker after our PUBACK, so a match needs the same id and
-/// the same bytes; readings with timestamps never collide that way.
+/// dropped connection before the ingest task wrote it, which can be several
+/// checkpoints later while backpressure holds that task). The broker then sends
+/// the message again, flagged DUP, with the same packet id (MQTT 3.1.1, 4.4).
+/// Such a resend whose packet id and content match the entry here is already
+/// counted: it is acknowledged again and not processed again.
 ///
-/// Bounded: at most two packet-id spaces (2 x 65,536 entries).
+/// An entry stays until the broker reuses its packet id, which it does only
+/// after receiving our PUBACK, so no lost PUBACK can outlive its entry. A match
+/// needs the same id and the same bytes; readings with timestamps never collide
+/// that way. Bounded by the packet-id space (65,535 entries); checkpoints store
+/// only the entries changed since the previous one.
 #[derive(Debug, Default)]
 pub struct Seen {
-    current: HashMap<u16, u64>,
-    previous: HashMap<u16, u64>,
+    last: HashMap<u16, u64>,
+    changed: HashMap<u16, u64>,
 }
 
 impl Seen {
     fn from_entries(entries: Vec<(u16, u64)>) -> Self {
         Self {
-            current: HashMap::new(),
-            previous: entries.into_iter().collect(),
+            last: entries.into_iter().collect(),
+            changed: HashMap::new(),
         }
     }
 
     /// True if this redelivery's effect is already in the state.
     pub fn already_counted(&self, dup: bool, pkid: u16, fingerprint: u64) -> bool {
-        dup && (self.current.get(&pkid) == Some(&fingerprint)
-            || self.previous.get(&pkid) == Some(&fingerprint))
+        dup && self.last.get(&pkid) == Some(&fingerprint)
     }
 
     /// Records a delivery whose effect is now in the state (also a redelivery
-    /// found [`Seen::already_counted`]: its new PUBACK may be lost too).
+    /// found [`Seen::already_counted`]).
     pub fn record(&mut self, pkid: u16, fingerprint: u64) {
-        self.current.insert(pkid, fingerprint);
+        self.last.insert(pkid, fingerprint);
+        self.changed.insert(pkid, fingerprint);
     }
 
-    /// A checkpoint has committed: what it covered becomes the previous
-    /// generation. Not while no delivery came: during an ingest outage the
-    /// last deliveries must stay recognisable until the broker has resent them.
+    /// A checkpoint holding [`Seen::changes`] has committed.
     pub fn committed(&mut self) {
-        if !self.current.is_empty() {
-            self.previous = std::mem::take(&mut self.current);
-        }
+        self.changed.clear();
     }
 
-    /// Everything to store with a checkpoint: both generations, the newer winning.
-    fn entries(&self) -> Vec<(u16, u64)> {
-        let mut all: HashMap<u16, u64> = self.previous.clone();
-        all.extend(self.current.iter().map(|(k, v)| (*k, *v)));
-        let mut v: Vec<(u16, u64)> = all.into_iter().collect();
+    /// The entries recorded since the last commit, to store with a checkpoint.
+    fn changes(&self) -> Vec<(u16, u64)> {
+        let mut v: Vec<(u16, u64)> = self.changed.iter().map(|(k, f)| (*k, *f)).collect();
         v.sort_unstable();
         v
     }

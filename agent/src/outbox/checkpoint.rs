@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS checkpoint_key (
     state  BLOB NOT NULL,
     PRIMARY KEY (sensor, metric)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoint_seen (
+    pkid        INTEGER PRIMARY KEY,
+    fingerprint INTEGER NOT NULL
+);
 ";
 
 /// What one checkpoint writes: the part of the state that belongs to no key, and the keys
@@ -34,6 +38,9 @@ pub struct Checkpoint {
     pub meta: Vec<u8>,
     /// `(sensor, metric, state)`: the key's new state, or `None` to delete its row.
     pub keys: Vec<(String, String, Option<Vec<u8>>)>,
+    /// Ingest deliveries recorded since the previous checkpoint: (packet id, fingerprint),
+    /// each replacing the entry of its packet id.
+    pub seen: Vec<(u16, u64)>,
 }
 
 /// The last committed checkpoint, whole.
@@ -45,6 +52,8 @@ pub struct StoredCheckpoint {
     pub meta: Vec<u8>,
     /// Every key's state, ordered by sensor then metric.
     pub keys: Vec<(String, String, Vec<u8>)>,
+    /// The last delivery recorded for each packet id.
+    pub seen: Vec<(u16, u64)>,
 }
 
 /// Writes `cp` inside the caller's transaction.
@@ -66,6 +75,14 @@ pub(super) fn write(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<(
                 .prepare_cached("DELETE FROM checkpoint_key WHERE sensor = ?1 AND metric = ?2")?
                 .execute(rusqlite::params![sensor, metric])?,
         };
+    }
+    for (pkid, fingerprint) in &cp.seen {
+        tx.prepare_cached(
+            "INSERT INTO checkpoint_seen (pkid, fingerprint) VALUES (?1, ?2)
+             ON CONFLICT (pkid) DO UPDATE SET fingerprint = excluded.fingerprint",
+        )?
+        // Stored as SQLite's signed integer, bit for bit.
+        .execute(rusqlite::params![pkid, *fingerprint as i64])?;
     }
     Ok(())
 }
@@ -95,10 +112,22 @@ impl Outbox {
             .map_err(err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pkid, fingerprint FROM checkpoint_seen ORDER BY pkid")
+            .map_err(err)?;
+        let seen = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
         Ok(Some(StoredCheckpoint {
             taken_ms,
             meta,
             keys,
+            seen,
         }))
     }
 }

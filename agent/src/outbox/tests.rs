@@ -422,9 +422,15 @@ fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
         taken_ms: 5,
         meta: vec![1, 2],
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
+        seen: vec![(7, u64::MAX)],
     };
     ob.commit(&[], Some(&cp)).unwrap();
     let stored = ob.load_checkpoint().unwrap().unwrap();
+    assert_eq!(
+        stored.seen,
+        [(7, u64::MAX)],
+        "a fingerprint round-trips bit for bit"
+    );
     assert_eq!(
         (stored.taken_ms, stored.meta, stored.keys),
         (5, vec![1, 2], vec![("s".into(), "m".into(), vec![3])])
@@ -439,6 +445,7 @@ fn a_failed_commit_writes_neither_the_rows_nor_the_checkpoint() {
         taken_ms: 5,
         meta: vec![1],
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
+        seen: vec![(7, u64::MAX)],
     };
     // A trigger makes the checkpoint write fail after the rows were inserted.
     ob.conn
