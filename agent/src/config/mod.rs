@@ -31,6 +31,9 @@ pub use span::Seg;
 /// The fully commented example configuration.
 pub const EXAMPLE: &str = include_str!("example.toml");
 
+/// The control socket's file name in [`Config::runtime_dir`].
+pub const CONTROL_SOCKET: &str = "control.sock";
+
 /// A checked configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -38,6 +41,8 @@ pub struct Config {
     pub device: String,
     /// Where the outbox lives.
     pub state_dir: PathBuf,
+    /// Where the control socket lives (systemd's RuntimeDirectory=).
+    pub runtime_dir: PathBuf,
     /// Capacity of the channel from sources to the engine (readings).
     pub channel_capacity: usize,
     /// How long shutdown may keep trying to deliver the backlog.
@@ -218,6 +223,12 @@ impl Config {
             source,
         })?;
         Self::parse(&text, Some(path))
+    }
+
+    /// The running daemon's control socket: `weir status`, `weir tail` and the other
+    /// technician commands talk to the daemon through it.
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime_dir.join(CONTROL_SOCKET)
     }
 
     /// Checks config text; `path` is only used in error messages.

@@ -33,6 +33,7 @@ pub struct RawConfig {
 pub struct RawAgent {
     pub device: Option<String>,
     pub state_dir: Option<String>,
+    pub runtime_dir: Option<String>,
     pub channel_capacity: Option<usize>,
     pub shutdown_grace: Option<String>,
     pub checkpoint_interval: Option<String>,

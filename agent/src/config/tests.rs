@@ -50,6 +50,7 @@ use crate::engine::WindowSpec;
 fn a_minimal_config_gets_the_documented_defaults() {
     let c = Config::parse(MINIMAL, None).unwrap();
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/weir"));
+    assert_eq!(c.control_socket(), PathBuf::from("/run/weir/control.sock"));
     assert_eq!(c.engine.allowed_lateness_ms, 30_000);
     assert_eq!(c.uplink.port, 1883);
     assert_eq!(c.uplink.reconnect_max, Duration::from_secs(60));

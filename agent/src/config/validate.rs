@@ -151,6 +151,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         None => hostname(),
     };
     let state_dir = PathBuf::from(raw.agent.state_dir.as_deref().unwrap_or("/var/lib/weir"));
+    let runtime_dir = PathBuf::from(raw.agent.runtime_dir.as_deref().unwrap_or("/run/weir"));
     let channel_capacity = raw.agent.channel_capacity.unwrap_or(4096);
     if channel_capacity == 0 {
         return err(
@@ -234,6 +235,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     Ok(Config {
         device,
         state_dir,
+        runtime_dir,
         channel_capacity,
         shutdown_grace,
         checkpoint_interval,
