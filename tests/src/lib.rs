@@ -2,6 +2,8 @@
 //! free loopback port, the real `weir` binary, and an MQTT consumer that records
 //! what arrives upstream. Every wait is bounded and fails with what it saw.
 
+pub mod snapshot;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
