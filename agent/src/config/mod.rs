@@ -169,13 +169,19 @@ pub struct SyntaxError {
     pub path: Option<PathBuf>,
     /// 1-based line.
     pub line: Option<usize>,
-    /// The parser's message (names the key where it can).
+    /// The key at the error, as written (`uplink.port`), when the text parsed as TOML
+    /// and a value had the wrong type or an unknown name.
+    pub key: Option<String>,
+    /// The parser's message.
     pub message: String,
 }
 
 impl fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_location(f, self.path.as_deref(), self.line)?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
         write!(f, "{}", self.message.trim_end())
     }
 }
@@ -237,6 +243,7 @@ impl Config {
             ConfigError::Syntax(SyntaxError {
                 path: path.map(Path::to_path_buf),
                 line: e.span().map(|s| span::line_at(text, s.start)),
+                key: e.span().and_then(|s| span::key_at(text, s.start)),
                 message: e.message().to_string(),
             })
         })?;

@@ -62,6 +62,47 @@ pub fn line_of(text: &str, path: &[Seg]) -> Option<usize> {
     best.map(|r| line_at(text, r.start))
 }
 
+/// The key, as a user writes it (`uplink.port`, `detector[1].high`), whose name or
+/// value covers byte `offset`: serde's type errors ("invalid type: string, expected
+/// u16") carry only a span, and a technician needs the key too.
+pub fn key_at(text: &str, offset: usize) -> Option<String> {
+    fn within(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
+        span.is_some_and(|r| r.start <= offset && offset < r.end.max(r.start + 1))
+    }
+    fn walk(table: &dyn toml_edit::TableLike, offset: usize, path: &mut String) -> bool {
+        for (name, item) in table.iter() {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+            if let Some(aot) = item.as_array_of_tables() {
+                for (i, t) in aot.iter().enumerate() {
+                    let inner = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    if walk(t, offset, path) || within(t.span(), offset) {
+                        return true;
+                    }
+                    path.truncate(inner);
+                }
+            } else if let Some(t) = item.as_table_like() {
+                if walk(t, offset, path) {
+                    return true;
+                }
+            }
+            let key_span = table.key(name).and_then(toml_edit::Key::span);
+            if within(key_span, offset) || (item.is_value() && within(item.span(), offset)) {
+                return true;
+            }
+            path.truncate(len);
+        }
+        false
+    }
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut path = String::new();
+    walk(doc.as_table(), offset, &mut path).then_some(path)
+}
+
 /// 1-based line number of a byte offset.
 pub fn line_at(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -72,6 +113,7 @@ pub fn line_at(text: &str, offset: usize) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -103,6 +145,16 @@ mod tests {
     fn a_missing_key_falls_back_to_its_table() {
         let p = [Seg::Key("detector"), Seg::Index(0), Seg::Key("high")];
         assert_eq!(line_of(TEXT, &p), Some(7));
+    }
+
+    #[test]
+    fn the_key_at_an_offset_is_named_as_written() {
+        let at = |needle: &str| key_at(TEXT, TEXT.find(needle).unwrap());
+        assert_eq!(at("3\n").as_deref(), Some("detector[1].high"));
+        assert_eq!(at("high").as_deref(), Some("detector[1].high"));
+        assert_eq!(at("\"0s\"").as_deref(), Some("engine.window.size"));
+        assert_eq!(at("\"x\"").as_deref(), Some("agent.device"));
+        assert_eq!(key_at(TEXT, 0), None, "a table header is not a key");
     }
 
     #[test]

@@ -64,13 +64,30 @@ fn an_unknown_key_is_named_with_its_line() {
     let e = syntax("[agent]\ndevice = \"d\"\n[engine]\nmax_out_of_order = \"5s\"\n");
     assert_eq!(e.line, Some(4));
     assert!(e.message.contains("max_out_of_order"), "{}", e.message);
-    assert!(e.to_string().starts_with("weir.toml:4: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("weir.toml:4: engine.max_out_of_order: unknown field"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_value_of_the_wrong_type_is_a_syntax_error_on_its_line() {
     let e = syntax("[agent]\nchannel_capacity = \"big\"\n");
     assert_eq!(e.line, Some(2));
+    assert_eq!(e.key.as_deref(), Some("agent.channel_capacity"));
+    assert!(
+        e.to_string()
+            .starts_with("weir.toml:2: agent.channel_capacity: invalid type"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_wrong_type_in_an_array_table_names_its_index() {
+    let e = syntax(&format!("{MINIMAL}\n[[sim]]\nname = \"t\"\nperiod = 5\n"));
+    assert_eq!(e.line, Some(9));
+    assert_eq!(e.key.as_deref(), Some("sim[1].period"), "{e}");
 }
 
 #[test]
