@@ -97,7 +97,7 @@ pub fn peek(
         if let Some(k) = &r.supersede_key {
             let _ = writeln!(
                 out,
-                "     replaced by a newer revision of window {k} while unsent"
+                "     window {k}: a newer revision of it replaces this row while unsent"
             );
         }
         let payload = v
