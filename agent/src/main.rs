@@ -46,16 +46,18 @@ fn main() -> ExitCode {
             config,
             db,
             json,
-            command: OutboxCommand::Verify,
-        } => weir::cli::outbox::verify(
+            command,
+        } => outbox(
             &weir::cli::outbox::Target {
                 config: &config,
                 db: db.as_deref(),
                 json,
             },
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr(),
+            command,
         ),
+        Command::Diag(args) => {
+            weir::cli::diag::diag(&args, &mut std::io::stdout(), &mut std::io::stderr())
+        }
     };
     ExitCode::from(code)
 }
@@ -72,5 +74,33 @@ fn sensors(config: &std::path::Path, json: bool, command: SensorsCommand) -> u8 
             count,
             timeout,
         } => sensors::read(config, &name, count, timeout, o, out, err),
+    }
+}
+
+fn outbox(t: &weir::cli::outbox::Target<'_>, command: OutboxCommand) -> u8 {
+    use weir::cli::outbox;
+    let (out, err) = (&mut std::io::stdout().lock(), &mut std::io::stderr());
+    match command {
+        OutboxCommand::Verify => outbox::verify(t, out, err),
+        OutboxCommand::Stats { top } => outbox::stats(t, top, out, err),
+        OutboxCommand::Peek { n, class } => outbox::peek(t, n, class, out, err),
+        OutboxCommand::Export { class, output } => {
+            outbox::export(t, class, output.as_deref(), out, err)
+        }
+        OutboxCommand::Purge {
+            older_than,
+            class,
+            yes,
+        } => outbox::purge(
+            t,
+            outbox::PurgeArgs {
+                older_than,
+                class,
+                yes,
+            },
+            &mut std::io::stdin().lock(),
+            out,
+            err,
+        ),
     }
 }

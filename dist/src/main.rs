@@ -58,14 +58,48 @@ const FILES_SECTION: &str = r#".SH FILES
 The configuration (a dpkg conffile). \fBweir config example\fR prints every key with its default; \fBweir config check\fR validates a file before \fBsystemctl reload weir\fR.
 .TP
 /var/lib/weir/outbox.db
-The durable outbox (SQLite, WAL). Removed only by \fBapt purge weir\fR. \fBweir outbox verify\fR checks it (read-only, safe while weir runs).
+The durable outbox (SQLite, WAL). Removed only by \fBapt purge weir\fR. \fBweir outbox verify\fR checks it, \fBweir outbox stats\fR, \fBpeek\fR and \fBexport\fR show what waits (read-only, safe while weir runs); \fBweir outbox purge\fR deletes old rows while weir is stopped and records it in the file.
 .TP
 /run/weir
 The runtime directory (control socket).
 .SH SIGNALS
 SIGTERM and SIGINT stop cleanly: sources stop, results are committed, the backlog is delivered for \fBshutdown_grace\fR. SIGHUP reloads the configuration in process if it is valid, and otherwise keeps running and logs why.
 .SH EXIT STATUS
-0 success, 1 runtime failure, 2 bad command line, 65 bad data (a corrupt outbox database or one from a newer weir: see \fBweir outbox verify\fR; a payload \fBweir decode\fR cannot read), 78 invalid configuration.
+0 success, 1 runtime failure, 2 bad command line (or \fBweir outbox purge\fR without \fB--yes\fR and no terminal to ask on), 65 bad data (a corrupt outbox database or one from a newer weir: see \fBweir outbox verify\fR; a payload \fBweir decode\fR cannot read), 73 read-only state directory, 75 try again later (\fBweir outbox purge\fR while weir runs), 78 invalid configuration.
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBjournalctl\fR(1), \fBsystemd.service\fR(5)
 "#;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_pages_and_completions_cover_the_technician_commands() {
+        let dir = tempfile::TempDir::new().unwrap();
+        write_all(dir.path()).unwrap();
+        for page in [
+            "weir.1",
+            "weir-outbox-stats.1",
+            "weir-outbox-peek.1",
+            "weir-outbox-export.1",
+            "weir-outbox-purge.1",
+            "weir-outbox-verify.1",
+            "weir-diag.1",
+            "weir-decode.1",
+        ] {
+            assert!(dir.path().join(page).exists(), "{page} missing");
+        }
+        let purge = std::fs::read_to_string(dir.path().join("weir-outbox-purge.1")).unwrap();
+        assert!(purge.contains("older\\-than"), "{purge}");
+        let bash = std::fs::read_to_string(dir.path().join("weir.bash")).unwrap();
+        for word in ["stats", "peek", "export", "purge", "--older-than", "diag"] {
+            assert!(bash.contains(word), "{word} not in the bash completion");
+        }
+        let zsh = std::fs::read_to_string(dir.path().join("_weir")).unwrap();
+        assert!(zsh.contains("purge") && zsh.contains("diag"));
+        let fish = std::fs::read_to_string(dir.path().join("weir.fish")).unwrap();
+        assert!(fish.contains("purge") && fish.contains("diag"));
+    }
+}

@@ -4,7 +4,11 @@
 pub mod backtest;
 pub mod config;
 pub mod decode;
+pub mod diag;
 pub mod outbox;
+mod outbox_purge;
+mod outbox_rows;
+pub mod progress;
 pub mod run;
 pub mod sensors;
 
@@ -29,6 +33,8 @@ pub mod exit {
     /// The state directory's filesystem (or the outbox file) is read-only (EX_CANTCREAT):
     /// restarting will not help until someone repairs or remounts it.
     pub const READ_ONLY: u8 = 73;
+    /// Try again later (EX_TEMPFAIL): `weir outbox purge` while the daemon runs.
+    pub const BUSY: u8 = 75;
 }
 
 /// Weir: sensors in, event-time windows and anomaly alerts out over MQTT.
@@ -106,7 +112,7 @@ pub enum Command {
         /// standard input when absent or "-".
         file: Option<PathBuf>,
     },
-    /// The outbox database: verify it.
+    /// The outbox database: what is waiting, in what order, export, purge, verify.
     Outbox {
         /// Configuration file naming the outbox ([outbox] path).
         #[arg(
@@ -127,6 +133,9 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Write a diagnostics bundle (tar.gz) for support: version, the configuration with secrets
+    /// redacted, status, outbox stats, config check, sensor health, recent logs, the system.
+    Diag(DiagArgs),
 }
 
 /// `weir outbox ...`
@@ -136,6 +145,64 @@ pub enum OutboxCommand {
     /// the schema version, and print rows and bytes per class and the oldest row. Exit 0 when
     /// sound, 65 when damaged or from a newer weir, 1 when it cannot be opened.
     Verify,
+    /// Rows, bytes, oldest and newest per class, the topics with the most rows, the budget in
+    /// use and every purge done by hand. Read-only, safe while weir runs.
+    Stats {
+        /// How many of the busiest topics to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// The next rows in the order the uplink will send them (alerts first, then aggregates, then
+    /// diagnostics; oldest first within a class), payloads decoded to JSON. Read-only.
+    Peek {
+        /// How many rows.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: usize,
+        /// Only this class.
+        #[arg(long, value_enum)]
+        class: Option<outbox::ClassArg>,
+    },
+    /// Every row as JSON lines (id, class, topic, created_ms, supersede_key, bytes, decoded
+    /// payload), in send order. Read-only, safe while weir runs.
+    Export {
+        /// Only this class.
+        #[arg(long, value_enum)]
+        class: Option<outbox::ClassArg>,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete the rows produced longer ago than DURATION (e.g. 2d, 12h), after a confirmation.
+    /// Refuses while weir runs (stop it first: it keeps the byte accounting in memory). Each
+    /// purge is recorded in the database and shown by `weir outbox stats`. Exit 75 while weir
+    /// runs, 2 without --yes when standard input is not a terminal.
+    Purge {
+        /// Age of the rows to delete, by when they were produced (e.g. 30m, 12h, 2d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only this class.
+        #[arg(long, value_enum)]
+        class: Option<outbox::ClassArg>,
+        /// Do not ask (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `weir diag`
+#[derive(Debug, clap::Args)]
+pub struct DiagArgs {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        default_value = "/etc/weir/weir.toml",
+        env = "WEIR_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// The bundle to write (default: weir-diag-<device>-<time>.tar.gz in the current directory).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
 }
 
 /// `weir sensors ...`

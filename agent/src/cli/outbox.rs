@@ -1,8 +1,8 @@
-//! `weir outbox verify`: is the data safe? Later `stats`, `peek`, `export` and `purge` join it
-//! here, on the same [`Target`].
+//! `weir outbox verify|stats`: is the data safe, and what is waiting? `peek` and `export` are
+//! in `outbox_rows.rs`, `purge` in `outbox_purge.rs`, all on the same [`Target`].
 //!
-//! The database is opened read-only ([`crate::outbox::verify`]), so it is safe to run while
-//! the daemon writes, and a wrong path never creates an empty database.
+//! The database is opened read-only ([`crate::outbox::verify`], [`crate::outbox::inspect`]), so
+//! it is safe to run while the daemon writes, and a wrong path never creates an empty database.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,10 +10,36 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
+pub use super::outbox_purge::{PurgeArgs, purge};
+pub use super::outbox_rows::{export, peek, row_json};
+
 use super::exit;
 use crate::config::Config;
+use crate::outbox::inspect::{self, Stats};
 use crate::outbox::verify::{Report, inspect};
 use crate::outbox::{Class, OutboxError};
+
+/// `--class` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassArg {
+    /// Detector alerts.
+    Alert,
+    /// Window panes.
+    Aggregate,
+    /// Late readings and dead letters.
+    Diagnostic,
+}
+
+impl ClassArg {
+    /// The outbox class.
+    pub fn class(self) -> Class {
+        match self {
+            ClassArg::Alert => Class::Alert,
+            ClassArg::Aggregate => Class::Aggregate,
+            ClassArg::Diagnostic => Class::Diagnostic,
+        }
+    }
+}
 
 /// Which outbox, and how to print.
 #[derive(Clone, Copy, Debug)]
@@ -28,14 +54,167 @@ pub struct Target<'a> {
 
 impl Target<'_> {
     /// The database file; on failure the message and exit code.
-    fn path(&self) -> Result<PathBuf, (String, u8)> {
+    pub(super) fn path(&self) -> Result<PathBuf, (String, u8)> {
+        self.resolve().map(|(p, _)| p)
+    }
+
+    /// The database file and, when it loads, the configuration (with `--db`, a configuration
+    /// that does not load is no error: the file is named).
+    pub(super) fn resolve(&self) -> Result<(PathBuf, Option<Config>), (String, u8)> {
         if let Some(db) = self.db {
-            return Ok(db.to_path_buf());
+            return Ok((db.to_path_buf(), Config::load(self.config).ok()));
         }
         Config::load(self.config)
-            .map(|c| c.outbox.path)
+            .map(|c| (c.outbox.path.clone(), Some(c)))
             .map_err(|e| (format!("{e} (or name the file with --db)"), exit::CONFIG))
     }
+}
+
+/// Prints an outbox error; exit 65 when the file is damaged or newer, 1 otherwise.
+pub(super) fn fail(e: &OutboxError, err: &mut impl Write) -> u8 {
+    let _ = writeln!(err, "error: {e}");
+    match e {
+        OutboxError::Corrupt { .. } | OutboxError::NewerSchema { .. } => exit::DATA,
+        _ => exit::FAILURE,
+    }
+}
+
+/// `weir outbox stats`: exit 0, 65 when the file is damaged or newer, 1 when it cannot be read,
+/// 78 when the configuration is invalid.
+pub fn stats(t: &Target<'_>, top: usize, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    let (path, cfg) = match t.resolve() {
+        Ok(r) => r,
+        Err((msg, code)) => {
+            let _ = writeln!(err, "error: {msg}");
+            return code;
+        }
+    };
+    // The budget is the configured one only when the configuration names this very file.
+    let budget = cfg
+        .filter(|c| c.outbox.path == path)
+        .map(|c| c.outbox.max_bytes);
+    let s = match inspect::open_read_only(&path).and_then(|c| inspect::stats(&c, &path, top)) {
+        Ok(s) => s,
+        Err(e) => return fail(&e, err),
+    };
+    let now = crate::reading::now_ms();
+    let text = if t.json {
+        stats_json(&s, budget, now).to_string()
+    } else {
+        stats_human(&s, budget, now)
+    };
+    let _ = writeln!(out, "{text}");
+    exit::OK
+}
+
+fn stats_json(s: &Stats, budget: Option<u64>, now: i64) -> serde_json::Value {
+    let age = |ms: Option<i64>| ms.map(|m| now.saturating_sub(m).max(0) / 1000);
+    let classes: serde_json::Map<_, _> = Class::ALL
+        .iter()
+        .map(|c| {
+            let st = &s.classes[c.index()];
+            let newest = s.newest_ms[c.index()];
+            let v = json!({
+                "rows": st.rows, "bytes": st.bytes,
+                "oldest_created_ms": st.oldest_created_ms, "oldest_age_s": age(st.oldest_created_ms),
+                "newest_created_ms": newest, "newest_age_s": age(newest),
+            });
+            (c.as_str().to_string(), v)
+        })
+        .collect();
+    let (rows, bytes) = totals(s);
+    json!({
+        "path": s.path,
+        "classes": classes,
+        "total": {"rows": rows, "bytes": bytes},
+        "budget": budget.map(|b| json!({"max_bytes": b, "used_bytes": bytes, "used_percent": percent(bytes, b)})),
+        "top_topics": s.top_topics.iter().map(|t| json!({
+            "topic": t.topic, "class": t.class.as_str(), "rows": t.rows, "bytes": t.bytes,
+        })).collect::<Vec<_>>(),
+        "purges": s.purges.iter().map(|p| json!({
+            "purge": p.purge, "class": p.class.as_str(), "at_ms": p.at_ms,
+            "cutoff_ms": p.cutoff_ms, "rows": p.rows, "bytes": p.bytes, "by": p.by,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn totals(s: &Stats) -> (u64, u64) {
+    s.classes
+        .iter()
+        .fold((0, 0), |(r, b), c| (r + c.rows, b + c.bytes))
+}
+
+fn percent(part: u64, whole: u64) -> u64 {
+    part.saturating_mul(100).checked_div(whole).unwrap_or(0)
+}
+
+fn stats_human(s: &Stats, budget: Option<u64>, now: i64) -> String {
+    let (rows, bytes) = totals(s);
+    let mut o = format!("{}: {rows} rows, {bytes} bytes waiting", s.path.display());
+    match budget {
+        Some(b) => o.push_str(&format!(
+            " ({}% of the {b}-byte budget)\n",
+            percent(bytes, b)
+        )),
+        None => o.push_str(" (budget unknown: no configuration names this file)\n"),
+    }
+    o.push_str(&format!(
+        "{:<11} {:>9} {:>12}  {:<40}  newest\n",
+        "class", "rows", "bytes", "oldest"
+    ));
+    for c in Class::ALL {
+        let st = &s.classes[c.index()];
+        let show = |ms: Option<i64>| ms.map_or("-".to_string(), |ms| when(ms, now));
+        o.push_str(&format!(
+            "{:<11} {:>9} {:>12}  {:<40}  {}\n",
+            c.as_str(),
+            st.rows,
+            st.bytes,
+            show(st.oldest_created_ms),
+            show(s.newest_ms[c.index()])
+        ));
+    }
+    if s.top_topics.is_empty() {
+        o.push_str("top topics: none (the outbox is empty)\n");
+    } else {
+        o.push_str(&format!(
+            "top topics by rows:\n{:>9} {:>12}  {:<11} topic\n",
+            "rows", "bytes", "class"
+        ));
+        for t in &s.top_topics {
+            o.push_str(&format!(
+                "{:>9} {:>12}  {:<11} {}\n",
+                t.rows,
+                t.bytes,
+                t.class.as_str(),
+                t.topic
+            ));
+        }
+    }
+    if s.purges.is_empty() {
+        o.push_str("purged by hand: never");
+    } else {
+        o.push_str("purged by hand (weir outbox purge):");
+        for p in &s.purges {
+            o.push_str(&format!(
+                "\n  #{} {} by {}: {} {} rows, {} bytes produced before {}",
+                p.purge,
+                rfc3339(p.at_ms),
+                p.by,
+                p.rows,
+                p.class.as_str(),
+                p.bytes,
+                rfc3339(p.cutoff_ms)
+            ));
+        }
+    }
+    o
+}
+
+/// `2026-01-02T03:04:05Z`.
+pub(super) fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// `weir outbox verify`: exit 0 when sound, 65 when corrupt or from a newer Weir, 1 when the
@@ -48,7 +227,23 @@ pub fn verify(t: &Target<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 
             return code;
         }
     };
-    match inspect(&path) {
+    // integrity_check reports no progress of its own: on a terminal at least say what it is
+    // reading, since a large file on an SD card takes a while.
+    let note = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if note {
+        let mib = std::fs::metadata(&path).map_or(0, |m| m.len()) / (1 << 20);
+        let _ = write!(
+            err,
+            "checking every page of {} ({mib} MiB)...",
+            path.display()
+        );
+        let _ = err.flush();
+    }
+    let result = inspect(&path);
+    if note {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+    match result {
         Ok(r) => {
             let text = if t.json {
                 json_report(&r).to_string()
@@ -144,7 +339,7 @@ fn human(r: &Report, now: i64) -> String {
 }
 
 /// `2026-01-02T03:04:05Z (3m 20s ago)`.
-fn when(ms: i64, now: i64) -> String {
+pub(super) fn when(ms: i64, now: i64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
     let age = Duration::from_secs(now.saturating_sub(ms).max(0).unsigned_abs() / 1000);
     format!(

@@ -36,6 +36,8 @@
 //! -- Supersede lookups by key; partial, so keyless rows (most alerts) cost nothing.
 //! CREATE INDEX outbox_supersede_key ON outbox (supersede_key) WHERE supersede_key IS NOT NULL;
 //! ```
+//! `weir outbox purge` adds a `purge_log` table of its own (see [`inspect`]); the daemon ignores it.
+//!
 //! A file with a newer `user_version` is refused ([`OutboxError::NewerSchema`]) rather than
 //! written by code that does not know its shape.
 //!
@@ -91,6 +93,7 @@
 mod checkpoint;
 mod error;
 mod handle;
+pub mod inspect;
 mod store;
 pub mod verify;
 
