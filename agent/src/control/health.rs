@@ -2,6 +2,7 @@
 //! (each with what to do). `weir status` exits 1 when there is any.
 //!
 //! Unhealthy states:
+//! - `not_running`: the daemon does not answer (the document comes from the state database).
 //! - `upstream_down`: not connected to the upstream broker for longer than
 //!   `--upstream-down-after` (default 2 min): results wait in the outbox.
 //! - `outbox_blocked`: results cannot be written (disk full, read-only filesystem, I/O
@@ -66,6 +67,16 @@ pub fn human_ms(ms: i64) -> String {
 pub fn evaluate(doc: &Value, limits: &Limits) -> Vec<Problem> {
     let now = doc["now_ms"].as_i64().unwrap_or(0);
     let mut out = Vec::new();
+    if doc["running"] == false {
+        out.push(Problem {
+            code: "not_running",
+            detail: format!(
+                "weir is not running (nothing answers on {})",
+                doc["socket"].as_str().unwrap_or("its control socket")
+            ),
+            action: "start it (systemctl start weir); journalctl -u weir -b tells why it stopped",
+        });
+    }
     let up = &doc["upstream"];
     if let Some(since) = up["down_since_ms"].as_i64() {
         let down = now - since;
@@ -201,6 +212,14 @@ mod tests {
             codes(&doc),
             ["engine_stalled", "sensor_failed", "backlog_old"]
         );
+    }
+
+    #[test]
+    fn a_stopped_daemon_is_never_healthy() {
+        let doc = json!({"running": false, "socket": "/run/weir/control.sock"});
+        let p = evaluate(&doc, &Limits::default());
+        assert_eq!(p[0].code, "not_running");
+        assert!(p[0].detail.contains("/run/weir/control.sock"));
     }
 
     #[test]
