@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod engine;
 pub mod metrics;

@@ -37,6 +37,47 @@ fn main() -> ExitCode {
             json,
             command,
         } => sensors(&config, json, command),
+        Command::Status {
+            config,
+            json,
+            upstream_down_after,
+            backlog_age,
+        } => weir::cli::status::status(
+            weir::cli::status::Opts {
+                config: &config,
+                json,
+                limits: weir::control::health::Limits {
+                    upstream_down: upstream_down_after,
+                    backlog_age,
+                },
+            },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
+        Command::Tail {
+            config,
+            kinds,
+            sensor,
+            json,
+        } => weir::cli::tail::tail(
+            weir::cli::tail::Opts {
+                config: &config,
+                kinds,
+                sensor,
+                json,
+            },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
+        Command::Metrics { config } => {
+            weir::cli::status::metrics(&config, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::LogLevel { config, filter } => weir::cli::status::log_level(
+            &config,
+            filter.as_deref(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ),
         Command::Decode { file } => weir::cli::decode::decode(
             file.as_deref(),
             &mut std::io::stdout().lock(),

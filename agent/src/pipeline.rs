@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{self, Seen};
 use crate::config::Config;
+use crate::control::hub::{EngineView, Hub, Live, alert_json};
+use crate::control::tap::{Event, Tap};
 use crate::detect::Detectors;
 use crate::engine::Engine;
 use crate::metrics::Counters;
@@ -72,10 +74,12 @@ pub const BLOCKED_REASONS: [&str; 3] = ["disk_full", "read_only", "error"];
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
 /// `sup` carries systemd supervision: READY once started, the engine's watchdog.
+/// The pipeline attaches its live state to `hub` (the control socket's view) while it runs.
 pub async fn run(
     cfg: Config,
     shutdown: CancellationToken,
     sup: &Supervisor,
+    hub: &Arc<Hub>,
 ) -> Result<(), PipelineError> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|source| PipelineError::StateDir {
         path: cfg.state_dir.clone(),
@@ -128,7 +132,12 @@ pub async fn run(
     drop(tx);
 
     let space_freed = Arc::new(Notify::new());
+    // Status requests of the control socket; a few may wait, more are answered "busy".
+    let (views_tx, views) = mpsc::channel(8);
     let engine = EngineTask {
+        tap: hub.tap.clone(),
+        views,
+        last_checkpoint_ms: 0,
         stop: shutdown.clone(),
         space_freed: space_freed.clone(),
         processor: Processor::new(engine, detectors, wire.clone(), counters.clone()),
@@ -174,6 +183,18 @@ pub async fn run(
             }))
         })
     };
+    hub.attach(Live {
+        started_at,
+        device: cfg.device.clone(),
+        upstream: format!("{}:{}", cfg.uplink.host, cfg.uplink.port),
+        outbox_path: cfg.outbox.path.clone(),
+        counters: counters.clone(),
+        gauges: gauges.clone(),
+        link: link.clone(),
+        sensors: sensors.clone(),
+        outbox: outbox.clone(),
+        engine: views_tx,
+    });
     let uplink = Uplink {
         cfg: cfg.uplink,
         status_topic: wire.status_topic(),
@@ -205,6 +226,7 @@ pub async fn run(
     }
 
     shutdown.cancelled().await;
+    hub.detach();
     tracing::info!("shutting down: draining sources and the engine");
     if engine_done.await.is_err() {
         tracing::error!("engine task panicked; readings in its channel are lost");
@@ -328,6 +350,12 @@ fn startup_complete(sup: &Supervisor) {
 
 struct EngineTask {
     processor: Processor,
+    /// The live tail: checked once per step, used only while someone tails.
+    tap: Arc<Tap>,
+    /// Status requests: answered between inputs.
+    views: mpsc::Receiver<tokio::sync::oneshot::Sender<EngineView>>,
+    /// Wall-clock ms of the last committed checkpoint.
+    last_checkpoint_ms: i64,
     /// Deliveries whose effect is in the state (see [`Seen`]).
     seen: Seen,
     checkpoint_every: std::time::Duration,
@@ -389,6 +417,9 @@ impl EngineTask {
                 // The broker waits for our acknowledgements before it sends more.
                 () = tokio::time::sleep(STALL), if stalled => due = true,
                 () = self.watchdog.due() => {}
+                Some(reply) = self.views.recv() => {
+                    let _ = reply.send(self.view());
+                }
             }
             self.watchdog.feed().await;
             if due
@@ -414,9 +445,30 @@ impl EngineTask {
         self.checkpoint().await;
     }
 
+    /// What `weir status` shows of the engine.
+    fn view(&self) -> EngineView {
+        let p = &self.processor;
+        EngineView {
+            watermarks: p.engine.watermarks().map(|(k, w)| (k.clone(), w)).collect(),
+            alerts: p.detectors.active_alerts().map(alert_json).collect(),
+            last_checkpoint_ms: self.last_checkpoint_ms,
+        }
+    }
+
+    /// Shows a reading to `weir tail readings`.
+    fn tap_reading(&self, input: &Input) {
+        if let Input::Reading(r) = input {
+            self.tap.send(Event::Reading(r.clone()));
+        }
+    }
+
     /// One input; a delivery the state already holds is only acknowledged again.
     fn input(&mut self, input: Input, now: i64) {
+        let tapped = self.tap.is_active();
         let Input::Delivery(d) = input else {
+            if tapped {
+                self.tap_reading(&input);
+            }
             return self.step(|p, msgs| p.input(input, now, msgs));
         };
         let repeat = d
@@ -427,6 +479,9 @@ impl EngineTask {
             Counters::add(&self.counters.ingest_redelivered, 1);
         } else {
             for i in d.inputs {
+                if tapped {
+                    self.tap_reading(&i);
+                }
                 self.step(|p, msgs| p.input(i, now, msgs));
             }
         }
@@ -443,6 +498,9 @@ impl EngineTask {
         for m in &self.msgs[before..] {
             self.urgent |= m.class == Class::Alert;
             self.buffered_bytes += m.bytes();
+        }
+        if self.tap.is_active() {
+            self.tap.messages(&self.msgs[before..]);
         }
     }
 
@@ -488,6 +546,7 @@ impl EngineTask {
                         );
                     }
                     Counters::add(&self.counters.checkpoints, 1);
+                    self.last_checkpoint_ms = now_ms();
                     self.gauges.outbox_blocked.store(0, Relaxed);
                     self.account(&report);
                     if !report.ids.is_empty() {

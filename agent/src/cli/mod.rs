@@ -11,6 +11,8 @@ mod outbox_rows;
 pub mod progress;
 pub mod run;
 pub mod sensors;
+pub mod status;
+pub mod tail;
 
 use std::path::PathBuf;
 
@@ -62,6 +64,74 @@ pub enum Command {
         /// Log filter, e.g. "info" or "weir=debug" (also WEIR_LOG).
         #[arg(long, env = "WEIR_LOG", default_value = "info")]
         log: String,
+    },
+    /// Is weir running and healthy: uptime, upstream link, backlog per class, watermark lag,
+    /// sensor health, raised alerts and every drop by reason. Exit 0 healthy, 1 running but
+    /// unhealthy (the reasons are printed), 3 not running (then read-only from the state
+    /// database), 4 the daemon cannot be asked (permissions).
+    Status {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG"
+        )]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Unhealthy when the upstream broker has been unreachable longer than this.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        upstream_down_after: std::time::Duration,
+        /// Unhealthy when an unsent outbox row is older than this.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        backlog_age: std::time::Duration,
+    },
+    /// Follow the running daemon's live stream: alerts, aggregates (window panes), late
+    /// readings, dead letters, readings (all when none is named). JSON lines when piped.
+    Tail {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG"
+        )]
+        config: PathBuf,
+        /// Streams to follow.
+        #[arg(value_enum)]
+        kinds: Vec<crate::control::tap::Kind>,
+        /// Only events of this sensor.
+        #[arg(long)]
+        sensor: Option<String>,
+        /// JSON lines even on a terminal.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the running daemon's counters and gauges in Prometheus text format.
+    Metrics {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Show the running daemon's log filter, or change it without a restart.
+    LogLevel {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG"
+        )]
+        config: PathBuf,
+        /// The new filter, e.g. "debug" or "info,weir=debug"; absent: print the current one.
+        filter: Option<String>,
     },
     /// Check or print configuration.
     #[command(subcommand)]

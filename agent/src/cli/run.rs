@@ -7,20 +7,27 @@
 //! running pipeline is untouched and the reason is logged. Under systemd the
 //! reload is bracketed by `RELOADING=1` and `READY=1`, shutdown starts with
 //! `STOPPING=1` (see [`crate::supervise`]).
+//!
+//! The control socket (and the metrics endpoint, when configured) belong to the process,
+//! not to one pipeline: they are opened once from the first configuration and keep
+//! serving across reloads (a changed `runtime_dir` or `[metrics] listen` takes a restart).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::exit;
 use crate::config::Config;
+use crate::control::hub::Hub;
+use crate::control::server::ControlSocket;
 use crate::pipeline;
 use crate::supervise::Supervisor;
 
 /// Runs the daemon; returns the process exit code.
 pub fn run(config: &Path, log: &str) -> u8 {
-    init_logging(log);
+    let log = crate::control::logging::init(log);
     let cfg = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -55,14 +62,59 @@ pub fn run(config: &Path, log: &str) -> u8 {
                 return exit::FAILURE;
             }
         };
-        match supervise(config, cfg, &shutdown, &sup, &mut hup).await {
+        let hub = Arc::new(Hub::new(config.to_path_buf(), log, shutdown.clone()));
+        let control_stop = CancellationToken::new();
+        let control = control_tasks(&cfg, &hub, &control_stop).await;
+        let code = match supervise(config, cfg, &shutdown, &sup, &mut hup, &hub).await {
             Ok(()) => exit::OK,
             Err(e) => {
                 tracing::error!("{e}");
                 failure_code(&e)
             }
+        };
+        control_stop.cancel();
+        for task in control {
+            // The socket file is removed when its task ends.
+            let _ = task.await;
         }
+        code
     })
+}
+
+/// Starts the control socket's task and, when configured, the metrics endpoint's. A
+/// failure (another weir answers on the socket, the directory cannot be created, the
+/// port is taken) is logged as an ERROR and the daemon runs without it: the pipeline
+/// matters more than its dashboard.
+async fn control_tasks(
+    cfg: &Config,
+    hub: &Arc<Hub>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    match ControlSocket::bind(&cfg.control_socket()) {
+        Ok(sock) => {
+            tracing::info!(path = %cfg.control_socket().display(), "control socket open");
+            tasks.push(tokio::spawn(sock.serve(hub.clone(), stop.clone())));
+        }
+        // ERROR: weir status, tail and metrics will not reach this daemon.
+        Err(e) => tracing::error!("{e}; running without the control socket"),
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(%addr, "metrics endpoint listening (GET /metrics)");
+                tasks.push(tokio::spawn(crate::control::http::serve(
+                    l,
+                    hub.clone(),
+                    stop.clone(),
+                )));
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen for [metrics]; running without the endpoint")
+            }
+        }
+    }
+    tasks
 }
 
 /// A read-only state directory gets its own exit code: the unit can stop
@@ -93,10 +145,11 @@ async fn supervise(
     shutdown: &CancellationToken,
     sup: &Supervisor,
     hup: &mut tokio::signal::unix::Signal,
+    hub: &Arc<Hub>,
 ) -> Result<(), pipeline::PipelineError> {
     loop {
         let stop = shutdown.child_token();
-        let run = pipeline::run(cfg, stop.clone(), sup);
+        let run = pipeline::run(cfg, stop.clone(), sup, hub);
         tokio::pin!(run);
         let next = loop {
             tokio::select! {
@@ -145,14 +198,4 @@ fn watch_signals(shutdown: CancellationToken, sup: &Supervisor) -> std::io::Resu
         }
     });
     Ok(())
-}
-
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }

@@ -65,6 +65,8 @@ pub struct Config {
     pub sims: Vec<SimSource>,
     /// Sensors wired to this device: `[[i2c]]`, `[[gpio]]`, `[[onewire]]`.
     pub devices: DeviceSources,
+    /// `[metrics] listen`: where the Prometheus endpoint listens; off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where and how results go upstream.

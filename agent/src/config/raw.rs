@@ -26,6 +26,14 @@ pub struct RawConfig {
     pub gpio: Vec<super::validate::devices::RawGpio>,
     #[serde(default)]
     pub onewire: Vec<super::validate::devices::RawOneWire>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -232,6 +232,17 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         );
     }
 
+    let metrics_listen = match raw.metrics.listen.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse().or_else(|e| {
+            err(
+                &[Key("metrics"), Key("listen")],
+                format!("\"{text}\" is not an address and port ({e})"),
+                "write e.g. \"127.0.0.1:9464\" (localhost only) or remove the key to turn the endpoint off",
+            )
+        })?),
+    };
+
     Ok(Config {
         device,
         state_dir,
@@ -247,6 +258,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         ingest,
         sims,
         devices,
+        metrics_listen,
     })
 }
 

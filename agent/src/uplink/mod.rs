@@ -48,6 +48,9 @@ pub struct LinkStatus {
     pub connected: AtomicBool,
     /// Wall-clock ms of the last PUBACK, 0 if none yet.
     pub last_puback_ms: AtomicI64,
+    /// Wall-clock ms when the last connection ended, 0 if none has yet (`weir status`
+    /// tells how long the link has been down).
+    pub lost_ms: AtomicI64,
     /// The last connection error, if any.
     pub last_error: Mutex<Option<String>>,
 }
@@ -116,7 +119,9 @@ impl Uplink {
                     &mut limit,
                 )
                 .await;
-            self.link.connected.store(false, Relaxed);
+            if self.link.connected.swap(false, Relaxed) {
+                self.link.lost_ms.store(now_ms(), Relaxed);
+            }
             match end {
                 End::Drained => {
                     self.say_goodbye(&client, &mut events).await;

@@ -1,0 +1,141 @@
+//! `weir status`, `weir metrics` and `weir log-level`: questions to the running daemon
+//! through its control socket. `status` falls back to the state database, read-only, when
+//! the daemon is down.
+//!
+//! Exit codes of `weir status` (LSB init-script conventions, so it can be a health check):
+//! 0 running and healthy, 1 running but unhealthy (see [`crate::control::health`]),
+//! 3 not running, 4 unknown (the socket cannot be used, e.g. permission denied), 78 the
+//! configuration cannot be read.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::exit;
+use crate::config::Config;
+use crate::control::client::{Client, ClientError};
+use crate::control::health::{Limits, annotate};
+use crate::control::{Request, offline, render};
+use crate::reading::now_ms;
+
+/// `weir status` exit code: running but unhealthy.
+pub const UNHEALTHY: u8 = 1;
+/// `weir status` exit code: not running (LSB 3).
+pub const NOT_RUNNING: u8 = 3;
+/// `weir status` exit code: unknown (LSB 4): the daemon could not be asked.
+pub const UNKNOWN: u8 = 4;
+
+/// Options of `weir status`.
+#[derive(Clone, Copy, Debug)]
+pub struct Opts<'a> {
+    /// The configuration file (names the socket and the state directory).
+    pub config: &'a Path,
+    /// Print the JSON document instead of the table.
+    pub json: bool,
+    /// Thresholds of the unhealthy states.
+    pub limits: Limits,
+}
+
+fn load(config: &Path, err: &mut impl Write) -> Option<Config> {
+    match Config::load(config) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            None
+        }
+    }
+}
+
+fn print(doc: &serde_json::Value, json: bool, out: &mut impl Write) {
+    let text = if json {
+        let mut t = serde_json::to_string_pretty(doc).unwrap_or_default();
+        t.push('\n');
+        t
+    } else {
+        render::render(doc)
+    };
+    let _ = out.write_all(text.as_bytes());
+}
+
+/// Runs `weir status`; returns its exit code (module docs).
+pub fn status(o: Opts<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    let Some(cfg) = load(o.config, err) else {
+        return exit::CONFIG;
+    };
+    let answer = Client::connect(&cfg.control_socket()).and_then(|c| c.request(&Request::Status));
+    match answer {
+        Ok(mut v) => {
+            let mut doc = v["status"].take();
+            let healthy = annotate(&mut doc, &o.limits);
+            print(&doc, o.json, out);
+            if healthy { exit::OK } else { UNHEALTHY }
+        }
+        Err(ClientError::NotRunning(_)) => {
+            let mut doc = offline::status(&cfg, o.config, now_ms());
+            annotate(&mut doc, &o.limits);
+            print(&doc, o.json, out);
+            NOT_RUNNING
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            UNKNOWN
+        }
+    }
+}
+
+/// Sends one request and returns the answer, or prints the error and returns the exit code.
+fn ask(config: &Path, req: &Request, err: &mut impl Write) -> Result<serde_json::Value, u8> {
+    let cfg = load(config, err).ok_or(exit::CONFIG)?;
+    Client::connect(&cfg.control_socket())
+        .and_then(|c| c.request(req))
+        .map_err(|e| {
+            let _ = writeln!(err, "error: {e}");
+            match e {
+                ClientError::NotRunning(_) => NOT_RUNNING,
+                _ => exit::FAILURE,
+            }
+        })
+}
+
+/// `weir metrics`: the Prometheus text of the running daemon (exit 3 when it is down).
+pub fn metrics(config: &Path, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    match ask(config, &Request::Metrics, err) {
+        Ok(v) => {
+            let _ = out.write_all(v["text"].as_str().unwrap_or("").as_bytes());
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// `weir log-level [FILTER]`: prints the filter in force, or replaces it and prints the
+/// old and the new one.
+pub fn log_level(
+    config: &Path,
+    filter: Option<&str>,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> u8 {
+    let req = Request::LogLevel {
+        filter: filter.map(str::to_owned),
+    };
+    match ask(config, &req, err) {
+        Ok(v) => {
+            let _ = match filter {
+                Some(_) => writeln!(
+                    out,
+                    "log filter changed from {:?} to {:?}",
+                    v["old"].as_str().unwrap_or(""),
+                    v["new"].as_str().unwrap_or("")
+                ),
+                None => writeln!(
+                    out,
+                    "log filter {:?} (logging to {})",
+                    v["filter"].as_str().unwrap_or(""),
+                    v["target"].as_str().unwrap_or("")
+                ),
+            };
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,303 @@
+//! The status document in Prometheus text exposition format (version 0.0.4): every counter
+//! as `weir_<name>_total`, by-reason counters as one family with a `reason` label (for
+//! `evicted` and `expired` the reason is the outbox class), gauges without a suffix.
+//! Per-key watermarks are summarised by the worst lag (`weir status --json` lists them all:
+//! one series per key would not stay bounded for a scraper).
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+/// Escapes a label value (backslash, double quote, newline).
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A metric name from a counter name: lowercase letters, digits and `_`.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", l.join(","));
+        }
+        let _ = writeln!(self.0, " {v}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, v: f64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], v);
+    }
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
+        .unwrap_or(0.0)
+}
+
+/// The text for one status document.
+pub fn render(doc: &Value) -> String {
+    let mut o = Out(String::new());
+    o.gauge(
+        "weir_up",
+        "1 while the daemon runs a pipeline.",
+        f64::from(u8::from(doc["pipeline"] == "running")),
+    );
+    o.family("weir_build_info", "gauge", "Version of the running weir.");
+    o.sample(
+        "weir_build_info",
+        &[("version", doc["version"].as_str().unwrap_or(""))],
+        1.0,
+    );
+    o.gauge(
+        "weir_uptime_seconds",
+        "Seconds since weir run started.",
+        num(&doc["uptime_s"]),
+    );
+    let up = &doc["upstream"];
+    if up.is_object() {
+        o.gauge(
+            "weir_upstream_connected",
+            "1 while connected to the upstream broker.",
+            num(&up["connected"]),
+        );
+        o.gauge(
+            "weir_upstream_last_puback_timestamp_seconds",
+            "Wall time of the last PUBACK from the upstream broker (0: none yet).",
+            num(&up["last_puback_ms"]) / 1000.0,
+        );
+    }
+    let outbox = &doc["outbox"];
+    if let Some(classes) = outbox["classes"].as_object() {
+        for (name, help, field, scale) in [
+            (
+                "weir_outbox_rows",
+                "Rows waiting in the outbox, by class.",
+                "rows",
+                1.0,
+            ),
+            (
+                "weir_outbox_bytes",
+                "Bytes (topic + payload) waiting in the outbox, by class.",
+                "bytes",
+                1.0,
+            ),
+            (
+                "weir_outbox_oldest_age_seconds",
+                "Age of the oldest unsent row, by class (0: empty).",
+                "oldest_age_ms",
+                1000.0,
+            ),
+        ] {
+            o.family(name, "gauge", help);
+            for (class, s) in classes {
+                o.sample(name, &[("class", class)], num(&s[field]) / scale);
+            }
+        }
+    }
+    if outbox.is_object() {
+        o.gauge(
+            "weir_outbox_blocked",
+            "1 while results cannot be written to the outbox (disk full, read-only).",
+            num(&outbox["blocked"]),
+        );
+    }
+    let engine = &doc["engine"];
+    if engine.is_object() {
+        o.gauge(
+            "weir_keys",
+            "Keys (sensor, metric) with state.",
+            num(&engine["keys"]),
+        );
+        o.gauge(
+            "weir_open_windows",
+            "Open windows over all keys.",
+            num(&engine["open_windows"]),
+        );
+        o.gauge(
+            "weir_alerts_active",
+            "Alerts currently raised.",
+            num(&engine["active_alerts"]),
+        );
+    }
+    if let Some(w) = doc["watermarks"].as_array() {
+        let worst = w.first().map_or(0.0, |w| num(&w["lag_ms"]) / 1000.0);
+        o.gauge(
+            "weir_watermark_lag_max_seconds",
+            "Largest lag of a key's watermark behind the wall clock.",
+            worst,
+        );
+    }
+    if let Some(sensors) = doc["sensors"].as_object() {
+        if !sensors.is_empty() {
+            o.family(
+                "weir_sensor_up",
+                "gauge",
+                "1 when the local sensor's last poll gave values.",
+            );
+            for (name, s) in sensors {
+                o.sample(
+                    "weir_sensor_up",
+                    &[("sensor", name)],
+                    f64::from(u8::from(s["health"] == "ok")),
+                );
+            }
+            o.family(
+                "weir_sensor_failures",
+                "gauge",
+                "Failed polls since the sensor's last good one.",
+            );
+            for (name, s) in sensors {
+                o.sample(
+                    "weir_sensor_failures",
+                    &[("sensor", name)],
+                    num(&s["failures"]),
+                );
+            }
+        }
+    }
+    if let Some(counters) = doc["counters"].as_object() {
+        for (k, v) in counters {
+            let name = format!("weir_{}_total", sanitize(k));
+            match v {
+                Value::Object(by) => {
+                    o.family(&name, "counter", &format!("{k} by reason."));
+                    for (reason, n) in by {
+                        o.sample(&name, &[("reason", reason)], num(n));
+                    }
+                }
+                n => {
+                    o.family(
+                        &name,
+                        "counter",
+                        &format!("{k} since the pipeline started."),
+                    );
+                    o.sample(&name, &[], num(n));
+                }
+            }
+        }
+    }
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counters_get_total_and_reasons_become_labels() {
+        let doc = json!({
+            "pipeline": "running", "version": "0.1.0", "uptime_s": 5,
+            "counters": {"readings": 7, "deadletter": {"bad_json": 2, "not_a_number": 1}, "evicted": {}},
+        });
+        let text = render(&doc);
+        assert!(
+            text.contains("# TYPE weir_readings_total counter\nweir_readings_total 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_deadletter_total{reason=\"bad_json\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_deadletter_total{reason=\"not_a_number\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE weir_evicted_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("weir_up 1\n"), "{text}");
+        assert!(
+            text.contains("weir_build_info{version=\"0.1.0\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn backlog_is_a_gauge_per_class_and_ages_are_seconds() {
+        let doc = json!({"outbox": {"blocked": false, "classes": {
+            "alert": {"rows": 0, "bytes": 0, "oldest_age_ms": null},
+            "aggregate": {"rows": 3, "bytes": 120, "oldest_age_ms": 1500},
+        }}});
+        let text = render(&doc);
+        assert!(
+            text.contains("weir_outbox_rows{class=\"aggregate\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_outbox_oldest_age_seconds{class=\"aggregate\"} 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_outbox_oldest_age_seconds{class=\"alert\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("weir_outbox_blocked 0\n"), "{text}");
+        assert!(text.contains("weir_up 0\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_names_sanitized() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let doc = json!({"counters": {"odd-name": 1}, "sensors": {"x\"y": {"health": "ok", "failures": 0}}});
+        let text = render(&doc);
+        assert!(text.contains("weir_odd_name_total 1\n"), "{text}");
+        assert!(
+            text.contains("weir_sensor_up{sensor=\"x\\\"y\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_sample_line_belongs_to_a_declared_family() {
+        let doc = json!({"pipeline": "running", "version": "v", "uptime_s": 1,
+            "upstream": {"connected": true, "last_puback_ms": 2000},
+            "engine": {"keys": 1, "open_windows": 2, "active_alerts": 0},
+            "watermarks": [{"lag_ms": 3000}],
+            "counters": {"late": 1, "rejected": {"future_skew": 4}}});
+        let text = render(&doc);
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap_or("").to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                assert!(declared.contains(name), "{line} in\n{text}");
+            }
+        }
+        assert!(
+            text.contains("weir_watermark_lag_max_seconds 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_upstream_last_puback_timestamp_seconds 2\n"),
+            "{text}"
+        );
+    }
+}
