@@ -59,15 +59,22 @@ pub fn build(i: Inputs) -> Value {
     let drain_ms = i.end_ms.map(|t| t - ph.last_ms);
 
     // Lag: readings published but not yet received by weir, at each status.
+    // (Interpolated between the publisher's 200 ms progress samples.)
     let published_at = |t: f64| {
         let k = ph.progress.partition_point(|p| p.0 <= t);
-        k.checked_sub(1).map_or(0, |k| ph.progress[k].1)
+        match (k.checked_sub(1).map(|k| ph.progress[k]), ph.progress.get(k)) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                a.1 as f64 + (b.1 - a.1) as f64 * (t - a.0) / (b.0 - a.0)
+            }
+            (Some(a), _) => a.1 as f64,
+            (None, _) => 0.0,
+        }
     };
     let lags: Vec<(f64, i64)> = u
         .status_history
         .iter()
         .filter(|(t, _)| *t >= ph.first_ms && *t <= ph.last_ms)
-        .map(|&(t, m)| (t, published_at(t) as i64 - m as i64))
+        .map(|&(t, m)| (t, published_at(t).round() as i64 - m as i64))
         .collect();
     let lag_max = lags.iter().map(|l| l.1).max().unwrap_or(0);
     let half = lags.len() / 2;
@@ -189,6 +196,11 @@ pub fn build(i: Inputs) -> Value {
             "deadletter_received": u.deadletter, "other_alerts_received": u.other_alerts,
             "upstream_messages": u.messages, "upstream_duplicates": u.duplicates,
             "unparsed": u.unparsed, "upstream_restarts": i.restarts, "weir_crashed": i.crashed,
+            // Rows still in weir's outbox when the report was taken: what is missing
+            // above was not received by the end of the wait; if it is here, it was
+            // not lost but not yet delivered.
+            "outbox_pending_at_end": g("outbox_inserted").saturating_sub(
+                g("acked") + g("outbox_superseded") + sum_obj(&c["evicted"]) + sum_obj(&c["expired"])),
         },
         "cpu_cores": {
             "publishing": cores(s, ph.first_ms, ph.last_ms).map(|x| (x * 1000.0).round() / 1000.0),
