@@ -102,7 +102,7 @@ impl Upstream {
 
 /// Subscribes to `filter` on the broker at `port` with a persistent session
 /// `client_id` (so a broker restart keeps what was queued for it), reconnecting
-/// every 200 ms while the broker is down; returns once subscribed.
+/// every 200 ms while the broker is down; returns once subscribed (or after 10 s).
 pub async fn start(port: u16, client_id: &str, filter: &str) -> Arc<Mutex<Upstream>> {
     let up = Arc::new(Mutex::new(Upstream::default()));
     let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
@@ -136,7 +136,8 @@ pub async fn start(port: u16, client_id: &str, filter: &str) -> Arc<Mutex<Upstre
             }
         }
     });
-    let _ = ready_rx.await;
+    // A broker that never answers shows up later as a run with nothing upstream.
+    let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
     up
 }
 
