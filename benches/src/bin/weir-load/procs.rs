@@ -112,7 +112,8 @@ impl Weir {
         let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            // Its default log level (info: a line per alert transition), as deployed.
+            .env_remove("WEIR_LOG")
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
