@@ -16,6 +16,10 @@ pub struct Counters {
     pub readings: AtomicU64,
     /// MQTT messages received on ingest topics.
     pub mqtt_messages: AtomicU64,
+    /// Readings added to at least one window. Every reading handed to the engine
+    /// is exactly one of: windowed, late, or rejected (by reason), so
+    /// `readings = windowed + late + rejected`.
+    pub windowed: AtomicU64,
     /// Readings too late for all their windows (published on `late`).
     pub late: AtomicU64,
     /// On-time panes emitted.
@@ -83,6 +87,7 @@ impl Counters {
         let mut v = json!({
             "readings": g(&self.readings),
             "mqtt_messages": g(&self.mqtt_messages),
+            "windowed": g(&self.windowed),
             "late": g(&self.late),
             "panes_on_time": g(&self.panes_on_time),
             "panes_late": g(&self.panes_late),

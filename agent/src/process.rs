@@ -90,7 +90,11 @@ impl Processor {
                     }
                 });
                 self.engine.push(r.clone(), now, &mut self.outputs);
+                let late = self.outputs.iter().any(|o| matches!(o, Output::Late(_)));
                 let refused = self.drain(now, msgs);
+                if !refused && !late {
+                    Counters::add(&self.counters.windowed, 1);
+                }
                 // A refused reading (quarantined, over a limit) is not evidence of anything.
                 if !refused {
                     self.detectors.on_reading(&r, &mut self.alerts);
@@ -170,3 +174,7 @@ impl Processor {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;

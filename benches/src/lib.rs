@@ -1,4 +1,7 @@
-//! Bench support: realistic outbox messages, shared by the outbox and drain benches.
+//! Bench support: realistic outbox messages, shared by the outbox and drain benches,
+//! and the load generator's workload model.
+
+pub mod workload;
 
 use weir::outbox::{Class, NewMessage};
 
