@@ -253,12 +253,15 @@ impl Expect {
         ts.div_euclid(self.window_ms) * self.window_ms
     }
 
-    /// Accounts for one reading, in publish order.
-    pub fn observe(&mut self, r: &GenReading) {
+    /// Accounts for one reading, in publish order. Returns the starts of the
+    /// windows of this key whose end its watermark passes with this reading: the
+    /// reading that lets them fire on time.
+    pub fn observe(&mut self, r: &GenReading) -> Vec<i64> {
         if !self.keys.contains_key(&r.key) && self.keys.len() >= self.max_keys {
             self.rejected += 1;
-            return;
+            return Vec::new();
         }
+        let mut closes = Vec::new();
         let start = self.window_start(r.ts);
         let (ooo, l, size) = (self.ooo_ms, self.lateness_ms, self.window_ms);
         let k = self.keys.entry(r.key).or_default();
@@ -268,6 +271,14 @@ impl Expect {
         } else {
             self.windowed += 1;
             *self.windows.entry((r.key, start)).or_insert(0) += 1;
+            if let Some(old) = k.max_ts.filter(|&m| r.ts > m) {
+                // Window ends in (old - ooo, ts - ooo], each a multiple of the size.
+                let mut end = (old - ooo).div_euclid(size) * size + size;
+                while end <= r.ts - ooo {
+                    closes.push(end - size);
+                    end += size;
+                }
+            }
             k.max_ts = Some(k.max_ts.map_or(r.ts, |m| m.max(r.ts)));
         }
         // The threshold judges every reading the engine did not refuse, late ones too.
@@ -279,6 +290,7 @@ impl Expect {
         } else if r.value <= HIGH - HYSTERESIS {
             k.raised = false;
         }
+        closes
     }
 }
 
@@ -310,7 +322,9 @@ mod tests {
         let rs: Vec<_> = (0..n)
             .map(|i| w.next(1_763_719_200_000 + i as i64))
             .collect();
-        rs.iter().for_each(|r| e.observe(r));
+        rs.iter().for_each(|r| {
+            e.observe(r);
+        });
         (rs, e)
     }
 
@@ -383,5 +397,33 @@ mod tests {
     fn sensor_names_round_trip() {
         assert_eq!(key_of(&sensor_name(4_321)), Some(4_321));
         assert_eq!(key_of("x12"), None);
+    }
+
+    #[test]
+    fn the_reading_that_moves_the_watermark_past_a_window_end_closes_it() {
+        let mut p = params();
+        (p.max_keys, p.window_ms, p.ooo_ms) = (10, 1_000, 500);
+        let mut e = Expect::new(&p);
+        let r = |ts| GenReading {
+            key: 3,
+            ts,
+            value: 20.0,
+            kind: Kind::Normal,
+        };
+        assert!(
+            e.observe(&r(10_100)).is_empty(),
+            "the first reading closes nothing"
+        );
+        assert_eq!(
+            e.observe(&r(11_400)),
+            vec![9_000],
+            "watermark 10.9 s passes 10 s, not 11 s (a window without readings never fires)"
+        );
+        assert_eq!(e.observe(&r(11_500)), vec![10_000]);
+        assert!(
+            e.observe(&r(11_200)).is_empty(),
+            "an older reading moves nothing"
+        );
+        assert_eq!(e.observe(&r(13_600)), vec![11_000, 12_000]);
     }
 }

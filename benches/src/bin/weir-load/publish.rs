@@ -66,6 +66,9 @@ pub struct Phase {
     pub last_ms: f64,
     /// Publish time of each anomaly: (key, ts) -> ms.
     pub anomalies: HashMap<(u32, i64), f64>,
+    /// Publish time of the reading that moved each window's key's watermark past
+    /// the window's end: (key, window start) -> ms.
+    pub closed: HashMap<(u32, i64), f64>,
     /// (wall ms, published so far), every 200 ms.
     pub progress: Vec<(f64, u64)>,
 }
@@ -86,6 +89,7 @@ pub async fn run(
         first_ms: crate::now_ms_f(),
         last_ms: 0.0,
         anomalies: HashMap::new(),
+        closed: HashMap::new(),
         progress: Vec::new(),
     };
     let mut next_progress = start;
@@ -111,7 +115,9 @@ pub async fn run(
                 ph.anomalies.insert((r.key, r.ts), at);
             }
             if let Some(e) = expect.as_deref_mut() {
-                e.observe(&r);
+                for start in e.observe(&r) {
+                    ph.closed.insert((r.key, start), at);
+                }
             }
             ph.count += 1;
             ph.last_ms = at;
