@@ -153,6 +153,17 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
         config.contains("password = \"[redacted]\"") && config.contains("username = \"pi-01\""),
         "{config}"
     );
+    // diag runs its own binary for these sections. Under qemu-user (CI's ARM runs,
+    // WEIR_RUNNER set) an emulated process cannot exec another ARM binary unless
+    // binfmt_misc is registered, which CI's machine is not: the section is then
+    // recorded as exit 127 (the bundle is still written, as the snapshot shows).
+    if std::env::var_os("WEIR_RUNNER").is_some() {
+        assert!(
+            manifest.contains("config-check.txt: `weir config check"),
+            "{manifest}"
+        );
+        return;
+    }
     let check = std::fs::read_to_string(root.join("config-check.txt.stderr"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(check.contains("password"), "{check}");
