@@ -53,9 +53,12 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// The database file; on failure the message and exit code.
-    pub(super) fn path(&self) -> Result<PathBuf, (String, u8)> {
-        self.resolve().map(|(p, _)| p)
+    /// The database file; on failure the message is written to `err` and the exit code returned.
+    pub(super) fn path(&self, err: &mut impl Write) -> Result<PathBuf, u8> {
+        self.resolve().map(|(p, _)| p).map_err(|(msg, code)| {
+            let _ = writeln!(err, "error: {msg}");
+            code
+        })
     }
 
     /// The database file and, when it loads, the configuration (with `--db`, a configuration
@@ -220,12 +223,9 @@ pub(super) fn rfc3339(ms: i64) -> String {
 /// `weir outbox verify`: exit 0 when sound, 65 when corrupt or from a newer Weir, 1 when the
 /// file cannot be opened, 78 when the configuration is invalid.
 pub fn verify(t: &Target<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
-    let path = match t.path() {
+    let path = match t.path(err) {
         Ok(p) => p,
-        Err((msg, code)) => {
-            let _ = writeln!(err, "error: {msg}");
-            return code;
-        }
+        Err(code) => return code,
     };
     // integrity_check reports no progress of its own: on a terminal at least say what it is
     // reading, since a large file on an SD card takes a while.

@@ -51,12 +51,9 @@ pub fn peek(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> u8 {
-    let path = match t.path() {
+    let path = match t.path(err) {
         Ok(p) => p,
-        Err((msg, code)) => {
-            let _ = writeln!(err, "error: {msg}");
-            return code;
-        }
+        Err(code) => return code,
     };
     let class = class.map(ClassArg::class);
     let read = inspect::open_read_only(&path).and_then(|c| {
@@ -122,12 +119,9 @@ pub fn export(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> u8 {
-    let path = match t.path() {
+    let path = match t.path(err) {
         Ok(p) => p,
-        Err((msg, code)) => {
-            let _ = writeln!(err, "error: {msg}");
-            return code;
-        }
+        Err(code) => return code,
     };
     let class = class.map(ClassArg::class);
     let conn = match inspect::open_read_only(&path) {
