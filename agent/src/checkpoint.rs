@@ -98,6 +98,7 @@ pub fn take(
         meta: encode(&meta),
         keys,
         seen: seen.changes(),
+        ingest: seen.ingest_changes(),
     }
 }
 
@@ -127,7 +128,8 @@ pub fn restore(
         max_keys,
         DetectorsState::from_parts(meta.detectors_rejected, detector_keys),
     );
-    Ok((engine, detectors, Seen::from_entries(stored.seen.clone())))
+    let seen = Seen::from_entries(max_keys, stored.seen.clone(), &stored.ingest);
+    Ok((engine, detectors, seen))
 }
 
 /// A content fingerprint of one MQTT message (FNV-1a over topic and payload):
@@ -146,56 +148,169 @@ pub fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
     h
 }
 
-/// The ingest deliveries whose effect is in the state: for each packet id, the
-/// fingerprint of the last delivery that came with it.
+/// What the engine knows of one MQTT delivery, to tell a new message from one
+/// whose effect is already in the state (see [`Seen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryMeta {
+    /// 0, 1 or 2.
+    pub qos: u8,
+    /// The broker's packet id (0 for QoS 0).
+    pub pkid: u16,
+    /// The DUP flag.
+    pub dup: bool,
+    /// The RETAIN flag: set only on a message sent because we subscribed, never
+    /// on one that matched an established subscription (MQTT 3.1.1, 3.3.1.3).
+    pub retain: bool,
+    /// [`fingerprint`] of the topic alone.
+    pub topic: u64,
+    /// [`fingerprint`] of topic and payload.
+    pub fingerprint: u64,
+}
+
+/// What to do with a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Count it.
+    New,
+    /// A resend of a message whose effect is in the state: acknowledge only.
+    Repeat,
+    /// A retained message sent again because we subscribed again, already
+    /// counted: acknowledge only.
+    RetainedRepeat,
+}
+
+/// Storage spaces of [`Seen`]'s records in a checkpoint's `ingest` list.
+const HELD: u8 = 1;
+const TOPIC: u8 = 2;
+
+/// The ingest deliveries whose effect is in the state. `docs/ingest.md` has the
+/// whole argument; in short:
 ///
-/// Why: a delivery is acknowledged to the local broker only after the checkpoint
-/// holding its effect commits, but that PUBACK can still be lost (a crash or a
-/// dropped connection before the ingest task wrote it, which can be several
-/// checkpoints later while backpressure holds that task). The broker then sends
-/// the message again, flagged DUP, with the same packet id (MQTT 3.1.1, 4.4).
-/// Such a resend whose packet id and content match the entry here is already
-/// counted: it is acknowledged again and not processed again.
+/// - **QoS 2** (what Weir subscribes with, and what a broker set as the README
+///   says delivers): `held` is the set of packet ids whose message is counted and
+///   whose PUBREL has not been recorded. The engine sends PUBREC only after the
+///   checkpoint holding the message's effect and its id in `held` commits, and
+///   PUBCOMP only after the checkpoint that removed the id commits. The broker
+///   reuses an id only after our PUBCOMP (MQTT 3.1.1, 4.3.3), so a PUBLISH whose
+///   id is in `held` can only be a resend of the counted message, and one whose
+///   id is not can only be a message never counted: exact, whatever the bytes,
+///   however often ids are reused.
+/// - **QoS 1** (a broker that delivers below our subscription's QoS): the
+///   receiver cannot know whether its PUBACK arrived, so no record is exact. The
+///   fingerprint of the last delivery per packet id recognises a resend flagged
+///   DUP with the same bytes; after a packet-id wrap an identical message can be
+///   mistaken for it. Weir warns when it receives QoS 1.
+/// - **Retained messages** come again at every SUBSCRIBE. `topics` keeps, per
+///   topic, the fingerprint of the last message counted on it (at most
+///   `topic_cap` topics); a retained delivery equal to it is the copy of what
+///   was counted, not a new reading.
 ///
-/// An entry stays until the broker reuses its packet id, which it does only
-/// after receiving our PUBACK, so no lost PUBACK can outlive its entry. A match
-/// needs the same id and the same bytes; readings with timestamps never collide
-/// that way. Bounded by the packet-id space (65,535 entries); checkpoints store
-/// only the entries changed since the previous one.
+/// Checkpoints store only the entries changed since the previous one.
 #[derive(Debug, Default)]
 pub struct Seen {
     last: HashMap<u16, u64>,
     changed: HashMap<u16, u64>,
+    held: HashSet<u16>,
+    topics: HashMap<u64, u64>,
+    topic_cap: usize,
+    changed_ingest: HashMap<(u8, i64), Option<i64>>,
 }
 
 impl Seen {
-    fn from_entries(entries: Vec<(u16, u64)>) -> Self {
+    /// An empty record that keeps the last message of at most `topic_cap` topics.
+    pub fn new(topic_cap: usize) -> Self {
         Self {
-            last: entries.into_iter().collect(),
-            changed: HashMap::new(),
+            topic_cap,
+            ..Self::default()
         }
     }
 
-    /// True if this redelivery's effect is already in the state.
-    pub fn already_counted(&self, dup: bool, pkid: u16, fingerprint: u64) -> bool {
-        dup && self.last.get(&pkid) == Some(&fingerprint)
+    fn from_entries(topic_cap: usize, entries: Vec<(u16, u64)>, ingest: &[(u8, i64, i64)]) -> Self {
+        let mut s = Self::new(topic_cap);
+        s.last = entries.into_iter().collect();
+        for &(space, id, value) in ingest {
+            match space {
+                // Ids were stored from a u16 and values from a u64, bit for bit.
+                HELD => {
+                    s.held.insert(id as u16);
+                }
+                TOPIC => {
+                    s.topics.insert(id as u64, value as u64);
+                }
+                _ => {}
+            }
+        }
+        s
     }
 
-    /// Records a delivery whose effect is now in the state (also a redelivery
-    /// found [`Seen::already_counted`]).
-    pub fn record(&mut self, pkid: u16, fingerprint: u64) {
-        self.last.insert(pkid, fingerprint);
-        self.changed.insert(pkid, fingerprint);
+    /// Decides what `m` is and records it (see [`Seen`]).
+    pub fn admit(&mut self, m: &DeliveryMeta) -> Verdict {
+        let repeat = match m.qos {
+            2 => !self.hold(m.pkid),
+            1 => {
+                let repeat = m.dup && self.last.get(&m.pkid) == Some(&m.fingerprint);
+                self.last.insert(m.pkid, m.fingerprint);
+                self.changed.insert(m.pkid, m.fingerprint);
+                repeat
+            }
+            _ => false,
+        };
+        if repeat {
+            return Verdict::Repeat;
+        }
+        if m.retain && self.topics.get(&m.topic) == Some(&m.fingerprint) {
+            return Verdict::RetainedRepeat;
+        }
+        if self.topics.len() < self.topic_cap || self.topics.contains_key(&m.topic) {
+            self.topics.insert(m.topic, m.fingerprint);
+            self.changed_ingest
+                .insert((TOPIC, m.topic as i64), Some(m.fingerprint as i64));
+        }
+        Verdict::New
+    }
+
+    /// Adds a QoS 2 packet id to `held`; false if it was there already.
+    fn hold(&mut self, pkid: u16) -> bool {
+        let new = self.held.insert(pkid);
+        if new {
+            self.changed_ingest.insert((HELD, i64::from(pkid)), Some(0));
+        }
+        new
+    }
+
+    /// The broker released a QoS 2 packet id (PUBREL): the PUBCOMP may go once
+    /// a checkpoint holding this removal has committed.
+    pub fn release(&mut self, pkid: u16) {
+        if self.held.remove(&pkid) {
+            self.changed_ingest.insert((HELD, i64::from(pkid)), None);
+        }
+    }
+
+    /// How many QoS 2 messages are counted and not yet released.
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     /// A checkpoint holding [`Seen::changes`] has committed.
     pub fn committed(&mut self) {
         self.changed.clear();
+        self.changed_ingest.clear();
     }
 
-    /// The entries recorded since the last commit, to store with a checkpoint.
+    /// The QoS 1 entries recorded since the last commit, to store with a checkpoint.
     fn changes(&self) -> Vec<(u16, u64)> {
         let mut v: Vec<(u16, u64)> = self.changed.iter().map(|(k, f)| (*k, *f)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The QoS 2 and topic records changed since the last commit (`None`: delete).
+    fn ingest_changes(&self) -> Vec<(u8, i64, Option<i64>)> {
+        let mut v: Vec<_> = self
+            .changed_ingest
+            .iter()
+            .map(|(&(space, id), &value)| (space, id, value))
+            .collect();
         v.sort_unstable();
         v
     }

@@ -180,6 +180,7 @@ fn a_checkpoint_of_another_format_is_refused_not_misread() {
         meta: vec![FORMAT + 1, 0, 0, 0],
         keys: Vec::new(),
         seen: Vec::new(),
+        ingest: Vec::new(),
     };
     let err = restore(&stored, engine_cfg(false), specs(), 4)
         .err()
@@ -193,24 +194,119 @@ fn a_checkpoint_of_another_format_is_refused_not_misread() {
         meta: vec![FORMAT, 1],
         keys: Vec::new(),
         seen: Vec::new(),
+        ingest: Vec::new(),
     };
     assert!(restore(&stored, engine_cfg(false), specs(), 4).is_err());
 }
 
+fn meta(qos: u8, pkid: u16, dup: bool, retain: bool, topic: &str, payload: &[u8]) -> DeliveryMeta {
+    DeliveryMeta {
+        qos,
+        pkid,
+        dup,
+        retain,
+        topic: fingerprint(topic, &[]),
+        fingerprint: fingerprint(topic, payload),
+    }
+}
+
+/// Commits what `seen` changed and restores it as a restart would.
+fn commit_and_restore(db: &mut Outbox, seen: &mut Seen) -> Seen {
+    let mut e = Engine::new(engine_cfg(false));
+    let mut d = Detectors::new(Vec::new(), 4);
+    db.commit(&[], Some(&take(&mut e, &mut d, seen, 1)))
+        .unwrap();
+    seen.committed();
+    let stored = db.load_checkpoint().unwrap().unwrap();
+    restore(&stored, engine_cfg(false), Vec::new(), 4)
+        .unwrap()
+        .2
+}
+
 #[test]
-fn only_a_dup_flagged_redelivery_with_the_same_id_and_bytes_counts_as_already_counted() {
-    let mut seen = Seen::default();
-    let f = fingerprint("t/1", b"21.5");
-    seen.record(7, f);
-    assert!(seen.already_counted(true, 7, f));
-    assert!(
-        !seen.already_counted(false, 7, f),
+fn a_qos2_packet_id_is_a_repeat_exactly_while_it_is_held_whatever_the_bytes() {
+    let mut seen = Seen::new(4);
+    let one = meta(2, 7, false, false, "door", b"1");
+    assert_eq!(seen.admit(&one), Verdict::New);
+    // Resent before PUBREL, DUP or not, same or other bytes: the same message.
+    assert_eq!(
+        seen.admit(&DeliveryMeta { dup: true, ..one }),
+        Verdict::Repeat
+    );
+    assert_eq!(seen.held(), 1);
+    // PUBREL: the id is free; the broker's next message with it is new, even
+    // with the same bytes (the door sends `1` again after a packet-id wrap).
+    seen.release(7);
+    assert_eq!(seen.held(), 0);
+    assert_eq!(seen.admit(&DeliveryMeta { dup: true, ..one }), Verdict::New);
+    assert_eq!(seen.admit(&one), Verdict::Repeat);
+}
+
+#[test]
+fn identical_plain_payloads_past_a_packet_id_wrap_are_each_counted_once_across_restarts() {
+    let dir = TempDir::new().unwrap();
+    let mut db = outbox(&dir);
+    let mut seen = Seen::new(4);
+    let m = |dup| meta(2, 1, dup, false, "t", b"1");
+    // Message A with id 1: counted, committed (PUBREC goes now), then released
+    // and the release committed (PUBCOMP goes now).
+    assert_eq!(seen.admit(&m(false)), Verdict::New);
+    seen = commit_and_restore(&mut db, &mut seen);
+    assert_eq!(
+        seen.admit(&m(true)),
+        Verdict::Repeat,
+        "A resent after a restart: PUBREC was lost"
+    );
+    seen.release(1);
+    seen = commit_and_restore(&mut db, &mut seen);
+    // 65,535 messages later the broker gives id 1 to message B, same bytes. It
+    // is processed, the process dies before the next checkpoint, and B comes
+    // again flagged DUP: it is new (the old code called it a repeat and lost it).
+    assert_eq!(seen.admit(&m(false)), Verdict::New);
+    let stored = db.load_checkpoint().unwrap().unwrap();
+    let mut restarted = restore(&stored, engine_cfg(false), Vec::new(), 4)
+        .unwrap()
+        .2;
+    assert_eq!(restarted.admit(&m(true)), Verdict::New);
+    // Committed this time: its next resend is a repeat, also after a restart.
+    let mut again = commit_and_restore(&mut db, &mut restarted);
+    assert_eq!(again.admit(&m(true)), Verdict::Repeat);
+}
+
+#[test]
+fn a_pubrel_recorded_but_not_committed_keeps_the_id_held_after_a_restart() {
+    let dir = TempDir::new().unwrap();
+    let mut db = outbox(&dir);
+    let mut seen = Seen::new(4);
+    assert_eq!(
+        seen.admit(&meta(2, 9, false, false, "t", b"x")),
+        Verdict::New
+    );
+    let restored = commit_and_restore(&mut db, &mut seen);
+    // PUBREL arrives; the process dies before the removal commits, so no PUBCOMP
+    // went out: the broker resends the PUBREL, never a new message with id 9.
+    seen.release(9);
+    assert_eq!(restored.held(), 1);
+}
+
+#[test]
+fn a_qos1_resend_is_recognised_by_its_dup_flag_id_and_bytes() {
+    let mut seen = Seen::new(4);
+    let f = meta(1, 7, false, false, "t/1", b"21.5");
+    assert_eq!(seen.admit(&f), Verdict::New);
+    assert_eq!(
+        seen.admit(&DeliveryMeta { dup: true, ..f }),
+        Verdict::Repeat
+    );
+    assert_eq!(
+        seen.admit(&f),
+        Verdict::New,
         "a first delivery is never a repeat"
     );
-    assert!(!seen.already_counted(true, 8, f), "another packet id");
-    assert!(
-        !seen.already_counted(true, 7, fingerprint("t/1", b"21.6")),
-        "other bytes"
+    assert_eq!(
+        seen.admit(&meta(1, 8, true, false, "t/2", b"21.5")),
+        Verdict::New,
+        "another packet id"
     );
     assert_ne!(
         fingerprint("t/1", b"2"),
@@ -220,40 +316,55 @@ fn only_a_dup_flagged_redelivery_with_the_same_id_and_bytes_counts_as_already_co
 }
 
 #[test]
-fn a_delivery_stays_recognised_until_the_broker_reuses_its_packet_id_also_across_a_restart() {
+fn a_retained_copy_of_the_last_message_counted_on_its_topic_is_not_counted_again() {
     let dir = TempDir::new().unwrap();
     let mut db = outbox(&dir);
-    let mut e = Engine::new(engine_cfg(false));
-    let mut d = Detectors::new(Vec::new(), 4);
-    let mut seen = Seen::default();
-    let f = fingerprint("t", b"1");
-    seen.record(1, f);
-    db.commit(&[], Some(&take(&mut e, &mut d, &seen, 1)))
-        .unwrap();
-    seen.committed();
-    // Many checkpoints later, with other deliveries in between, its PUBACK may
-    // still be unwritten (ingest held by backpressure): it is still recognised.
-    for pkid in 2..50u16 {
-        seen.record(pkid, fingerprint("t", &pkid.to_be_bytes()));
-        db.commit(&[], Some(&take(&mut e, &mut d, &seen, 2)))
-            .unwrap();
-        seen.committed();
+    let mut seen = Seen::new(4);
+    // Never counted: a reading.
+    assert_eq!(
+        seen.admit(&meta(2, 1, false, true, "t", b"5")),
+        Verdict::New
+    );
+    seen.release(1);
+    // Every later start subscribes again and gets the same retained copy.
+    for pkid in 2..6 {
+        seen = commit_and_restore(&mut db, &mut seen);
+        assert_eq!(
+            seen.admit(&meta(2, pkid, false, true, "t", b"5")),
+            Verdict::RetainedRepeat
+        );
+        seen.release(pkid);
     }
-    assert!(seen.already_counted(true, 1, f));
-    // Each checkpoint stored only what changed; the file holds them all.
-    let stored = db.load_checkpoint().unwrap().unwrap();
-    assert_eq!(stored.seen.len(), 49);
-    let (_, _, restored) = restore(&stored, engine_cfg(false), Vec::new(), 4).unwrap();
-    assert!(restored.already_counted(true, 1, f), "after a restart too");
-    // The broker reuses id 1 only after our PUBACK arrived: the new delivery replaces it.
-    let g = fingerprint("t", b"new");
-    seen.record(1, g);
-    assert!(!seen.already_counted(true, 1, f));
-    assert!(seen.already_counted(true, 1, g));
-    db.commit(&[], Some(&take(&mut e, &mut d, &seen, 3)))
-        .unwrap();
-    let stored = db.load_checkpoint().unwrap().unwrap();
-    let (_, _, restored) = restore(&stored, engine_cfg(false), Vec::new(), 4).unwrap();
-    assert!(!restored.already_counted(true, 1, f));
-    assert!(restored.already_counted(true, 1, g));
+    // Counted live (RETAIN 0 on an established subscription), then the retained copy.
+    assert_eq!(
+        seen.admit(&meta(2, 10, false, false, "u", b"7")),
+        Verdict::New
+    );
+    assert_eq!(
+        seen.admit(&meta(2, 11, false, true, "u", b"7")),
+        Verdict::RetainedRepeat
+    );
+    // A retained message that differs from the last one counted is new.
+    assert_eq!(
+        seen.admit(&meta(2, 12, false, true, "u", b"8")),
+        Verdict::New
+    );
+    // Past the cap, topics are not tracked: their retained copies count again.
+    let mut small = Seen::new(1);
+    assert_eq!(
+        small.admit(&meta(0, 0, false, true, "a", b"1")),
+        Verdict::New
+    );
+    assert_eq!(
+        small.admit(&meta(0, 0, false, true, "b", b"1")),
+        Verdict::New
+    );
+    assert_eq!(
+        small.admit(&meta(0, 0, false, true, "b", b"1")),
+        Verdict::New
+    );
+    assert_eq!(
+        small.admit(&meta(0, 0, false, true, "a", b"1")),
+        Verdict::RetainedRepeat
+    );
 }

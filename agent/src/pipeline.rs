@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::checkpoint::{self, Seen};
+use crate::checkpoint::{self, Seen, Verdict};
 use crate::config::Config;
 use crate::control::hub::{EngineView, Hub, Live, alert_json};
 use crate::control::tap::{Event, Tap};
@@ -289,7 +289,7 @@ async fn restore(outbox: &OutboxHandle, cfg: &Config) -> (Engine, Detectors, See
         (
             Engine::new(cfg.engine.clone()),
             Detectors::new(cfg.detectors.clone(), max_keys),
-            Seen::default(),
+            Seen::new(max_keys),
         )
     };
     match outbox.load_checkpoint().await {
@@ -465,28 +465,37 @@ impl EngineTask {
     /// One input; a delivery the state already holds is only acknowledged again.
     fn input(&mut self, input: Input, now: i64) {
         let tapped = self.tap.is_active();
-        let Input::Delivery(d) = input else {
-            if tapped {
-                self.tap_reading(&input);
+        let d = match input {
+            Input::Delivery(d) => d,
+            Input::Release(ack) => {
+                self.seen.release(ack.pkid());
+                self.acks.push(ack);
+                return;
             }
-            return self.step(|p, msgs| p.input(input, now, msgs));
-        };
-        let repeat = d
-            .ack
-            .as_ref()
-            .is_some_and(|a| self.seen.already_counted(a.dup(), a.pkid(), d.fingerprint));
-        if repeat {
-            Counters::add(&self.counters.ingest_redelivered, 1);
-        } else {
-            for i in d.inputs {
+            input => {
                 if tapped {
-                    self.tap_reading(&i);
+                    self.tap_reading(&input);
                 }
-                self.step(|p, msgs| p.input(i, now, msgs));
+                return self.step(|p, msgs| p.input(input, now, msgs));
             }
-        }
-        if let Some(ack) = &d.ack {
-            self.seen.record(ack.pkid(), d.fingerprint);
+        };
+        match self.seen.admit(&d.meta) {
+            Verdict::New => {
+                for i in d.inputs {
+                    if tapped {
+                        self.tap_reading(&i);
+                    }
+                    self.step(|p, msgs| p.input(i, now, msgs));
+                }
+            }
+            Verdict::Repeat => Counters::add(&self.counters.ingest_redelivered, 1),
+            Verdict::RetainedRepeat => {
+                tracing::debug!(
+                    pkid = d.meta.pkid,
+                    "retained message already counted, not counted again"
+                );
+                Counters::add(&self.counters.ingest_redelivered, 1);
+            }
         }
         self.acks.extend(d.ack);
     }

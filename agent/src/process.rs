@@ -116,6 +116,7 @@ impl Processor {
                     self.input(i, now, msgs);
                 }
             }
+            Input::Release(_) => {}
         }
         self.drain_alerts(now, msgs);
     }

@@ -156,11 +156,16 @@ impl Broker {
     /// A broker (not yet started) that keeps its state in `dir`, with persistence
     /// so queued QoS 1 messages for offline persistent sessions survive a restart.
     pub fn new(dir: &Path, port: u16) -> Self {
+        Self::with_conf(dir, port, "")
+    }
+
+    /// [`Broker::new`] with more `mosquitto.conf` lines (each ending in a newline).
+    pub fn with_conf(dir: &Path, port: u16, extra: &str) -> Self {
         let dir = dir.join(format!("mosquitto-{port}"));
         std::fs::create_dir_all(dir.join("data")).unwrap_or_else(|e| panic!("{e}"));
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {data}/\n\
-             autosave_interval 1\nmax_queued_messages 0\nlog_dest file {dir}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+             autosave_interval 1\nmax_queued_messages 0\nupgrade_outgoing_qos true\n{extra}log_dest file {dir}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
             data = dir.join("data").display(),
             dir = dir.display(),
         );

@@ -373,7 +373,7 @@ fn a_postcard_run_decodes_to_the_results_of_a_json_run_of_the_same_input() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains(": ok (integrity_check ok, schema version 2"),
+        text.contains(": ok (integrity_check ok, schema version 3"),
         "{text}"
     );
     assert!(text.contains("aggregate"), "{text}");

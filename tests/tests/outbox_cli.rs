@@ -221,7 +221,7 @@ severity = "critical"
     assert_eq!(code, 0);
     let out = mask(
         &out,
-        "(integrity_check ok, schema version 2; ",
+        "(integrity_check ok, schema version 3; ",
         ')',
         "<sizes>",
     );

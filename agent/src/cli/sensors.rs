@@ -337,7 +337,7 @@ fn read_gpio(
                 code = exit::FAILURE;
                 break;
             }
-            Some(Input::DeadLetter(_) | Input::Delivery(_)) | None => {}
+            Some(Input::DeadLetter(_) | Input::Delivery(_) | Input::Release(_)) | None => {}
         }
     }
     stop.stop();

@@ -26,6 +26,12 @@ CREATE TABLE IF NOT EXISTS checkpoint_seen (
     pkid        INTEGER PRIMARY KEY,
     fingerprint INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoint_ingest (
+    space INTEGER NOT NULL,
+    id    INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (space, id)
+) WITHOUT ROWID;
 ";
 
 /// What one checkpoint writes: the part of the state that belongs to no key, and the keys
@@ -41,6 +47,9 @@ pub struct Checkpoint {
     /// Ingest deliveries recorded since the previous checkpoint: (packet id, fingerprint),
     /// each replacing the entry of its packet id.
     pub seen: Vec<(u16, u64)>,
+    /// Other ingest records changed since the previous checkpoint: (space, id, value),
+    /// `None` deleting the record (see `crate::checkpoint::Seen`).
+    pub ingest: Vec<(u8, i64, Option<i64>)>,
 }
 
 /// The last committed checkpoint, whole.
@@ -54,6 +63,8 @@ pub struct StoredCheckpoint {
     pub keys: Vec<(String, String, Vec<u8>)>,
     /// The last delivery recorded for each packet id.
     pub seen: Vec<(u16, u64)>,
+    /// Every ingest record: (space, id, value).
+    pub ingest: Vec<(u8, i64, i64)>,
 }
 
 /// Writes `cp` inside the caller's transaction.
@@ -83,6 +94,19 @@ pub(super) fn write(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<(
         )?
         // Stored as SQLite's signed integer, bit for bit.
         .execute(rusqlite::params![pkid, *fingerprint as i64])?;
+    }
+    for (space, id, value) in &cp.ingest {
+        match value {
+            Some(v) => tx
+                .prepare_cached(
+                    "INSERT INTO checkpoint_ingest (space, id, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (space, id) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(rusqlite::params![space, id, v])?,
+            None => tx
+                .prepare_cached("DELETE FROM checkpoint_ingest WHERE space = ?1 AND id = ?2")?
+                .execute(rusqlite::params![space, id])?,
+        };
     }
     Ok(())
 }
@@ -123,11 +147,34 @@ impl Outbox {
             .map_err(err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
+        // A version-2 file opened read-only (`weir status` with the daemon down, before a
+        // newer daemon upgraded it) has no such table, and no such records.
+        let has_ingest: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'checkpoint_ingest'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let mut ingest = Vec::new();
+        if has_ingest {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT space, id, value FROM checkpoint_ingest ORDER BY space, id")
+                .map_err(err)?;
+            ingest = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+        }
         Ok(Some(StoredCheckpoint {
             taken_ms,
             meta,
             keys,
             seen,
+            ingest,
         }))
     }
 }

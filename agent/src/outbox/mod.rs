@@ -109,8 +109,10 @@ pub use error::OutboxError;
 pub use handle::{Batch, OutboxHandle};
 pub use store::Outbox;
 
-/// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+/// Schema version written to `PRAGMA user_version`. Version 2 added the checkpoint tables,
+/// version 3 `checkpoint_ingest` (QoS 2 and retained-message records); an older file
+/// simply gains the tables it lacks at the daemon's next start.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Delivery class; the discriminant is the drain priority (lower goes first) and the value
 /// stored in the `class` column.

@@ -131,7 +131,7 @@ impl Outbox {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(at_open)?;
             tx.execute_batch(SCHEMA_SQL).map_err(at_open)?;
-            // Version 2 added the checkpoint tables; a version-1 file simply gains them.
+            // Versions 2 and 3 added checkpoint tables; an older file simply gains them.
             tx.execute_batch(super::checkpoint::SCHEMA_SQL)
                 .map_err(at_open)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -374,8 +374,8 @@ fn a_newer_schema_version_is_refused() {
         matches!(
             err,
             OutboxError::NewerSchema {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             }
         ),
@@ -397,7 +397,7 @@ fn the_file_is_in_wal_mode_with_normal_sync_and_the_schema_version() {
     };
     assert_eq!(q("journal_mode"), r#"Text("wal")"#);
     assert_eq!(q("synchronous"), "Integer(1)");
-    assert_eq!(q("user_version"), "Integer(2)");
+    assert_eq!(q("user_version"), "Integer(3)");
     assert!(ob.verify().is_ok());
 }
 
@@ -423,6 +423,7 @@ fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
         meta: vec![1, 2],
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
         seen: vec![(7, u64::MAX)],
+        ingest: vec![(1, 7, Some(0)), (2, -5, Some(i64::MIN)), (1, 8, Some(0))],
     };
     ob.commit(&[], Some(&cp)).unwrap();
     let stored = ob.load_checkpoint().unwrap().unwrap();
@@ -431,6 +432,15 @@ fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
         [(7, u64::MAX)],
         "a fingerprint round-trips bit for bit"
     );
+    assert_eq!(stored.ingest, [(1, 7, 0), (1, 8, 0), (2, -5, i64::MIN)]);
+    // `None` deletes a record.
+    let cp2 = Checkpoint {
+        ingest: vec![(1, 7, None)],
+        ..cp.clone()
+    };
+    ob.commit(&[], Some(&cp2)).unwrap();
+    let stored = ob.load_checkpoint().unwrap().unwrap();
+    assert_eq!(stored.ingest, [(1, 8, 0), (2, -5, i64::MIN)]);
     assert_eq!(
         (stored.taken_ms, stored.meta, stored.keys),
         (5, vec![1, 2], vec![("s".into(), "m".into(), vec![3])])
@@ -446,6 +456,7 @@ fn a_failed_commit_writes_neither_the_rows_nor_the_checkpoint() {
         meta: vec![1],
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
         seen: vec![(7, u64::MAX)],
+        ingest: Vec::new(),
     };
     // A trigger makes the checkpoint write fail after the rows were inserted.
     ob.conn

@@ -7,6 +7,7 @@ pub mod gpio;
 pub mod health;
 pub mod i2c;
 pub mod mqtt;
+pub mod mqtt_wire;
 pub mod multi;
 pub mod onewire;
 pub mod payload;
@@ -30,6 +31,9 @@ pub enum Input {
     /// One message from the local MQTT broker: the inputs it became, and the
     /// acknowledgement the daemon owes once a checkpoint holds their effect.
     Delivery(Delivery),
+    /// The local broker released a QoS 2 message (PUBREL): its packet id may be
+    /// forgotten once a checkpoint records that, and then PUBCOMP is owed.
+    Release(mqtt::Ack),
 }
 
 /// See [`Input::Delivery`].
@@ -37,8 +41,8 @@ pub enum Input {
 pub struct Delivery {
     /// What the message became (readings, dead letters), in order.
     pub inputs: Vec<Input>,
-    /// `checkpoint::fingerprint` of its topic and payload.
-    pub fingerprint: u64,
+    /// What tells it from a message already counted (see `checkpoint::Seen`).
+    pub meta: crate::checkpoint::DeliveryMeta,
     /// How to acknowledge it; `None` for a QoS 0 message (nothing to acknowledge).
     pub ack: Option<mqtt::Ack>,
 }
