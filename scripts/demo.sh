@@ -25,6 +25,7 @@ cat > "$work/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous true
 persistence false
+upgrade_outgoing_qos true
 log_dest file $work/mosquitto.log
 CONF
 [ "$(id -u)" = 0 ] && touch "$work/mosquitto.log" && chown mosquitto "$work/mosquitto.log"

@@ -289,3 +289,166 @@ fn finals_all(c: &Consumer) -> BTreeMap<(String, i64), BTreeSet<i64>> {
     }
     out
 }
+
+/// Plain payloads repeat the same bytes (`1` from a door contact), and after
+/// 65,535 messages the broker reuses every packet id. A reading processed but
+/// not yet checkpointed when weir is killed comes again flagged DUP, with the
+/// id and the bytes of an older reading that was counted: it must be counted
+/// (weir 0.1 took it for that older reading and dropped it), and a reading that
+/// was counted must not be counted again.
+#[test]
+fn identical_plain_readings_past_a_packet_id_wrap_survive_sigkills() {
+    const BEFORE: usize = 66_000;
+    const DURING: usize = 20_000;
+    let dir = scratch();
+    let local = Broker::with_conf(dir.path(), free_port(), "max_inflight_messages 1000\n");
+    let local = {
+        let mut b = local;
+        b.start();
+        b
+    };
+    let mut upstream = Broker::new(dir.path(), free_port());
+    upstream.start();
+    let consumer = Consumer::connect(upstream.port, "weir/wrap/#", Some("wrap-consumer"));
+    let text = format!(
+        r#"
+[agent]
+device = "wrap"
+state_dir = "{state}"
+checkpoint_interval = "200ms"
+
+[engine]
+idle_timeout = "2s"
+allowed_lateness = "1h"
+[engine.window]
+size = "10s"
+
+[uplink]
+host = "127.0.0.1"
+port = {upstream}
+reconnect_min = "100ms"
+reconnect_max = "300ms"
+
+[ingest]
+host = "127.0.0.1"
+port = {local}
+broker_max_inflight = 1000
+
+[[ingest.topic]]
+filter = "wrap/+"
+sensor = "{{2}}"
+metric = "open"
+"#,
+        state = dir.path().join("state").display(),
+        upstream = upstream.port,
+        local = local.port,
+    );
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let mut weir = Weir::start(&cfg, dir.path());
+    wait_for(Duration::from_secs(60), || {
+        weir.log().contains("ingest connected").then_some(())
+    })
+    .unwrap_or_else(|| panic!("weir never connected to the local broker:\n{}", weir.log()));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // `mosquitto_pub -l` publishes one message per line, QoS 1, as fast as the broker takes them.
+    let port = local.port.to_string();
+    let publish = move |n: usize, pace: Option<Duration>| {
+        let mut child = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(["-t", "wrap/door", "-q", "1", "-l"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("mosquitto_pub: {e}"));
+        let mut stdin = child.stdin.take().unwrap_or_else(|| unreachable!());
+        for i in 0..n {
+            std::io::Write::write_all(&mut stdin, b"1\n").unwrap_or_else(|e| panic!("{e}"));
+            if let Some(p) = pace.filter(|_| i % 100 == 99) {
+                std::io::Write::flush(&mut stdin).unwrap_or_else(|e| panic!("{e}"));
+                std::thread::sleep(p);
+            }
+        }
+        drop(stdin);
+        let st = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        assert!(st.success(), "mosquitto_pub: {st}");
+    };
+    let counted = |c: &Consumer| -> i64 {
+        let f = finals(c);
+        // Upstream delivery is at least once: a late reading is one msg_id.
+        let late = c
+            .on("/late")
+            .iter()
+            .map(|m| m.json["msg_id"].to_string())
+            .collect::<BTreeSet<_>>()
+            .len() as i64;
+        f.values().map(|v| v.1).sum::<i64>() + late
+    };
+
+    // Past the wrap: every packet id has been used at least once.
+    let publish2 = publish.clone();
+    publish(BEFORE, None);
+    wait_for(Duration::from_secs(300), || {
+        (counted(&consumer) >= BEFORE as i64).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the first {BEFORE} readings were not all counted: {}\n{}",
+            counted(&consumer),
+            weir.log()
+        )
+    });
+
+    // The same bytes again while weir is killed at random moments.
+    eprintln!("after the wrap: {} counted", counted(&consumer));
+    let kills = std::env::var("WEIR_WRAP_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(if std::env::var_os("WEIR_RUNNER").is_some() {
+            5
+        } else {
+            10
+        });
+    let feeder = std::thread::spawn(move || publish2(DURING, Some(Duration::from_millis(100))));
+    let mut rng = fastrand::Rng::with_seed(5);
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+        weir.kill9();
+        weir = Weir::start(&cfg, dir.path());
+    }
+    feeder
+        .join()
+        .unwrap_or_else(|_| panic!("publisher panicked"));
+    let want = (BEFORE + DURING) as i64;
+    let got = wait_for(Duration::from_secs(300), || {
+        let n = counted(&consumer);
+        (n >= want).then_some(n)
+    });
+    // Windows still open would only add: give them time to fire, then compare exactly.
+    std::thread::sleep(Duration::from_secs(3));
+    let n = counted(&consumer);
+    if n != want {
+        let mut revs: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+        for m in consumer.messages() {
+            if m.json["type"] == "pane" {
+                revs.entry(m.json["window_start"].as_i64().unwrap_or(0))
+                    .or_default()
+                    .push((
+                        m.json["revision"].as_i64().unwrap_or(0),
+                        m.json["count"].as_i64().unwrap_or(0),
+                    ));
+            }
+        }
+        for (w, r) in revs.iter().rev().take(40) {
+            eprintln!("window {w}: {r:?}");
+        }
+        eprintln!("late: {}", consumer.on("/late").len());
+    }
+    assert_eq!(
+        (got.is_some(), n),
+        (true, want),
+        "identical readings counted, against {want} published (fewer: lost; more: counted twice)\nweir log:\n{}",
+        weir.log()
+    );
+    weir.terminate(Duration::from_secs(20));
+}

@@ -440,3 +440,15 @@ fn the_uplink_format_defaults_to_json_and_a_bad_one_names_its_line_and_the_choic
         e.fix
     );
 }
+
+#[test]
+fn a_max_payload_bytes_above_what_ingest_can_read_whole_is_refused_with_the_limit() {
+    let base = format!(
+        "{MINIMAL}[ingest]\nhost = \"127.0.0.1\"\n[[ingest.topic]]\nfilter = \"a/+\"\nsensor = \"{{2}}\"\nmetric = \"v\"\n"
+    );
+    let ok = base.replace("[ingest]\n", "[ingest]\nmax_payload_bytes = 983032\n");
+    assert!(Config::parse(&ok, None).is_ok());
+    let e = invalid(&base.replace("[ingest]\n", "[ingest]\nmax_payload_bytes = 2000000\n"));
+    assert_eq!(e.key, "ingest.max_payload_bytes");
+    assert!(e.to_string().contains("983032"), "{e}");
+}

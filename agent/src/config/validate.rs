@@ -785,6 +785,20 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
             "e.g. 4096",
         );
     }
+    if max_bytes > crate::source::mqtt::MAX_PAYLOAD_LIMIT {
+        return err(
+            &with(p, Key("max_payload_bytes")),
+            format!(
+                "{max_bytes} cannot work: weir reads MQTT packets of at most {} bytes whole, so a payload up to {} bytes is the most it can accept (larger ones are dead-lettered as too_large)",
+                crate::source::mqtt::MAX_PACKET,
+                crate::source::mqtt::MAX_PAYLOAD_LIMIT
+            ),
+            format!(
+                "set it to at most {} (a reading is a few dozen bytes; 4096 is the default)",
+                crate::source::mqtt::MAX_PAYLOAD_LIMIT
+            ),
+        );
+    }
     let broker_max_inflight = r.broker_max_inflight.unwrap_or(20);
     if broker_max_inflight == 0 {
         return err(

@@ -49,6 +49,10 @@ use crate::wire::{DeadLetter, excerpt};
 /// memory: `max_payload_bytes` must stay below it (checked by `config check`).
 pub const MAX_PACKET: usize = 1024 * 1024;
 
+/// The largest `max_payload_bytes` that can work: a packet of [`MAX_PACKET`]
+/// bytes less the largest fixed header (5), topic (2 + 65,535) and packet id (2).
+pub const MAX_PAYLOAD_LIMIT: usize = MAX_PACKET - 5 - 2 - 65_535 - 2;
+
 /// Keep-alive: a PINGREQ goes out when nothing was written for half of it, and
 /// the connection counts as lost when a PINGREQ gets no answer within it.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -299,7 +303,7 @@ async fn connect(cfg: &IngestConfig) -> Result<Conn, SessionError> {
     conn.send(&Packet::Connect(c)).await?;
     let first = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
-            if let Some(f) = conn.framer.next()? {
+            if let Some(f) = conn.framer.next_frame()? {
                 return Ok::<_, SessionError>(f);
             }
             if conn.stream.read_buf(conn.framer.buffer()).await? == 0 {
@@ -441,7 +445,7 @@ async fn session(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Decode what is buffered before reading more.
-        if let Some(frame) = conn.framer.next()? {
+        if let Some(frame) = conn.framer.next_frame()? {
             if let Some(input) = on_frame(cfg, &mut conn, frame, acks, counters) {
                 let permit = loop {
                     tokio::select! {

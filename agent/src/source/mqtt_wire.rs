@@ -1,6 +1,6 @@
 //! Framing of the ingest connection's byte stream into MQTT 3.1.1 packets, with
 //! no I/O: bytes go in through [`Framer::buffer`], frames come out of
-//! [`Framer::next`].
+//! [`Framer::next_frame`].
 //!
 //! Why our own framing: a client that refuses a packet above its size limit has
 //! only one move left, dropping the connection, and the broker then sends the
@@ -110,7 +110,7 @@ impl Framer {
     }
 
     /// The next complete frame, or `None` until more bytes arrive.
-    pub fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if let Some((over, left)) = &mut self.skipping {
             let take = (*left).min(self.buf.len());
             let room = EXCERPT.saturating_sub(over.head.len()).min(take);
@@ -182,11 +182,12 @@ impl Framer {
         };
         self.buf.advance(header + var_len);
         self.skipping = Some((over, len - var_len));
-        self.next()
+        self.next_frame()
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rumqttc::{PubRel, Publish};
@@ -210,7 +211,7 @@ mod tests {
         let mut out = Vec::new();
         for c in bytes.chunks(chunk) {
             f.buffer().extend_from_slice(c);
-            while let Some(fr) = f.next().unwrap() {
+            while let Some(fr) = f.next_frame().unwrap() {
                 out.push(fr);
             }
         }
@@ -262,7 +263,7 @@ mod tests {
         // SUBACK (type 9) claiming 100 bytes.
         f.buffer().extend_from_slice(&[0x90, 100, 0, 1]);
         assert!(matches!(
-            f.next(),
+            f.next_frame(),
             Err(FrameError::TooLarge { kind: 9, .. })
         ));
     }
@@ -272,6 +273,6 @@ mod tests {
         let mut f = Framer::new(16);
         f.buffer()
             .extend_from_slice(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
-        assert!(f.next().is_err());
+        assert!(f.next_frame().is_err());
     }
 }

@@ -40,7 +40,7 @@ impl Mosquitto {
         std::fs::create_dir_all(dir.join("data"))?;
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {data}/\nautosave_interval 60\nmax_queued_messages 0\n\
+             persistence_location {data}/\nautosave_interval 60\nmax_queued_messages 0\nupgrade_outgoing_qos true\n\
              max_inflight_messages {max_inflight}\nlog_dest file {dir}/mosquitto.log\n\
              log_type error\nlog_type warning\n",
             data = dir.join("data").display(),
