@@ -227,8 +227,6 @@ impl Acc {
     pub(crate) fn merge(&mut self, other: &Acc) {
         let (na, nb) = (self.count as f64, other.count as f64);
         let n = na + nb;
-        self.count = self.count.saturating_add(other.count);
-        self.add_sum(other.sum, other.comp, other.sum_exp);
         // Chan et al.'s pairwise update of Welford's state, at the scale of
         // the larger of the two: the smaller's contribution can only underflow
         // where it is negligible.
@@ -236,6 +234,8 @@ impl Acc {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.count = self.count.saturating_add(other.count);
+        self.add_sum(other.sum, other.comp, other.sum_exp);
         if let Some(m) = m {
             self.rescale_var(scale_for_exponent(m));
         }
