@@ -57,13 +57,16 @@ impl KeyState {
         }
     }
 
-    /// Steps 3 to 5 of [`super::Engine::push`] for an admitted reading.
+    /// Steps 4 to 6 of [`super::Engine::push`] for an admitted reading.
     /// `global_max` is the global scope's max timestamp, already including
     /// this reading (and its timers already fired); `None` with per-key scope.
+    /// `joined`: the session [`KeyState::join_session`] merged the reading
+    /// into before the watermark moved, if any.
     pub(super) fn accept(
         &mut self,
         reading: Reading,
         global_max: Option<TimestampMs>,
+        joined: Option<Window>,
         ctx: &mut Ctx,
     ) {
         let d = ctx.cfg.max_out_of_orderness_ms;
@@ -76,8 +79,15 @@ impl KeyState {
         let wm = global_max.unwrap_or(self.max_ts).saturating_sub(d);
         self.last_arrival = ctx.now;
         self.idle = false;
-        if matches!(ctx.cfg.window, WindowSpec::Session { .. }) {
-            self.add_session(reading, wm, ctx);
+        if let Some(win) = joined {
+            // The joined session ends after the reading, so the watermark
+            // move above left it in place; it fires now only if the reading
+            // is behind the watermark (a late pane).
+            if let Ok(i) = self.find(win) {
+                self.touched(i, &reading.key, wm, ctx);
+            }
+        } else if matches!(ctx.cfg.window, WindowSpec::Session { .. }) {
+            self.open_session(reading, wm, ctx);
         } else {
             self.add(reading, wm, ctx);
         }
@@ -155,14 +165,20 @@ impl KeyState {
         self.report(reading, wm, accepted, refused, latest_closed, ctx.out);
     }
 
-    /// Session windows: the reading's proto-session merges with every session
-    /// of the same cell that it touches or overlaps (as Flink's
-    /// `TimeWindow.intersects`: `a.start <= b.end && a.end >= b.start`).
-    fn add_session(&mut self, reading: Reading, wm: TimestampMs, ctx: &mut Ctx) {
-        let lateness = ctx.cfg.allowed_lateness_ms;
-        let Some(proto) = ctx.cfg.window.assign(reading.ts).next() else {
-            return;
-        };
+    /// Sessions, step 3 (before the watermark moves): the reading's
+    /// proto-session merges with every session of the same cell that it
+    /// touches or overlaps (as Flink's `TimeWindow.intersects`: `a.start <=
+    /// b.end && a.end >= b.start`), and the reading is added to the merged
+    /// session, which is returned; `None` (nothing changed) when it touches none.
+    ///
+    /// Flink adds an element before its watermark moves. For tumbling and
+    /// hopping windows the order makes no difference, but a session ending
+    /// exactly at the reading's ts (D = 0) would otherwise fire, or close with
+    /// L = 0, before the reading could extend it: the result would depend on
+    /// arrival order. A kept session has `end + L > wm`, and the merged one
+    /// ends after the reading, so joining one is never late.
+    pub(super) fn join_session(&mut self, reading: &Reading, ctx: &mut Ctx) -> Option<Window> {
+        let proto = ctx.cfg.window.assign(reading.ts).next()?;
         let cell = ctx.cfg.window.session_cell(proto.start);
         let touches = |w: &Window| {
             w.start <= proto.end
@@ -172,21 +188,6 @@ impl KeyState {
         let hits: Vec<usize> = (0..self.windows.len())
             .filter(|&i| touches(&self.windows[i].win))
             .collect();
-        if hits.is_empty() {
-            let closes = proto.end.saturating_add(lateness);
-            if wm >= closes {
-                return self.report(reading, wm, false, false, Some(closes), ctx.out);
-            }
-            if self.windows.len() >= ctx.cfg.max_windows_per_key {
-                return self.report(reading, wm, false, true, None, ctx.out);
-            }
-            let acc = Acc::new(reading.value, reading.ts, ctx.cfg.quantiles);
-            let i = self.find(proto).unwrap_or_else(|i| i);
-            self.insert(i, proto, acc, 0, None, &reading.key, ctx);
-            return self.touched(i, &reading.key, wm, ctx);
-        }
-        // Merge into one window. Every kept window has end + L > wm and the
-        // merged one ends no earlier, so it cannot be late.
         let mut merged = proto;
         let mut panes = 0;
         let mut due: Option<TimestampMs> = None;
@@ -205,13 +206,32 @@ impl KeyState {
                 None => acc = Some(w.acc),
             }
         }
+        // `None` exactly when nothing was removed.
+        let mut acc = acc?;
         *ctx.open -= hits.len();
-        let Some(mut acc) = acc else {
-            return;
-        };
         acc.add(reading.value, reading.ts);
         let i = self.find(merged).unwrap_or_else(|i| i);
         self.insert(i, merged, acc, panes, due, &reading.key, ctx);
+        Some(merged)
+    }
+
+    /// Sessions, step 5 for a reading that joined no session: its
+    /// proto-session becomes a session of its own, unless it is too late or
+    /// the window limit refuses it.
+    fn open_session(&mut self, reading: Reading, wm: TimestampMs, ctx: &mut Ctx) {
+        let Some(proto) = ctx.cfg.window.assign(reading.ts).next() else {
+            return;
+        };
+        let closes = proto.end.saturating_add(ctx.cfg.allowed_lateness_ms);
+        if wm >= closes {
+            return self.report(reading, wm, false, false, Some(closes), ctx.out);
+        }
+        if self.windows.len() >= ctx.cfg.max_windows_per_key {
+            return self.report(reading, wm, false, true, None, ctx.out);
+        }
+        let acc = Acc::new(reading.value, reading.ts, ctx.cfg.quantiles);
+        let i = self.find(proto).unwrap_or_else(|i| i);
+        self.insert(i, proto, acc, 0, None, &reading.key, ctx);
         self.touched(i, &reading.key, wm, ctx);
     }
 

@@ -32,6 +32,8 @@ mod window;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
@@ -93,27 +95,31 @@ impl Engine {
     /// 1. `r.ts > now_ms + max_future_skew` → `Rejected{FutureSkew}`;
     ///    `r.ts < now_ms - max_backfill` → `Rejected{TooOld}`; nothing changes.
     /// 2. `k` is new and `max_keys` keys exist → `Rejected{KeyLimit}`; nothing changes.
-    /// 3. `r.ts` raises `wm`: every window (of `k`, or with global scope of any
+    /// 3. Sessions: if `r`'s proto-session touches sessions of `k`, they merge
+    ///    into one session holding `r` (before the watermark moves).
+    /// 4. `r.ts` raises `wm`: every window (of `k`, or with global scope of any
     ///    key, in order of end) with `end <= wm` fires, and windows with
     ///    `end + L <= wm` are dropped (a held late pane is emitted first).
-    /// 4. For each window `w` of `r` (sessions: `r`'s proto-session merged with
-    ///    the sessions it touches): `wm >= w.end + L` → skipped as too late;
+    /// 5. For each window `w` of `r` (sessions: the merged session of step 3,
+    ///    or else the proto-session): `wm >= w.end + L` → skipped as too late;
     ///    otherwise `r` is added, creating `w` if needed (beyond
     ///    `max_windows_per_key` → `Rejected{WindowLimit}`). If `w.end <= wm`
     ///    (the window had fired, or fires only now), it fires at once: its
     ///    on-time pane if it never fired, else a late pane with the next
     ///    revision, held for `late_fire_delay` if that is set.
-    /// 5. A reading skipped by all its windows → `Late` (`late_by_ms = wm -
+    /// 6. A reading skipped by all its windows → `Late` (`late_by_ms = wm -
     ///    (latest window end + L)`).
     ///
     /// This is Flink's order (late check, add, then the watermark advances)
     /// rearranged, with the same outputs: a reading that raises the watermark
     /// is never late nor in a fired window (its windows end after it, the
     /// watermark is at most it), and one that does not raise it fires nothing.
-    /// Advancing first lets the window limit count only windows still open after
-    /// this reading, and a reading refused by that limit still counts for the
-    /// watermark, so a key whose limit is too small for D recovers instead of
-    /// stalling forever.
+    /// Only a session that ends exactly at `r.ts` (D = 0) could fire before
+    /// `r` extends it, which is why sessions merge first (step 3). Advancing
+    /// before adding to a new window lets the window limit count only windows
+    /// still open after this reading (a merge never adds one), and a reading
+    /// refused by that limit still counts for the watermark, so a key whose
+    /// limit is too small for D recovers instead of stalling forever.
     pub fn push(&mut self, reading: Reading, now_ms: TimestampMs, out: &mut Vec<Output>) {
         let cfg = &self.cfg;
         let reject = if reading.ts > now_ms.saturating_add(cfg.max_future_skew_ms) {
@@ -137,6 +143,20 @@ impl Engine {
         }
         mark(&mut self.dirty, &reading.key);
         let global = cfg.scope == Scope::Global;
+        let session = matches!(cfg.window, WindowSpec::Session { .. });
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            open: &mut self.open,
+            timers: &mut self.timers,
+            next_due: &mut self.next_due,
+            now: now_ms,
+            out,
+        };
+        // Step 3 for sessions: join before the watermark moves.
+        let joined = match self.keys.get_mut(&reading.key) {
+            Some(state) if session => state.join_session(&reading, &mut ctx),
+            _ => None,
+        };
         if global && self.global_max_ts.is_none_or(|m| reading.ts > m) {
             self.global_max_ts = Some(reading.ts);
             self.fire_timers(now_ms, out);
@@ -152,14 +172,14 @@ impl Engine {
         let global_max = self.global_max_ts.filter(|_| global);
         // Look up by reference first: the common path never clones the key.
         if let Some(state) = self.keys.get_mut(&reading.key) {
-            state.accept(reading, global_max, &mut ctx);
+            state.accept(reading, global_max, joined, &mut ctx);
             return;
         }
         let state = self
             .keys
             .entry(reading.key.clone())
             .or_insert_with(|| KeyState::new(ctx.cfg, reading.ts));
-        state.accept(reading, global_max, &mut ctx);
+        state.accept(reading, global_max, joined, &mut ctx);
     }
 
     /// Lets wall-clock time pass to `now_ms`: emits late panes held by

@@ -17,7 +17,9 @@ pub enum Timing {
 pub struct Aggregates {
     /// Number of readings.
     pub count: u64,
-    /// Sum of values.
+    /// Sum of values; infinite (with the sign of the sum) only when the sum
+    /// lies beyond the largest double, about 1.8e308: JSON writes that as
+    /// `null`. Every other aggregate is always finite.
     pub sum: f64,
     /// Smallest value.
     pub min: f64,
