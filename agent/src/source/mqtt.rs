@@ -18,6 +18,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::link::IngestLink;
 use super::payload::{self, ParsedValue};
 use super::{Delivery, Input};
 use crate::checkpoint::fingerprint;
@@ -152,6 +153,7 @@ pub async fn run(
     cfg: IngestConfig,
     tx: mpsc::Sender<Input>,
     counters: Arc<Counters>,
+    link: Arc<IngestLink>,
     stop: CancellationToken,
 ) {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
@@ -171,6 +173,7 @@ pub async fn run(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
+                link.up();
                 tracing::info!(host = %cfg.host, port = cfg.port, "ingest connected");
                 // Subscribing on every connect also covers a broker that lost the session.
                 for t in &cfg.topics {
@@ -200,6 +203,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                link.down(&e);
                 let delay = backoff.next_delay(fastrand::f64());
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "ingest connection lost");
                 tokio::select! {
