@@ -71,7 +71,7 @@ pub struct Gauges {
 }
 
 /// What `outbox_blocked_reason` says in the status message, see [`OutboxError::blocked_reason`].
-pub const BLOCKED_REASONS: [&str; 3] = ["disk_full", "read_only", "error"];
+pub const BLOCKED_REASONS: [&str; 4] = ["disk_full", "read_only", "error", "damaged"];
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
 /// `sup` carries systemd supervision: READY once started, the engine's watchdog.

@@ -126,6 +126,7 @@ pub fn evaluate(doc: &Value, limits: &Limits) -> Vec<Problem> {
             action: match reason {
                 "disk_full" => "free space on the state directory's filesystem (df -h /var/lib/weir); weir resumes by itself",
                 "read_only" => "the filesystem turned read-only (SD card error): stop weir, run fsck, replace the card if it recurs",
+                "damaged" => "the outbox file is damaged: stop weir and run weir outbox verify; to start with an empty outbox move the file (and its -wal and -shm siblings) aside, keeping the copy",
                 _ => "read the journal (journalctl -u weir) for the outbox error",
             },
         });

@@ -215,11 +215,13 @@ impl OutboxError {
         }
     }
 
-    /// Why writing is blocked, for the status message: `disk_full`, `read_only`, or `error`.
+    /// Why writing is blocked, for the status message: `disk_full`, `read_only`, `damaged`
+    /// or `error`.
     pub fn blocked_reason(&self) -> &'static str {
         match self {
             OutboxError::DiskFull { .. } => "disk_full",
             OutboxError::ReadOnly { .. } => "read_only",
+            OutboxError::Corrupt { .. } => "damaged",
             _ => "error",
         }
     }
@@ -298,6 +300,7 @@ mod tests {
             text.contains("/x.db") && text.contains("SUM(bytes)") && text.contains("verify"),
             "{text}"
         );
+        assert_eq!(e.blocked_reason(), "damaged");
     }
 
     #[test]
