@@ -7,8 +7,10 @@
 //!   because supervision must not take the daemon down.
 //! - The watchdog is armed only when `WATCHDOG_USEC` is set and, if
 //!   `WATCHDOG_PID` is set, names this process; it pings at half the period.
-//! - Pings come only from the engine task's main loop ([`WatchdogFeed::feed`]),
-//!   so a pipeline that stops turning stops pinging and systemd restarts it.
+//! - Pings come only from the engine task ([`WatchdogFeed::feed`] in its main
+//!   loop, [`WatchdogFeed::while_waiting`] while it deliberately holds results
+//!   for an outbox that cannot be written), so a pipeline that stops turning
+//!   stops pinging and systemd restarts it.
 //!
 //! The protocol is a single datagram of `KEY=VALUE` lines to the socket named by
 //! `NOTIFY_SOCKET`: a path, or `@name` for an abstract socket. Written here with

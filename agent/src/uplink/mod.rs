@@ -253,8 +253,9 @@ impl Uplink {
                         return End::OutboxClosed("outbox thread gone".into());
                     }
                     Err(e) => {
-                        // Not a reason to stop: `weir status` says the outbox is damaged and
-                        // the uplink keeps trying (a repaired or replaced row is sent).
+                        // Not a reason to stop silently: `weir status` reports `outbox_damaged`
+                        // (naming the file) for as long as it lasts, and the uplink keeps
+                        // trying, since an I/O error may pass.
                         let delay = read_backoff.next_delay(fastrand::f64());
                         if self.link.outbox_unreadable(&e) {
                             tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read rows to deliver from the outbox; nothing goes upstream until it is repaired");
