@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             config,
             json,
             upstream_down_after,
+            ingest_down_after,
             backlog_age,
         } => weir::cli::status::status(
             weir::cli::status::Opts {
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
                 json,
                 limits: weir::control::health::Limits {
                     upstream_down: upstream_down_after,
+                    ingest_down: ingest_down_after,
                     backlog_age,
                 },
             },

@@ -33,6 +33,7 @@ use crate::metrics::Counters;
 use crate::outbox::{Batch, Class, NewMessage, Outbox, OutboxError, OutboxHandle};
 use crate::process::Processor;
 use crate::reading::now_ms;
+use crate::source::link::IngestLink;
 use crate::source::mqtt::Ack;
 use crate::source::{self, Input};
 use crate::supervise::{Supervisor, WatchdogFeed};
@@ -70,7 +71,7 @@ pub struct Gauges {
 }
 
 /// What `outbox_blocked_reason` says in the status message, see [`OutboxError::blocked_reason`].
-pub const BLOCKED_REASONS: [&str; 3] = ["disk_full", "read_only", "error"];
+pub const BLOCKED_REASONS: [&str; 4] = ["disk_full", "read_only", "error", "damaged"];
 
 /// Runs until `shutdown` is cancelled, then drains as described above.
 /// `sup` carries systemd supervision: READY once started, the engine's watchdog.
@@ -98,6 +99,13 @@ pub async fn run(
 
     // Before any source starts: the restored state is what their inputs continue.
     let (engine, detectors, seen) = restore(&outbox, &cfg).await;
+    let ingest_link = cfg.ingest.as_ref().map(|i| {
+        Arc::new(IngestLink::new(
+            format!("{}:{}", i.host, i.port),
+            started_at,
+        ))
+    });
+    let hearing = Hearing::new(&cfg, ingest_link.clone());
     let broker_max_inflight = cfg
         .ingest
         .as_ref()
@@ -120,11 +128,12 @@ pub async fn run(
         &shutdown,
         &tracker,
     );
-    if let Some(ingest) = cfg.ingest {
+    if let (Some(ingest), Some(link)) = (cfg.ingest, &ingest_link) {
         tracker.spawn(source::mqtt::run(
             ingest,
             tx.clone(),
             counters.clone(),
+            link.clone(),
             shutdown.clone(),
         ));
     }
@@ -153,6 +162,7 @@ pub async fn run(
         gauges: gauges.clone(),
         new_rows: new_rows.clone(),
         watchdog: sup.feed(),
+        hearing,
     };
     let (first_checkpoint, checkpointed) = tokio::sync::oneshot::channel();
     let engine_done = tracker.spawn(engine.run(rx, first_checkpoint));
@@ -192,6 +202,7 @@ pub async fn run(
         gauges: gauges.clone(),
         link: link.clone(),
         sensors: sensors.clone(),
+        ingest: ingest_link,
         outbox: outbox.clone(),
         engine: views_tx,
     });
@@ -375,6 +386,7 @@ struct EngineTask {
     gauges: Arc<Gauges>,
     new_rows: Arc<Notify>,
     watchdog: WatchdogFeed,
+    hearing: Hearing,
 }
 
 impl EngineTask {
@@ -385,6 +397,8 @@ impl EngineTask {
         mut rx: mpsc::Receiver<Input>,
         first_checkpoint: tokio::sync::oneshot::Sender<()>,
     ) {
+        // Silence counts from now for every key, not across Weir's downtime.
+        self.hearing.apply(&mut self.processor.engine, now_ms());
         self.checkpoint().await;
         let _ = first_checkpoint.send(());
         let mut batch = Vec::with_capacity(512);
@@ -412,7 +426,11 @@ impl EngineTask {
                         self.input(input, now);
                     }
                 }
-                _ = clock.tick() => self.step(|p, msgs| p.tick(now_ms(), msgs)),
+                _ = clock.tick() => {
+                    let now = now_ms();
+                    self.hearing.apply(&mut self.processor.engine, now);
+                    self.step(|p, msgs| p.tick(now, msgs));
+                }
                 _ = every.tick() => due = true,
                 // The broker waits for our acknowledgements before it sends more.
                 () = tokio::time::sleep(STALL), if stalled => due = true,
@@ -596,13 +614,29 @@ impl EngineTask {
                         return;
                     }
                     batch = held;
-                    // Holding is deliberate, not a hang: keep systemd's watchdog fed.
-                    self.watchdog.feed().await;
                     // Retry when the uplink has deleted rows, or after the backoff.
-                    tokio::select! {
-                        _ = self.space_freed.notified() => {}
-                        _ = tokio::time::sleep(backoff.next_delay(fastrand::f64())) => {}
-                    }
+                    // Holding is deliberate, not a hang: systemd's watchdog is fed on
+                    // its own schedule meanwhile (the backoff reaches 5 s, more than
+                    // half of a short WatchdogSec), and status requests are answered
+                    // (the state does not change while held), so the engine is not
+                    // reported stalled.
+                    let delay = backoff.next_delay(fastrand::f64());
+                    let view = self.view();
+                    let (views, space_freed) = (&mut self.views, &self.space_freed);
+                    let wait = async {
+                        let sleep = tokio::time::sleep(delay);
+                        tokio::pin!(sleep);
+                        loop {
+                            tokio::select! {
+                                _ = space_freed.notified() => return,
+                                _ = &mut sleep => return,
+                                Some(reply) = views.recv() => {
+                                    let _ = reply.send(view.clone());
+                                }
+                            }
+                        }
+                    };
+                    self.watchdog.while_waiting(wait).await;
                 }
             }
         }
@@ -621,6 +655,57 @@ impl EngineTask {
                 );
             }
             self.counters.bump("evicted", c.as_str(), evicted);
+        }
+    }
+}
+
+/// From when Weir could hear each key: local sensors (devices, simulations)
+/// from the pipeline's start, every other key (MQTT) from when the ingest link
+/// last came up; while it is down, their silence is held at "now".
+struct Hearing {
+    local: std::collections::HashSet<String>,
+    link: Option<Arc<IngestLink>>,
+    /// Not applied yet: the pipeline's start is still to be applied.
+    fresh: bool,
+    /// The link's `up_since_ms` last applied.
+    applied_up: Option<i64>,
+}
+
+impl Hearing {
+    fn new(cfg: &Config, link: Option<Arc<IngestLink>>) -> Self {
+        let d = &cfg.devices;
+        let local = (d.i2c.iter().map(|s| s.name.clone()))
+            .chain(d.gpio.iter().map(|g| g.name.clone()))
+            .chain(d.onewire.iter().map(|o| o.name.clone()))
+            .chain(cfg.sims.iter().map(|s| s.name.clone()))
+            .collect();
+        Self {
+            local,
+            link,
+            fresh: true,
+            applied_up: None,
+        }
+    }
+
+    /// Moves the engine's idle deadlines to what Weir could hear at `now`.
+    /// Cheap while the link stays up: only a new connection touches the keys.
+    fn apply(&mut self, engine: &mut crate::engine::Engine, now: i64) {
+        if std::mem::take(&mut self.fresh) {
+            engine.hear_from(now, |_| true);
+        }
+        let Some(link) = &self.link else { return };
+        let local = &self.local;
+        let remote = |k: &crate::reading::Key| !local.contains(&*k.sensor);
+        match link.state().up_since_ms() {
+            Some(up) if self.applied_up == Some(up) => {}
+            Some(up) => {
+                engine.hear_from(up, remote);
+                self.applied_up = Some(up);
+            }
+            None => {
+                engine.hear_from(now, remote);
+                self.applied_up = None;
+            }
         }
     }
 }

@@ -7,8 +7,10 @@
 //!   because supervision must not take the daemon down.
 //! - The watchdog is armed only when `WATCHDOG_USEC` is set and, if
 //!   `WATCHDOG_PID` is set, names this process; it pings at half the period.
-//! - Pings come only from the engine task's main loop ([`WatchdogFeed::feed`]),
-//!   so a pipeline that stops turning stops pinging and systemd restarts it.
+//! - Pings come only from the engine task ([`WatchdogFeed::feed`] in its main
+//!   loop, [`WatchdogFeed::while_waiting`] while it deliberately holds results
+//!   for an outbox that cannot be written), so a pipeline that stops turning
+//!   stops pinging and systemd restarts it.
 //!
 //! The protocol is a single datagram of `KEY=VALUE` lines to the socket named by
 //! `NOTIFY_SOCKET`: a path, or `@name` for an abstract socket. Written here with
@@ -236,6 +238,19 @@ impl WatchdogFeed {
         tokio::time::sleep_until(next).await;
     }
 
+    /// Awaits `fut`, pinging on schedule meanwhile: for waits that are deliberate
+    /// (results held while the outbox cannot be written), not hangs. The test hang
+    /// hook still parks it.
+    pub async fn while_waiting<T>(&mut self, fut: impl std::future::Future<Output = T>) -> T {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            tokio::select! {
+                v = &mut fut => return v,
+                () = self.due() => self.feed().await,
+            }
+        }
+    }
+
     /// Pings if a ping is due. With the test hang hook past due, never returns.
     pub async fn feed(&mut self) {
         let now = Instant::now();
@@ -374,6 +389,37 @@ mod tests {
             feed.watchdog.map(|w| w.interval()),
             Some(Duration::from_secs(1))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_deliberate_wait_is_fed_every_interval_not_only_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        // WATCHDOG_USEC=2s: a ping every second, while the engine holds its results
+        // for about the commit retry's longest backoff (5 s), twice.
+        let sup = Supervisor {
+            notifier: Arc::new(Notifier::connect(path.to_str().unwrap()).unwrap()),
+            watchdog: watchdog_interval(Some("2000000"), None, 1),
+            hang_engine_after: None,
+        };
+        let mut feed = sup.feed();
+        let t0 = Instant::now();
+        let mut pings = Vec::new();
+        // 5.5 s then 5 s: no wait ends exactly when a ping is due.
+        for ms in [5_500, 5_000] {
+            let v = feed
+                .while_waiting(async {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    ms
+                })
+                .await;
+            assert_eq!(v, ms);
+            pings.extend(recv_all(&server));
+        }
+        assert_eq!(t0.elapsed(), Duration::from_millis(10_500), "paused clock");
+        // One ping per second: never a gap of a whole WATCHDOG_USEC.
+        assert_eq!(pings, vec!["WATCHDOG=1"; 10]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,6 +88,7 @@ const VOLATILE: &[&str] = &[
     "uptime_s",
     "pid",
     "down_since_ms",
+    "up_since_ms",
     "oldest_ms",
     "oldest_age_ms",
     "watermark_ms",
@@ -181,11 +182,13 @@ listen = "127.0.0.1:{metrics}"
     assert_eq!(doc["upstream"]["connected"], false);
 
     let port = upstream.to_string();
+    let local_port = local.port.to_string();
     let dir_s = d.display().to_string();
     let pid = format!("pid {}", weir.pid().unwrap_or(0));
     let subst = [
         (dir_s.as_str(), "<dir>"),
         (port.as_str(), "<port>"),
+        (local_port.as_str(), "<local-port>"),
         (pid.as_str(), "pid <pid>"),
         (env!("CARGO_PKG_VERSION"), "<version>"),
     ];

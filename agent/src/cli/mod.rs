@@ -84,6 +84,9 @@ pub enum Command {
         /// Unhealthy when the upstream broker has been unreachable longer than this.
         #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
         upstream_down_after: std::time::Duration,
+        /// Unhealthy when the local ingest broker has been unreachable longer than this.
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        ingest_down_after: std::time::Duration,
         /// Unhealthy when an unsent outbox row is older than this.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         backlog_age: std::time::Duration,

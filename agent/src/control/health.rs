@@ -5,9 +5,14 @@
 //! - `not_running`: the daemon does not answer (the document comes from the state database).
 //! - `upstream_down`: not connected to the upstream broker for longer than
 //!   `--upstream-down-after` (default 2 min): results wait in the outbox.
+//! - `ingest_down`: not connected to the local (ingest) broker for longer than
+//!   `--ingest-down-after` (default 1 min): MQTT sensors are not heard; the broker keeps
+//!   their readings for Weir's persistent session.
 //! - `outbox_blocked`: results cannot be written (disk full, read-only filesystem, I/O
 //!   error); ingest is paused and local sensors apply their `when_full` policy.
 //! - `outbox_unreadable`: the outbox did not answer the status request.
+//! - `outbox_damaged`: the uplink cannot read rows to deliver (a damaged file): nothing goes
+//!   upstream until the file is repaired or moved aside.
 //! - `engine_stalled`: the engine task did not answer within 2 s.
 //! - `sensor_failed`: a local sensor is in state `failed`.
 //! - `backlog_old`: the oldest unsent row of a class is older than `--backlog-age` (default
@@ -22,6 +27,8 @@ use serde_json::{Value, json};
 pub struct Limits {
     /// Upstream down longer than this is unhealthy.
     pub upstream_down: Duration,
+    /// The ingest link down longer than this is unhealthy.
+    pub ingest_down: Duration,
     /// An unsent row older than this is unhealthy.
     pub backlog_age: Duration,
 }
@@ -30,6 +37,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             upstream_down: Duration::from_secs(120),
+            ingest_down: Duration::from_secs(60),
             backlog_age: Duration::from_secs(15 * 60),
         }
     }
@@ -93,6 +101,22 @@ pub fn evaluate(doc: &Value, limits: &Limits) -> Vec<Problem> {
             });
         }
     }
+    let ingest = &doc["ingest"];
+    if let Some(since) = ingest["down_since_ms"].as_i64() {
+        let down = now - since;
+        if down > ms(limits.ingest_down) {
+            let err = ingest["last_error"].as_str().unwrap_or("no error recorded");
+            out.push(Problem {
+                code: "ingest_down",
+                detail: format!(
+                    "the local broker {} has been unreachable for {} (last error: {err}); MQTT sensors are not heard",
+                    ingest["address"].as_str().unwrap_or("?"),
+                    human_ms(down)
+                ),
+                action: "check the local broker (systemctl status mosquitto) and [ingest] host, port and credentials; the broker keeps readings for weir's persistent session meanwhile",
+            });
+        }
+    }
     let outbox = &doc["outbox"];
     if outbox["blocked"] == true {
         let reason = outbox["blocked_reason"].as_str().unwrap_or("error");
@@ -102,6 +126,7 @@ pub fn evaluate(doc: &Value, limits: &Limits) -> Vec<Problem> {
             action: match reason {
                 "disk_full" => "free space on the state directory's filesystem (df -h /var/lib/weir); weir resumes by itself",
                 "read_only" => "the filesystem turned read-only (SD card error): stop weir, run fsck, replace the card if it recurs",
+                "damaged" => "the outbox file is damaged: stop weir and run weir outbox verify; to start with an empty outbox move the file (and its -wal and -shm siblings) aside, keeping the copy",
                 _ => "read the journal (journalctl -u weir) for the outbox error",
             },
         });
@@ -111,6 +136,16 @@ pub fn evaluate(doc: &Value, limits: &Limits) -> Vec<Problem> {
             code: "outbox_unreadable",
             detail: format!("the outbox did not answer: {e}"),
             action: "run weir outbox verify; read the journal (journalctl -u weir)",
+        });
+    }
+    if let Some(e) = outbox["damaged"].as_str() {
+        out.push(Problem {
+            code: "outbox_damaged",
+            detail: format!(
+                "nothing can be delivered: the outbox {} cannot be read ({e})",
+                outbox["path"].as_str().unwrap_or("database")
+            ),
+            action: "stop weir and run weir outbox verify; to start with an empty outbox move the file (and its -wal and -shm siblings) aside, keeping the copy",
         });
     }
     if doc["engine"]["responding"] == false {
@@ -211,6 +246,39 @@ mod tests {
         assert_eq!(
             codes(&doc),
             ["engine_stalled", "sensor_failed", "backlog_old"]
+        );
+    }
+
+    #[test]
+    fn the_ingest_link_is_down_only_after_its_limit_and_says_why() {
+        let doc = |since: i64| {
+            json!({"now_ms": 1_000_000, "ingest": {"connected": false, "down_since_ms": since,
+                "address": "localhost:1883", "last_error": "Connection refused"}})
+        };
+        assert!(codes(&doc(1_000_000 - 60_000)).is_empty());
+        let p = evaluate(&doc(1_000_000 - 60_001), &Limits::default());
+        assert_eq!(p[0].code, "ingest_down");
+        assert!(
+            p[0].detail.contains("localhost:1883") && p[0].detail.contains("Connection refused"),
+            "{}",
+            p[0].detail
+        );
+        let up = json!({"now_ms": 1_000_000, "ingest": {"connected": true, "down_since_ms": null}});
+        assert!(codes(&up).is_empty());
+    }
+
+    #[test]
+    fn a_damaged_outbox_names_the_file_even_with_everything_else_fine() {
+        let doc = json!({"now_ms": 0, "upstream": {"connected": true, "down_since_ms": null},
+            "outbox": {"path": "/var/lib/weir/outbox.db", "blocked": false, "damaged": "corrupt row",
+                "classes": {}}, "engine": {"responding": true}});
+        let p = evaluate(&doc, &Limits::default());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].code, "outbox_damaged");
+        assert!(
+            p[0].detail.contains("/var/lib/weir/outbox.db") && p[0].detail.contains("corrupt row"),
+            "{}",
+            p[0].detail
         );
     }
 

@@ -26,6 +26,7 @@ use crate::outbox::{Class, ClassStats, OutboxHandle};
 use crate::pipeline::{BLOCKED_REASONS, Gauges};
 use crate::reading::{Key, TimestampMs, now_ms};
 use crate::source::health::SensorBoard;
+use crate::source::link::IngestLink;
 use crate::uplink::LinkStatus;
 
 /// How long a status waits for the engine and for the outbox.
@@ -79,6 +80,8 @@ pub struct Live {
     pub link: Arc<LinkStatus>,
     /// Local sensor health.
     pub sensors: Arc<SensorBoard>,
+    /// The ingest link to the local broker, when `[ingest]` is configured.
+    pub ingest: Option<Arc<IngestLink>>,
     /// The outbox.
     pub outbox: OutboxHandle,
     /// Asks the engine task for an [`EngineView`].
@@ -169,6 +172,9 @@ impl Hub {
             "last_puback_ms": (puback > 0).then_some(puback),
             "last_error": last_error,
         });
+        if let Some(ingest) = &live.ingest {
+            doc["ingest"] = ingest.json();
+        }
         let blocked = live.gauges.outbox_blocked.load(Relaxed);
         let stats = tokio::time::timeout(ANSWER_TIMEOUT, live.outbox.stats()).await;
         doc["outbox"] = json!({
@@ -176,6 +182,15 @@ impl Hub {
             "blocked": blocked != 0,
             "blocked_reason": usize::try_from(blocked).ok().and_then(|b| b.checked_sub(1)).and_then(|i| BLOCKED_REASONS.get(i)),
         });
+        let damaged = live
+            .link
+            .outbox_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(e) = damaged {
+            doc["outbox"]["damaged"] = json!(e);
+        }
         match stats {
             Ok(Ok(s)) => doc["outbox"]["classes"] = classes_json(&s, now),
             Ok(Err(e)) => doc["outbox"]["error"] = json!(e.to_string()),

@@ -91,6 +91,24 @@ pub fn render(doc: &Value) -> String {
             num(&up["last_puback_ms"]) / 1000.0,
         );
     }
+    let ingest = &doc["ingest"];
+    if ingest.is_object() {
+        o.gauge(
+            "weir_ingest_connected",
+            "1 while connected to the local (ingest) broker.",
+            num(&ingest["connected"]),
+        );
+        o.family(
+            "weir_ingest_reconnects_total",
+            "counter",
+            "Connections to the local broker after the first one.",
+        );
+        o.sample(
+            "weir_ingest_reconnects_total",
+            &[],
+            num(&ingest["reconnects"]),
+        );
+    }
     let outbox = &doc["outbox"];
     if let Some(classes) = outbox["classes"].as_object() {
         for (name, help, field, scale) in [
@@ -124,6 +142,11 @@ pub fn render(doc: &Value) -> String {
             "weir_outbox_blocked",
             "1 while results cannot be written to the outbox (disk full, read-only).",
             num(&outbox["blocked"]),
+        );
+        o.gauge(
+            "weir_outbox_damaged",
+            "1 while rows cannot be read from the outbox for delivery (a damaged file).",
+            f64::from(u8::from(outbox["damaged"].is_string())),
         );
     }
     let engine = &doc["engine"];

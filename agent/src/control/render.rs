@@ -111,6 +111,29 @@ pub fn render(doc: &Value) -> String {
             let _ = writeln!(o, "          last error: {e}");
         }
     }
+    let ingest = &doc["ingest"];
+    if ingest.is_object() {
+        let state = if ingest["connected"] == true {
+            format!(
+                "connected for {}",
+                human_ms(now - ingest["up_since_ms"].as_i64().unwrap_or(now))
+            )
+        } else {
+            format!(
+                "DOWN for {}",
+                human_ms(now - ingest["down_since_ms"].as_i64().unwrap_or(now))
+            )
+        };
+        let _ = writeln!(
+            o,
+            "ingest    {} {state}, {} reconnects",
+            s(&ingest["address"]),
+            s(&ingest["reconnects"])
+        );
+        if let Some(e) = ingest["last_error"].as_str() {
+            let _ = writeln!(o, "          last error: {e}");
+        }
+    }
     let outbox = &doc["outbox"];
     let blocked = if outbox["blocked"] == true {
         format!(", BLOCKED ({})", s(&outbox["blocked_reason"]))
@@ -120,6 +143,9 @@ pub fn render(doc: &Value) -> String {
     let _ = writeln!(o, "outbox    {}{blocked}", s(&outbox["path"]));
     if let Some(e) = outbox["error"].as_str() {
         let _ = writeln!(o, "          error: {e}");
+    }
+    if let Some(e) = outbox["damaged"].as_str() {
+        let _ = writeln!(o, "          DAMAGED, nothing is delivered: {e}");
     }
     if let Some(classes) = outbox["classes"].as_object() {
         // In drain-priority order, not the map's alphabetical one.

@@ -10,7 +10,10 @@
 //!
 //! Semantics chosen: the raised alert's `ts` and `raised_ts` are the engine's
 //! idle deadline (wall clock: last arrival + idle_timeout), which is the same
-//! whenever the engine noticed it, so a backtest and the daemon agree; `value`
+//! whenever the engine noticed it, so a backtest and the daemon agree. The
+//! daemon counts "last arrival" from no earlier than when Weir could hear the
+//! key (its start, or the ingest link's (re)connection for MQTT keys: see
+//! `Engine::hear_from`), so Weir's own downtime is never a sensor's silence; `value`
 //! and `threshold` are the silence and the timeout in seconds. The cleared
 //! alert's `ts` is the event time of the reading that ended the silence.
 

@@ -262,6 +262,22 @@ impl Engine {
         }
     }
 
+    /// Weir could hear the keys `which` selects only from wall-clock `from` on
+    /// (its own start, or their source's (re)connection): their silence counts
+    /// from then, never across Weir's own downtime. A key's idle deadline
+    /// becomes at least `from + idle_timeout`; a key already reported idle stays
+    /// so (its silence began before). Only moves deadlines later, so `next_due`
+    /// stays a valid lower bound; the keys are not marked dirty: a checkpoint
+    /// that misses the new value restores the older one, and the restart applies
+    /// its own `from` anyway.
+    pub fn hear_from(&mut self, from: TimestampMs, which: impl Fn(&Key) -> bool) {
+        for (k, st) in &mut self.keys {
+            if !st.idle && st.last_arrival < from && which(k) {
+                st.last_arrival = from;
+            }
+        }
+    }
+
     /// Number of keys holding state (never more than `max_keys`).
     pub fn key_count(&self) -> usize {
         self.keys.len()

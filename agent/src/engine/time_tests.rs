@@ -381,3 +381,48 @@ fn a_device_whose_clock_jumps_a_year_ahead_is_quarantined_and_makes_nothing_else
         assert!(e.watermark(&Key::new("good", "m")).unwrap() < t0 + HOUR);
     }
 }
+
+#[test]
+fn silence_counts_from_when_the_key_could_be_heard_not_across_downtime() {
+    let mut e = Engine::new(EngineConfig {
+        idle_timeout_ms: Some(5_000),
+        ..tumbling(60_000, 1_000, 0)
+    });
+    let mut out = Vec::new();
+    e.push(r("gone", 10_000, 1.0), 100_000, &mut out);
+    e.push(r("local", 10_000, 1.0), 103_000, &mut out);
+    e.push(r("remote", 10_000, 1.0), 103_000, &mut out);
+    e.tick(105_000, &mut out);
+    assert_eq!(out.len(), 2, "gone's window fires and it is idle: {out:?}");
+    out.clear();
+    // Weir was down from 103 s (the others' last arrival) to 500 s; it starts
+    // again and can hear `local` at once, `remote` once its link is up at 502 s.
+    e.hear_from(500_000, |_| true);
+    e.hear_from(502_000, |k| &*k.sensor == "remote");
+    e.tick(504_999, &mut out);
+    assert!(out.is_empty(), "nothing silent yet: {out:?}");
+    e.tick(505_000, &mut out);
+    let idle: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Idle(i) => Some((i.key.sensor.to_string(), i.deadline)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(idle, [("local".to_string(), 505_000)]);
+    out.clear();
+    e.tick(507_000, &mut out);
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Idle(i) if &*i.key.sensor == "remote" && i.deadline == 507_000)
+        ),
+        "{out:?}"
+    );
+    out.clear();
+    e.hear_from(600_000, |_| true);
+    e.tick(700_000, &mut out);
+    assert!(
+        out.is_empty(),
+        "a key already idle is not reported again: {out:?}"
+    );
+}

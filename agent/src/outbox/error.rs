@@ -155,8 +155,25 @@ impl OutboxError {
     /// so those two codes ask the filesystem. A full disk can also surface as SQLITE_IOERR
     /// (ENOSPC on an fsync); that stays [`OutboxError::Sqlite`], and the caller holds the
     /// batch for any error anyway.
+    ///
+    /// A value of the wrong type in a column (a REAL where the schema and this module only
+    /// ever write integers, a BLOB topic, text that is not UTF-8) cannot be written by Weir:
+    /// the file was damaged or edited, so it is [`OutboxError::Corrupt`] (exit 65 at start,
+    /// `outbox_damaged` at run time), not a passing failure.
     pub(crate) fn classify(path: &Path, err: rusqlite::Error, fs: impl Fn() -> FsState) -> Self {
         let path = path.to_path_buf();
+        if matches!(
+            err,
+            rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::Utf8Error(..)
+        ) {
+            return OutboxError::Corrupt {
+                path,
+                detail: format!("a value of the wrong type: {err}"),
+            };
+        }
         match err.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => OutboxError::DiskFull {
                 free_bytes: fs().free_bytes,
@@ -198,11 +215,13 @@ impl OutboxError {
         }
     }
 
-    /// Why writing is blocked, for the status message: `disk_full`, `read_only`, or `error`.
+    /// Why writing is blocked, for the status message: `disk_full`, `read_only`, `damaged`
+    /// or `error`.
     pub fn blocked_reason(&self) -> &'static str {
         match self {
             OutboxError::DiskFull { .. } => "disk_full",
             OutboxError::ReadOnly { .. } => "read_only",
+            OutboxError::Corrupt { .. } => "damaged",
             _ => "error",
         }
     }
@@ -268,6 +287,20 @@ mod tests {
             let e = OutboxError::classify(Path::new("/x.db"), sqlite_failure(code), || READ_ONLY);
             assert!(matches!(e, OutboxError::ReadOnly { .. }), "{code}: {e:?}");
         }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_damage_not_a_passing_failure() {
+        let real =
+            rusqlite::Error::InvalidColumnType(1, "SUM(bytes)".into(), rusqlite::types::Type::Real);
+        let e = OutboxError::classify(Path::new("/x.db"), real, not_asked);
+        assert!(matches!(e, OutboxError::Corrupt { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("/x.db") && text.contains("SUM(bytes)") && text.contains("verify"),
+            "{text}"
+        );
+        assert_eq!(e.blocked_reason(), "damaged");
     }
 
     #[test]

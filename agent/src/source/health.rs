@@ -236,6 +236,19 @@ impl SensorBoard {
         }
     }
 
+    /// The sensor is no longer read at all (its thread could not start or stopped before
+    /// shutdown): `failed`, with `why` as its last error. Its last state would otherwise
+    /// stay on show while nothing reads it.
+    pub fn unread(&self, name: &str, why: &str) {
+        {
+            let mut map = self.lock();
+            let Some(s) = map.get_mut(name) else { return };
+            s.health = Health::Failed;
+            s.last_error = Some(why.to_string());
+        }
+        self.persist();
+    }
+
     /// Every sensor as JSON: `{name: {source, health, failures, last_ok_ms, last_error}}`.
     pub fn snapshot(&self) -> Value {
         json!(*self.lock())

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod gpio;
 pub mod health;
 pub mod i2c;
+pub mod link;
 pub mod mqtt;
 pub mod mqtt_wire;
 pub mod multi;

@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::link::IngestLink;
 use super::mqtt_wire::{EXCERPT, Frame, Framer, Oversized};
 use super::payload::{self, ParsedValue};
 use super::{Delivery, Input};
@@ -427,6 +428,7 @@ async fn session(
     cfg: &IngestConfig,
     tx: &mpsc::Sender<Input>,
     counters: &Counters,
+    link: &IngestLink,
     stop: &CancellationToken,
     acks: &mpsc::UnboundedSender<(AckKind, u16)>,
     ack_rx: &mut mpsc::UnboundedReceiver<(AckKind, u16)>,
@@ -437,6 +439,7 @@ async fn session(
         c = connect(cfg) => c?,
     };
     backoff.reset();
+    link.up();
     tracing::info!(host = %cfg.host, port = cfg.port, "ingest connected");
     // Acknowledgements queued for the previous connection: the broker resends
     // what they covered, and those are acknowledged again.
@@ -485,6 +488,7 @@ pub async fn run(
     cfg: IngestConfig,
     tx: mpsc::Sender<Input>,
     counters: Arc<Counters>,
+    link: Arc<IngestLink>,
     stop: CancellationToken,
 ) {
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
@@ -494,6 +498,7 @@ pub async fn run(
             &cfg,
             &tx,
             &counters,
+            &link,
             &stop,
             &ack_tx,
             &mut ack_rx,
@@ -503,6 +508,7 @@ pub async fn run(
         match ended {
             Ok(Stopped) => break,
             Err(e) => {
+                link.down(&e);
                 let delay = backoff.next_delay(fastrand::f64());
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "ingest connection lost");
                 tokio::select! {

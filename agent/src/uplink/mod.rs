@@ -53,6 +53,23 @@ pub struct LinkStatus {
     pub lost_ms: AtomicI64,
     /// The last connection error, if any.
     pub last_error: Mutex<Option<String>>,
+    /// Why rows cannot be read from the outbox for delivery (a damaged file), while
+    /// that lasts: `weir status` reports `outbox_damaged`.
+    pub outbox_error: Mutex<Option<String>>,
+}
+
+impl LinkStatus {
+    /// Records that rows cannot be read; true when this starts an episode (logged once).
+    fn outbox_unreadable(&self, e: &OutboxError) -> bool {
+        let mut slot = self.outbox_error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.replace(e.to_string()).is_none()
+    }
+
+    /// Records that rows were read; true when this ends an episode.
+    fn outbox_readable(&self) -> bool {
+        let mut slot = self.outbox_error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.take().is_some()
+    }
 }
 
 /// Builds the retained `online` status payload when it is due.
@@ -210,15 +227,42 @@ impl Uplink {
         let max = usize::from(self.cfg.max_inflight);
         // Set while the drain rate limit holds back non-alert rows.
         let mut throttled_until: Option<Instant> = None;
+        // Set while the outbox cannot be read (a damaged file): try again then.
+        let mut read_retry: Option<Instant> = None;
+        let mut read_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         loop {
-            if connected && want_rows && throttled_until.is_none() && inflight.rows().len() < max {
+            if connected
+                && want_rows
+                && throttled_until.is_none()
+                && read_retry.is_none()
+                && inflight.rows().len() < max
+            {
                 let room = max - inflight.rows().len();
                 // Delivered rows not yet deleted (the disk refused) must not go out again.
                 let mut exclude = inflight.rows().clone();
                 exclude.extend(acks.iter().copied());
                 let rows = match self.outbox.pending(exclude, room).await {
-                    Ok(rows) => rows,
-                    Err(e) => return End::OutboxClosed(e.to_string()),
+                    Ok(rows) => {
+                        if self.link.outbox_readable() {
+                            read_backoff.reset();
+                            tracing::warn!("outbox readable again; delivery resumes");
+                        }
+                        rows
+                    }
+                    Err(OutboxError::Closed) => {
+                        return End::OutboxClosed("outbox thread gone".into());
+                    }
+                    Err(e) => {
+                        // Not a reason to stop silently: `weir status` reports `outbox_damaged`
+                        // (naming the file) for as long as it lasts, and the uplink keeps
+                        // trying, since an I/O error may pass.
+                        let delay = read_backoff.next_delay(fastrand::f64());
+                        if self.link.outbox_unreadable(&e) {
+                            tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read rows to deliver from the outbox; nothing goes upstream until it is repaired");
+                        }
+                        read_retry = Some(Instant::now() + delay);
+                        Vec::new()
+                    }
                 };
                 want_rows = rows.len() == room;
                 let now = Instant::now().into_std();
@@ -277,6 +321,10 @@ impl Uplink {
                     want_rows = true;
                 }
                 _ = self.new_rows.notified() => want_rows = true,
+                _ = tokio::time::sleep_until(read_retry.unwrap_or_else(Instant::now)), if read_retry.is_some() => {
+                    read_retry = None;
+                    want_rows = true;
+                }
                 _ = tokio::time::sleep_until(throttled_until.unwrap_or_else(Instant::now)), if throttled_until.is_some() => {
                     throttled_until = None;
                 }
