@@ -145,9 +145,12 @@ impl Processor {
                 Output::Rejected { reading, reason } => {
                     refused = true;
                     c.bump("rejected", reason.as_str(), 1);
-                    // Clock-guard rejections are published; limit rejections are
-                    // only counted, or a flood of new keys would flood the outbox.
-                    if matches!(reason, RejectReason::FutureSkew | RejectReason::TooOld) {
+                    // Clock-guard and range rejections are published; limit rejections
+                    // are only counted, or a flood of new keys would flood the outbox.
+                    if matches!(
+                        reason,
+                        RejectReason::FutureSkew | RejectReason::TooOld | RejectReason::OutOfRange
+                    ) {
                         msgs.push(self.wire.rejected(&reading, reason.as_str(), now));
                     }
                 }

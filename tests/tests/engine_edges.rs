@@ -149,10 +149,14 @@ max_out_of_orderness = "0ms"
 size = "1s""#,
     );
     let t0 = (now_ms() / 1000 - 30) * 1000;
-    let windows: [(&str, &[&str]); 3] = [
-        ("twice", &["1e308", "1e308"]),
-        ("opposite", &["1e308", "-1e308"]),
-        ("back", &["1e308", "1e308", "-1e308", "4"]),
+    // 1e288 is the largest magnitude a reading may have (MAX_ABS_VALUE):
+    // squares of its deviations, and sums of 1e288 and more, overflow a double.
+    let windows: [(&str, &[&str]); 4] = [
+        ("twice", &["1e288", "1e288"]),
+        ("opposite", &["1e288", "-1e288"]),
+        ("back", &["1e288", "1e288", "-1e288", "4"]),
+        // Beyond the bound: refused and published, the window keeps the rest.
+        ("huge", &["1e308", "1e308", "2"]),
     ];
     for (sensor, values) in windows {
         for (i, v) in values.iter().enumerate() {
@@ -168,30 +172,38 @@ size = "1s""#,
         )
     };
 
-    // The sum, 2e308, is beyond every double: null, documented; the rest exact.
     let p = pane("twice");
     assert_eq!(p["count"], 2, "{p}");
-    assert_eq!(p["sum"], Value::Null, "{p}");
-    assert_eq!(num(&p, "mean"), 1e308, "{p}");
+    assert_eq!(num(&p, "sum"), 2e288, "{p}");
+    assert_eq!(num(&p, "mean"), 1e288, "{p}");
     assert_eq!(num(&p, "stddev"), 0.0, "{p}");
-    assert_eq!((num(&p, "min"), num(&p, "max")), (1e308, 1e308), "{p}");
+    assert_eq!((num(&p, "min"), num(&p, "max")), (1e288, 1e288), "{p}");
 
-    // Deviations of 1e308 square beyond every double; the stddev does not.
+    // Deviations of 1e288 square beyond every double; the stddev does not.
     let p = pane("opposite");
     assert_eq!(num(&p, "sum"), 0.0, "{p}");
     assert_eq!(num(&p, "mean"), 0.0, "{p}");
-    assert_eq!(num(&p, "stddev"), 1e308, "{p}");
+    assert_eq!(num(&p, "stddev"), 1e288, "{p}");
 
-    // The running sum overflows and comes back: 1e308 + 4 rounds to 1e308.
     let p = pane("back");
     assert_eq!(p["count"], 4, "{p}");
-    assert_eq!(num(&p, "sum"), 1e308, "{p}");
-    assert_eq!(num(&p, "mean"), 2.5e307, "{p}");
-    // Population stddev of (1, 1, -1, 0) x 1e308, up to a few roundings.
-    let want = (0.6875f64).sqrt() * 1e308;
+    assert_eq!(num(&p, "sum"), 1e288, "{p}");
+    assert_eq!(num(&p, "mean"), 2.5e287, "{p}");
+    // Population stddev of (1, 1, -1, 0) x 1e288, up to a few roundings.
+    let want = (0.6875f64).sqrt() * 1e288;
     let sd = num(&p, "stddev");
     assert!(
         (sd / want - 1.0).abs() < 1e-12,
         "stddev {sd} vs {want}: {p}"
     );
+
+    let p = pane("huge");
+    assert_eq!((p["count"].as_i64(), num(&p, "sum")), (Some(1), 2.0), "{p}");
+    let refused: Vec<Msg> = consumer
+        .messages()
+        .into_iter()
+        .filter(|m| m.topic == "weir/edge/deadletter" && m.json["reason"] == "out_of_range")
+        .collect();
+    assert_eq!(refused.len(), 2, "both 1e308 readings refused and published: {refused:?}");
+    assert!(refused.iter().all(|m| m.json["source"] == "huge/v"), "{refused:?}");
 }

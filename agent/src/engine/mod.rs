@@ -51,6 +51,13 @@ pub use window::{Window, Windows};
 use crate::reading::{Key, Reading, TimestampMs};
 use key::{Ctx, KeyState};
 
+/// The largest magnitude a reading may have: with it, the sum of any window
+/// (at most 2^64 readings) stays below the largest double (2^64 * 1e288 is
+/// about 1.8e307), so every aggregate is a finite number. A reading beyond it
+/// is refused as [`RejectReason::OutOfRange`], counted and published; no
+/// physical sensor reads 1e288.
+pub const MAX_ABS_VALUE: f64 = 1e288;
+
 /// The event-time windowing engine: readings in, panes, late readings and
 /// rejections out. Pure and single-threaded; the caller owns the clock.
 #[derive(Debug)]
@@ -122,7 +129,9 @@ impl Engine {
     /// limit is too small for D recovers instead of stalling forever.
     pub fn push(&mut self, reading: Reading, now_ms: TimestampMs, out: &mut Vec<Output>) {
         let cfg = &self.cfg;
-        let reject = if reading.ts > now_ms.saturating_add(cfg.max_future_skew_ms) {
+        let reject = if reading.value.abs() > MAX_ABS_VALUE {
+            Some(RejectReason::OutOfRange)
+        } else if reading.ts > now_ms.saturating_add(cfg.max_future_skew_ms) {
             Some(RejectReason::FutureSkew)
         } else if cfg
             .max_backfill_ms

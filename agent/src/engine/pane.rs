@@ -88,6 +88,9 @@ pub enum RejectReason {
     FutureSkew,
     /// Stamped more than `max_backfill` behind the wall clock.
     TooOld,
+    /// A value beyond ±[`MAX_ABS_VALUE`](super::MAX_ABS_VALUE): refused so that
+    /// every aggregate of every window stays a finite number.
+    OutOfRange,
 }
 
 impl RejectReason {
@@ -98,6 +101,7 @@ impl RejectReason {
             Self::WindowLimit => "window_limit",
             Self::FutureSkew => "future_skew",
             Self::TooOld => "too_old",
+            Self::OutOfRange => "out_of_range",
         }
     }
 }
