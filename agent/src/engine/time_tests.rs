@@ -426,3 +426,27 @@ fn silence_counts_from_when_the_key_could_be_heard_not_across_downtime() {
         "a key already idle is not reported again: {out:?}"
     );
 }
+
+#[test]
+fn a_reading_beyond_the_largest_magnitude_is_refused_and_creates_no_state() {
+    let mut e = Engine::new(tumbling(1_000, 0, 0));
+    let now = 1_700_000_000_000;
+    let mut out = Vec::new();
+    for v in [1e308, -1.5e288] {
+        e.push(r("a", now, v), now, &mut out);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Rejected {
+                    reason: RejectReason::OutOfRange,
+                    ..
+                }]
+            ),
+            "{v}: {out:?}"
+        );
+        out.clear();
+    }
+    assert_eq!(e.key_count(), 0);
+    e.push(r("a", now, -MAX_ABS_VALUE), now, &mut out);
+    assert!(out.is_empty(), "exactly at the bound is accepted");
+}
