@@ -15,6 +15,7 @@
 //! does it acknowledge the MQTT deliveries whose effect they hold. READY is
 //! signalled after the first checkpoint, taken right after the restore.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{self, Seen};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::control::hub::{EngineView, Hub, Live, alert_json};
 use crate::control::tap::{Event, Tap};
@@ -32,7 +34,7 @@ use crate::engine::Engine;
 use crate::metrics::Counters;
 use crate::outbox::{Batch, Class, NewMessage, Outbox, OutboxError, OutboxHandle};
 use crate::process::Processor;
-use crate::reading::now_ms;
+use crate::reading::{Reading, TsSource, now_ms};
 use crate::source::mqtt::Ack;
 use crate::source::{self, Input};
 use crate::supervise::{Supervisor, WatchdogFeed};
@@ -153,6 +155,8 @@ pub async fn run(
         gauges: gauges.clone(),
         new_rows: new_rows.clone(),
         watchdog: sup.feed(),
+        clock: crate::clock::global(),
+        held: VecDeque::new(),
     };
     let (first_checkpoint, checkpointed) = tokio::sync::oneshot::channel();
     let engine_done = tracker.spawn(engine.run(rx, first_checkpoint));
@@ -180,6 +184,7 @@ pub async fn run(
                 "last_puback_ms": link.last_puback_ms.load(Relaxed),
                 "counters": counters.snapshot(),
                 "sensors": sensors.snapshot(),
+                "clock": crate::clock::global().status(),
             }))
         })
     };
@@ -335,6 +340,12 @@ const MAX_BUFFERED_MSGS: usize = 512;
 const MAX_BUFFERED_BYTES: u64 = 64 * 1024;
 const MAX_OWED_ACKS: usize = 32_768;
 
+/// Readings stamped before the system clock's first synchronisation that the
+/// engine task holds for its correction (about 100 bytes each: ~10 MB). When
+/// full, the oldest is dead-lettered (`clock_unsynced`): published with its
+/// value and counted, never silently dropped.
+pub const MAX_HELD: usize = 100_000;
+
 /// The READY point: systemd (`Type=notify`) considers the service started here,
 /// and `weir run`'s caller orders dependent units after it. Everything READY
 /// promises must happen before this call: the state directory and the outbox are
@@ -375,6 +386,10 @@ struct EngineTask {
     gauges: Arc<Gauges>,
     new_rows: Arc<Notify>,
     watchdog: WatchdogFeed,
+    /// Weir's timeline: the `now` of everything the engine does.
+    clock: &'static Clock,
+    /// Readings with a provisional stamp, oldest first, until the correction.
+    held: VecDeque<Reading>,
 }
 
 impl EngineTask {
@@ -385,6 +400,8 @@ impl EngineTask {
         mut rx: mpsc::Receiver<Input>,
         first_checkpoint: tokio::sync::oneshot::Sender<()>,
     ) {
+        let now = self.observe_clock();
+        self.processor.engine.restart_clock(now);
         self.checkpoint().await;
         let _ = first_checkpoint.send(());
         let mut batch = Vec::with_capacity(512);
@@ -407,12 +424,15 @@ impl EngineTask {
                     if n == 0 {
                         break;
                     }
-                    let now = now_ms();
+                    let now = self.observe_clock();
                     for input in batch.drain(..) {
                         self.input(input, now);
                     }
                 }
-                _ = clock.tick() => self.step(|p, msgs| p.tick(now_ms(), msgs)),
+                _ = clock.tick() => {
+                    let now = self.observe_clock();
+                    self.step(|p, msgs| p.tick(now, msgs));
+                }
                 _ = every.tick() => due = true,
                 // The broker waits for our acknowledgements before it sends more.
                 () = tokio::time::sleep(STALL), if stalled => due = true,
@@ -439,10 +459,85 @@ impl EngineTask {
                 .active_alerts
                 .store(p.detectors.active_alerts().count() as u64, Relaxed);
         }
+        // Readings still waiting for the clock cannot be placed: they are
+        // published as dead letters rather than lost with the process.
+        let now = now_ms();
+        while let Some(r) = self.held.pop_front() {
+            self.dead_letter_held(
+                r,
+                now,
+                "Weir stopped before the system clock was synchronised",
+            );
+        }
+        self.clock.held.store(0, Relaxed);
         // Shutdown: everything processed goes into one last checkpoint. The
         // ingest connection is closed by now, so the broker resends what these
         // acknowledgements covered, and `Seen` recognises it at the next start.
         self.checkpoint().await;
+    }
+
+    /// Looks at the clock before the engine uses it: at the first
+    /// synchronisation the engine's timers move with the timeline, and the
+    /// held readings are corrected and processed, in order.
+    fn observe_clock(&mut self) -> i64 {
+        let o = self.clock.observe();
+        let p = &mut self.processor;
+        if o.jump != 0 {
+            p.engine.shift_clock(o.jump);
+        }
+        p.engine.set_clock_trusted(o.trusted);
+        if o.trusted && !self.held.is_empty() {
+            tracing::info!(
+                readings = self.held.len(),
+                "system clock synchronised: processing the readings held for it, corrected"
+            );
+            while let Some(r) = self.held.pop_front() {
+                self.reading(r, o.now);
+            }
+            self.clock.held.store(0, Relaxed);
+        }
+        o.now
+    }
+
+    /// A reading Weir stamped before the first synchronisation: held until the
+    /// correction is known, then corrected, marked and processed.
+    fn reading(&mut self, mut r: Reading, now: i64) {
+        if r.ts_source == TsSource::Unsynced {
+            let Some(c) = self.clock.correction() else {
+                if self.held.len() >= MAX_HELD {
+                    if let Some(old) = self.held.pop_front() {
+                        self.dead_letter_held(old, now, "the hold for the system clock's synchronisation was full (100,000 readings)");
+                    }
+                }
+                self.held.push_back(r);
+                self.clock.held.store(self.held.len() as u64, Relaxed);
+                return;
+            };
+            r.ts = r.ts.saturating_add(c);
+            r.ts_source = TsSource::Corrected;
+            self.counters.bump("clock", "corrected", 1);
+        }
+        let input = Input::Reading(r);
+        if self.tap.is_active() {
+            self.tap_reading(&input);
+        }
+        self.step(|p, msgs| p.input(input, now, msgs));
+    }
+
+    fn dead_letter_held(&mut self, r: Reading, now: i64, why: &str) {
+        self.counters.bump("clock", "unsynced_dead_lettered", 1);
+        let d = crate::wire::DeadLetter {
+            source: r.key.to_string(),
+            reason: "clock_unsynced",
+            detail: format!(
+                "{why}; read at {} on Weir's unsynchronised timeline ({} ms before this message)",
+                r.ts,
+                now.saturating_sub(r.ts)
+            ),
+            payload: r.value.to_string(),
+            received_at: now,
+        };
+        self.step(|p, msgs| p.input(Input::DeadLetter(d), now, msgs));
     }
 
     /// What `weir status` shows of the engine.
@@ -466,6 +561,9 @@ impl EngineTask {
     fn input(&mut self, input: Input, now: i64) {
         let tapped = self.tap.is_active();
         let Input::Delivery(d) = input else {
+            if let Input::Reading(r) = input {
+                return self.reading(r, now);
+            }
             if tapped {
                 self.tap_reading(&input);
             }
@@ -479,6 +577,10 @@ impl EngineTask {
             Counters::add(&self.counters.ingest_redelivered, 1);
         } else {
             for i in d.inputs {
+                if let Input::Reading(r) = i {
+                    self.reading(r, now);
+                    continue;
+                }
                 if tapped {
                     self.tap_reading(&i);
                 }

@@ -142,6 +142,7 @@ impl Hub {
             "uptime_s": (now - self.started_at) / 1000,
             "log": {"filter": self.log.current(), "target": self.log.target},
             "pipeline": "reloading",
+            "clock": crate::clock::global().status(),
         });
         let Some(live) = live else {
             if self.stopping.is_cancelled() {

@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::payload::{self, ParsedValue};
 use super::{Delivery, Input};
 use crate::checkpoint::fingerprint;
+use crate::clock::Stamp;
 use crate::config::IngestConfig;
 use crate::metrics::Counters;
-use crate::reading::{Key, Reading, TsSource, now_ms};
+use crate::reading::{Key, Reading, TsSource};
 use crate::uplink::backoff::Backoff;
 use crate::wire::{DeadLetter, excerpt};
 
@@ -91,8 +92,9 @@ fn dead_letter(
     })
 }
 
-/// What a received message becomes.
-pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> Input {
+/// What a received message becomes; `arrived` stamps a payload without a timestamp.
+pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], arrived: Stamp) -> Input {
+    let now = arrived.ms;
     let dead =
         |reason: &'static str, detail: String| dead_letter(topic, payload, now, reason, detail);
     let Some((sensor, metric)) = cfg.topics.iter().find_map(|m| m.map(topic)) else {
@@ -103,7 +105,9 @@ pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> In
     };
     match payload::parse(payload, &cfg.format) {
         Ok(ParsedValue { value, ts }) => {
-            let (ts, source) = ts.map_or((now, TsSource::Arrival), |t| (t, TsSource::Event));
+            let (ts, source) = ts.map_or((now, arrived.source(TsSource::Arrival)), |t| {
+                (t, TsSource::Event)
+            });
             match Reading::new(Key::new(sensor, metric), value, ts, source) {
                 Ok(r) => Input::Reading(r),
                 Err(e) => dead("non_finite", e.to_string()),
@@ -116,14 +120,21 @@ pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> In
 /// What a received message becomes, when its subscription may be multi-metric
 /// (`format = "tasmota"`, `"zigbee2mqtt"` or `"multi"`): one input per metric,
 /// a dead letter per refused field, or one dead letter for the whole message.
-pub fn to_inputs(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64, out: &mut Vec<Input>) {
+pub fn to_inputs(
+    cfg: &IngestConfig,
+    topic: &str,
+    payload: &[u8],
+    arrived: Stamp,
+    out: &mut Vec<Input>,
+) {
+    let now = arrived.ms;
     let found = cfg
         .topics
         .iter()
         .zip(&cfg.multi)
         .find_map(|(m, f)| m.map(topic).map(|(sensor, _)| (sensor, f)));
     let Some((sensor, Some(fmt))) = found else {
-        out.push(to_input(cfg, topic, payload, now));
+        out.push(to_input(cfg, topic, payload, arrived));
         return;
     };
     let dead =
@@ -132,7 +143,9 @@ pub fn to_inputs(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64, out:
         Ok(parsed) => {
             let (ts, source) = parsed
                 .ts
-                .map_or((now, TsSource::Arrival), |t| (t, TsSource::Event));
+                .map_or((now, arrived.source(TsSource::Arrival)), |t| {
+                    (t, TsSource::Event)
+                });
             for (metric, value) in parsed.values {
                 out.push(match value {
                     Ok(v) => match Reading::new(Key::new(sensor.as_str(), metric), v, ts, source) {
@@ -182,7 +195,13 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 Counters::add(&counters.mqtt_messages, 1);
                 let mut inputs = Vec::new();
-                to_inputs(&cfg, &p.topic, &p.payload, now_ms(), &mut inputs);
+                to_inputs(
+                    &cfg,
+                    &p.topic,
+                    &p.payload,
+                    crate::clock::stamp(),
+                    &mut inputs,
+                );
                 let ack = (p.qos != QoS::AtMostOnce).then(|| Ack {
                     client: client.clone(),
                     pkid: p.pkid,
