@@ -15,7 +15,6 @@
 //! does it acknowledge the MQTT deliveries whose effect they hold. READY is
 //! signalled after the first checkpoint, taken right after the restore.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{self, Seen};
-use crate::clock::Clock;
+use crate::clock::{Admitted, Clock, Hold};
 use crate::config::Config;
 use crate::control::hub::{EngineView, Hub, Live, alert_json};
 use crate::control::tap::{Event, Tap};
@@ -156,7 +155,7 @@ pub async fn run(
         new_rows: new_rows.clone(),
         watchdog: sup.feed(),
         clock: crate::clock::global(),
-        held: VecDeque::new(),
+        hold: Hold::new(crate::clock::MAX_HELD),
     };
     let (first_checkpoint, checkpointed) = tokio::sync::oneshot::channel();
     let engine_done = tracker.spawn(engine.run(rx, first_checkpoint));
@@ -340,12 +339,6 @@ const MAX_BUFFERED_MSGS: usize = 512;
 const MAX_BUFFERED_BYTES: u64 = 64 * 1024;
 const MAX_OWED_ACKS: usize = 32_768;
 
-/// Readings stamped before the system clock's first synchronisation that the
-/// engine task holds for its correction (about 100 bytes each: ~10 MB). When
-/// full, the oldest is dead-lettered (`clock_unsynced`): published with its
-/// value and counted, never silently dropped.
-pub const MAX_HELD: usize = 100_000;
-
 /// The READY point: systemd (`Type=notify`) considers the service started here,
 /// and `weir run`'s caller orders dependent units after it. Everything READY
 /// promises must happen before this call: the state directory and the outbox are
@@ -388,8 +381,8 @@ struct EngineTask {
     watchdog: WatchdogFeed,
     /// Weir's timeline: the `now` of everything the engine does.
     clock: &'static Clock,
-    /// Readings with a provisional stamp, oldest first, until the correction.
-    held: VecDeque<Reading>,
+    /// Readings with a provisional stamp, until the correction.
+    hold: Hold,
 }
 
 impl EngineTask {
@@ -462,7 +455,8 @@ impl EngineTask {
         // Readings still waiting for the clock cannot be placed: they are
         // published as dead letters rather than lost with the process.
         let now = now_ms();
-        while let Some(r) = self.held.pop_front() {
+        let left: Vec<Reading> = self.hold.give_up().collect();
+        for r in left {
             self.dead_letter_held(
                 r,
                 now,
@@ -486,37 +480,46 @@ impl EngineTask {
             p.engine.shift_clock(o.jump);
         }
         p.engine.set_clock_trusted(o.trusted);
-        if o.trusted && !self.held.is_empty() {
+        if let (Some(c), false) = (self.clock.correction(), self.hold.is_empty()) {
             tracing::info!(
-                readings = self.held.len(),
+                readings = self.hold.len(),
                 "system clock synchronised: processing the readings held for it, corrected"
             );
-            while let Some(r) = self.held.pop_front() {
-                self.reading(r, o.now);
+            let ready: Vec<Reading> = self.hold.release(c).collect();
+            self.counters.bump("clock", "corrected", ready.len() as u64);
+            for r in ready {
+                self.process(r, o.now);
             }
             self.clock.held.store(0, Relaxed);
         }
         o.now
     }
 
-    /// A reading Weir stamped before the first synchronisation: held until the
-    /// correction is known, then corrected, marked and processed.
-    fn reading(&mut self, mut r: Reading, now: i64) {
-        if r.ts_source == TsSource::Unsynced {
-            let Some(c) = self.clock.correction() else {
-                if self.held.len() >= MAX_HELD {
-                    if let Some(old) = self.held.pop_front() {
-                        self.dead_letter_held(old, now, "the hold for the system clock's synchronisation was full (100,000 readings)");
-                    }
+    /// One reading: one Weir stamped before the first synchronisation is held
+    /// until the correction is known (see [`Hold`]).
+    fn reading(&mut self, r: Reading, now: i64) {
+        let provisional = r.ts_source == TsSource::Unsynced;
+        match self.hold.admit(r, self.clock.correction()) {
+            Admitted::Ready(r) => {
+                if provisional {
+                    self.counters.bump("clock", "corrected", 1);
                 }
-                self.held.push_back(r);
-                self.clock.held.store(self.held.len() as u64, Relaxed);
-                return;
-            };
-            r.ts = r.ts.saturating_add(c);
-            r.ts_source = TsSource::Corrected;
-            self.counters.bump("clock", "corrected", 1);
+                self.process(r, now);
+            }
+            Admitted::Held { evicted } => {
+                self.clock.held.store(self.hold.len() as u64, Relaxed);
+                if let Some(old) = evicted {
+                    self.dead_letter_held(
+                        old,
+                        now,
+                        "the hold for the system clock's synchronisation was full",
+                    );
+                }
+            }
         }
+    }
+
+    fn process(&mut self, r: Reading, now: i64) {
         let input = Input::Reading(r);
         if self.tap.is_active() {
             self.tap_reading(&input);

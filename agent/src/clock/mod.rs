@@ -28,6 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+mod hold;
+pub use hold::{Admitted, Hold};
+
 use crate::reading::{TimestampMs, TsSource};
 
 /// The environment variable naming a clock file that replaces the system
@@ -43,6 +46,12 @@ pub const TIMESYNCD_SYNCHRONIZED: &str = "/run/systemd/timesync/synchronized";
 /// A system-clock step smaller than this after the correction is ignored
 /// (NTP's slewing keeps the two clocks together; this is only jitter).
 pub const STEP_TOLERANCE_MS: i64 = 1_000;
+
+/// Readings stamped before the system clock's first synchronisation that the
+/// pipeline holds for the correction ([`Hold`]; about 100 bytes each: ~10 MB).
+/// When full, the oldest is dead-lettered (`clock_unsynced`): published with
+/// its value and counted, never silently dropped.
+pub const MAX_HELD: usize = 100_000;
 
 /// How often the sync state is probed at most (a file's existence).
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -400,95 +409,4 @@ pub fn stamp() -> Stamp {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(mono_ms: i64, wall_ms: i64, synced: bool) -> Sample {
-        Sample {
-            mono_ms,
-            wall_ms,
-            synced,
-        }
-    }
-
-    const H: i64 = 3_600_000;
-    const REAL: i64 = 1_780_000_000_000;
-
-    #[test]
-    fn a_synchronised_clock_at_start_is_the_timeline_and_stamps_are_good() {
-        let t = Tracker::new(s(0, REAL, true));
-        assert_eq!(t.stamp(500), Stamp::trusted(REAL + 500));
-        assert_eq!(t.correction(), Some(0));
-    }
-
-    #[test]
-    fn stamps_before_the_first_sync_are_provisional_and_the_correction_makes_them_exact() {
-        // Booted in 1970 + 1 h; the true time is REAL at mono 0.
-        let mut t = Tracker::new(s(0, H, false));
-        let early = t.stamp(10_000);
-        assert!(!early.synced);
-        assert_eq!(t.correction(), None);
-        // The unsynchronised system clock steps (fake-hwclock, a user): ignored.
-        let o = t.observe(s(20_000, 5 * H, false));
-        assert_eq!((o.jump, o.trusted, o.now), (0, false, H + 20_000));
-        // NTP: at mono 60 s the true time is REAL + 60 s.
-        let o = t.observe(s(60_000, REAL + 60_000, true));
-        assert!(o.trusted);
-        assert_eq!(o.jump, REAL - H);
-        assert_eq!(early.ms + t.correction().unwrap_or(0), REAL + 10_000);
-        assert_eq!(t.stamp(70_000), Stamp::trusted(REAL + 70_000));
-    }
-
-    #[test]
-    fn a_step_after_the_sync_is_counted_once_and_not_followed() {
-        let mut t = Tracker::new(s(0, REAL, true));
-        for (mono, wall) in [(1_000, REAL + 1_000 + 3 * H), (2_000, REAL + 2_000 + 3 * H)] {
-            let o = t.observe(s(mono, wall, true));
-            assert_eq!((o.jump, o.now), (0, REAL + mono));
-        }
-        assert_eq!(t.steps, 1);
-        assert_eq!(t.wall_minus_timeline, 3 * H);
-        let o = t.observe(s(3_000, REAL + 3_000 - 3 * H, true));
-        assert_eq!((o.jump, o.now), (0, REAL + 3_000));
-        assert_eq!(t.wall_minus_timeline, -3 * H);
-        // Back in line, then away again: a second step.
-        t.observe(s(4_000, REAL + 4_000, true));
-        t.observe(s(5_000, REAL + 5_000 - H, true));
-        assert_eq!(t.steps, 2);
-        assert_eq!(t.stamp(6_000), Stamp::trusted(REAL + 6_000));
-    }
-
-    #[test]
-    fn losing_sync_after_the_correction_keeps_the_timeline_trusted() {
-        let mut t = Tracker::new(s(0, 0, false));
-        t.observe(s(1_000, REAL, true));
-        let o = t.observe(s(2_000, REAL + 1_000, false));
-        assert!(o.trusted && o.jump == 0);
-        assert_eq!(o.now, REAL + 1_000);
-        assert_eq!(t.status()["synchronised"], false);
-        assert_eq!(t.status()["trusted"], true);
-    }
-
-    #[test]
-    fn the_test_clock_file_reads_offset_and_sync_state_and_anything_else_as_unsynchronised() {
-        assert_eq!(parse_test_clock("-10800000 1\n"), (-10_800_000, true));
-        assert_eq!(parse_test_clock("5 0"), (5, false));
-        for bad in ["", "x 1", "5", "\n"] {
-            assert_eq!(parse_test_clock(bad), (0, false), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_provisional_stamp_marks_its_reading_unsynced() {
-        let p = Stamp {
-            ms: 5,
-            synced: false,
-        };
-        assert_eq!(p.source(TsSource::Event), TsSource::Unsynced);
-        assert_eq!(
-            Stamp::trusted(5).source(TsSource::Arrival),
-            TsSource::Arrival
-        );
-        assert_eq!(p.minus(3).ms, 2);
-    }
-}
+mod tests;
