@@ -155,7 +155,8 @@ pub async fn run(
         new_rows: new_rows.clone(),
         watchdog: sup.feed(),
         clock: crate::clock::global(),
-        hold: Hold::new(crate::clock::MAX_HELD),
+        hold: crate::clock::global().unpark(),
+        hub: hub.clone(),
     };
     let (first_checkpoint, checkpointed) = tokio::sync::oneshot::channel();
     let engine_done = tracker.spawn(engine.run(rx, first_checkpoint));
@@ -383,6 +384,8 @@ struct EngineTask {
     clock: &'static Clock,
     /// Readings with a provisional stamp, until the correction.
     hold: Hold,
+    /// Tells a reload (the hold goes to the next pipeline) from a stop.
+    hub: Arc<Hub>,
 }
 
 impl EngineTask {
@@ -452,8 +455,18 @@ impl EngineTask {
                 .active_alerts
                 .store(p.detectors.active_alerts().count() as u64, Relaxed);
         }
-        // Readings still waiting for the clock cannot be placed: they are
-        // published as dead letters rather than lost with the process.
+        // Readings still waiting for the clock: a reload hands them to the
+        // next pipeline; at a stop they cannot be placed, and are published as
+        // dead letters rather than lost with the process.
+        if !self.hub.is_stopping() && !self.hold.is_empty() {
+            tracing::info!(
+                readings = self.hold.len(),
+                "reload: the readings held for the clock's synchronisation go to the new pipeline"
+            );
+            self.clock
+                .park(std::mem::replace(&mut self.hold, Hold::new(1)));
+            return self.checkpoint().await;
+        }
         let now = now_ms();
         let left: Vec<Reading> = self.hold.give_up().collect();
         for r in left {

@@ -9,14 +9,15 @@
 //!    window fires early, no reading is late, quarantined or misplaced, no key
 //!    goes idle.
 //!
-//! A second test stops Weir before any synchronisation: its held readings
-//! are published as dead letters (`clock_unsynced`), not lost.
+//! A second test reloads, then stops Weir before any synchronisation: the
+//! reload keeps the held readings, the stop publishes them as dead letters
+//! (`clock_unsynced`), not lost.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch, wait_for, weir_command};
+use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch, signal, wait_for, weir_command};
 
 const WAIT: Duration = Duration::from_secs(30);
 const HOUR: i64 = 3_600_000;
@@ -255,7 +256,7 @@ fn an_unsynchronised_clock_quarantines_nothing_holds_local_readings_until_sync_a
 }
 
 #[test]
-fn readings_held_for_a_sync_that_never_came_are_dead_lettered_at_stop_not_lost() {
+fn readings_held_for_a_sync_that_never_came_survive_a_reload_and_are_dead_lettered_at_stop() {
     let dir = scratch();
     let d = dir.path();
     let dev = "clk2";
@@ -266,9 +267,31 @@ fn readings_held_for_a_sync_that_never_came_are_dead_lettered_at_stop_not_lost()
     set_clock(&clock, HOUR - now_ms(), false);
     let clock_env = clock.display().to_string();
     let mut weir = Weir::start_with(&cfg, d, &[("WEIR_TEST_CLOCK", clock_env.as_str())]);
-    wait_status(&cfg, "held readings", |s| {
+    let st = wait_status(&cfg, "held readings", |s| {
         s["clock"]["held_readings"].as_u64().unwrap_or(0) >= 5
     });
+    let before = st["clock"]["held_readings"].as_u64().unwrap_or(0);
+    let started = st["pipeline_started_at"].as_i64().unwrap_or(0);
+    // A reload hands the held readings to the new pipeline.
+    signal(weir.pid().unwrap_or_else(|| unreachable!()), "HUP");
+    let st = wait_status(&cfg, "the reloaded pipeline", |s| {
+        s["pipeline_started_at"].as_i64().unwrap_or(0) > started
+    });
+    let after = st["clock"]["held_readings"].as_u64().unwrap_or(0);
+    assert!(
+        after >= before,
+        "held {before} before the reload, {after} after"
+    );
+    // Time for the old pipeline's outbox to reach upstream (shutdown_grace),
+    // had it dead-lettered anything.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !consumer
+            .messages()
+            .iter()
+            .any(|m| m.topic.ends_with("/deadletter")),
+        "nothing dead-lettered by a reload"
+    );
     assert!(weir.terminate(Duration::from_secs(10)).is_some());
     let msgs = consumer
         .wait_until("the held readings as dead letters", WAIT, |m| {
@@ -281,7 +304,7 @@ fn readings_held_for_a_sync_that_never_came_are_dead_lettered_at_stop_not_lost()
         .into_iter()
         .filter(|m| m.topic.ends_with("/deadletter"))
         .collect();
-    assert!(dead.len() >= 5, "{}", dead.len());
+    assert!(dead.len() as u64 >= after, "{} < {after}", dead.len());
     assert!(
         dead.iter().all(|m| m.json["reason"] == "clock_unsynced"
             && m.json["source"] == "local/temperature"

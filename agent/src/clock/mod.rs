@@ -281,6 +281,8 @@ pub struct Clock {
     inner: Mutex<Inner>,
     /// Readings the pipeline holds for the correction (a gauge for status).
     pub held: AtomicU64,
+    /// The hold of a pipeline that stopped for a reload, for the next one.
+    parked: Mutex<Option<Hold>>,
 }
 
 #[derive(Debug)]
@@ -309,7 +311,20 @@ impl Clock {
                 probed,
             }),
             held: AtomicU64::new(0),
+            parked: Mutex::new(None),
         }
+    }
+
+    /// The hold a pipeline starts with: the one parked by the pipeline a
+    /// reload stopped (same timeline, same correction), or an empty one.
+    pub fn unpark(&self) -> Hold {
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner()).take();
+        parked.unwrap_or_else(|| Hold::new(MAX_HELD))
+    }
+
+    /// Keeps a stopping pipeline's hold for the next one (a reload).
+    pub fn park(&self, hold: Hold) {
+        *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(hold);
     }
 
     fn mono_ms(&self) -> i64 {

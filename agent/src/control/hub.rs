@@ -117,6 +117,11 @@ impl Hub {
         }
     }
 
+    /// Whether the process is shutting down (not merely reloading).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
     /// The pipeline is up: status requests read `live`.
     pub fn attach(&self, live: Live) {
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
