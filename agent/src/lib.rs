@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod detect;

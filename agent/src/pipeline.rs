@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::checkpoint::{self, Seen, Verdict};
+use crate::clock::{Admitted, Clock, Hold};
 use crate::config::Config;
 use crate::control::hub::{EngineView, Hub, Live, alert_json};
 use crate::control::tap::{Event, Tap};
@@ -32,7 +33,7 @@ use crate::engine::Engine;
 use crate::metrics::Counters;
 use crate::outbox::{Batch, Class, NewMessage, Outbox, OutboxError, OutboxHandle};
 use crate::process::Processor;
-use crate::reading::now_ms;
+use crate::reading::{Reading, TsSource, now_ms};
 use crate::source::link::IngestLink;
 use crate::source::mqtt::Ack;
 use crate::source::{self, Input};
@@ -163,6 +164,9 @@ pub async fn run(
         new_rows: new_rows.clone(),
         watchdog: sup.feed(),
         hearing,
+        clock: crate::clock::global(),
+        hold: crate::clock::global().unpark(),
+        hub: hub.clone(),
     };
     let (first_checkpoint, checkpointed) = tokio::sync::oneshot::channel();
     let engine_done = tracker.spawn(engine.run(rx, first_checkpoint));
@@ -190,6 +194,7 @@ pub async fn run(
                 "last_puback_ms": link.last_puback_ms.load(Relaxed),
                 "counters": counters.snapshot(),
                 "sensors": sensors.snapshot(),
+                "clock": crate::clock::global().status(),
             }))
         })
     };
@@ -387,6 +392,12 @@ struct EngineTask {
     new_rows: Arc<Notify>,
     watchdog: WatchdogFeed,
     hearing: Hearing,
+    /// Weir's timeline: the `now` of everything the engine does.
+    clock: &'static Clock,
+    /// Readings with a provisional stamp, until the correction.
+    hold: Hold,
+    /// Tells a reload (the hold goes to the next pipeline) from a stop.
+    hub: Arc<Hub>,
 }
 
 impl EngineTask {
@@ -397,8 +408,10 @@ impl EngineTask {
         mut rx: mpsc::Receiver<Input>,
         first_checkpoint: tokio::sync::oneshot::Sender<()>,
     ) {
+        let now = self.observe_clock();
+        self.processor.engine.restart_clock(now);
         // Silence counts from now for every key, not across Weir's downtime.
-        self.hearing.apply(&mut self.processor.engine, now_ms());
+        self.hearing.apply(&mut self.processor.engine, now);
         self.checkpoint().await;
         let _ = first_checkpoint.send(());
         let mut batch = Vec::with_capacity(512);
@@ -421,13 +434,13 @@ impl EngineTask {
                     if n == 0 {
                         break;
                     }
-                    let now = now_ms();
+                    let now = self.observe_clock();
                     for input in batch.drain(..) {
                         self.input(input, now);
                     }
                 }
                 _ = clock.tick() => {
-                    let now = now_ms();
+                    let now = self.observe_clock();
                     self.hearing.apply(&mut self.processor.engine, now);
                     self.step(|p, msgs| p.tick(now, msgs));
                 }
@@ -457,10 +470,105 @@ impl EngineTask {
                 .active_alerts
                 .store(p.detectors.active_alerts().count() as u64, Relaxed);
         }
+        // Readings still waiting for the clock: a reload hands them to the
+        // next pipeline; at a stop they cannot be placed, and are published as
+        // dead letters rather than lost with the process.
+        if !self.hub.is_stopping() && !self.hold.is_empty() {
+            tracing::info!(
+                readings = self.hold.len(),
+                "reload: the readings held for the clock's synchronisation go to the new pipeline"
+            );
+            self.clock
+                .park(std::mem::replace(&mut self.hold, Hold::new(1)));
+            return self.checkpoint().await;
+        }
+        let now = now_ms();
+        let left: Vec<Reading> = self.hold.give_up().collect();
+        for r in left {
+            self.dead_letter_held(
+                r,
+                now,
+                "Weir stopped before the system clock was synchronised",
+            );
+        }
+        self.clock.held.store(0, Relaxed);
         // Shutdown: everything processed goes into one last checkpoint. The
         // ingest connection is closed by now, so the broker resends what these
         // acknowledgements covered, and `Seen` recognises it at the next start.
         self.checkpoint().await;
+    }
+
+    /// Looks at the clock before the engine uses it: at the first
+    /// synchronisation the engine's timers move with the timeline, and the
+    /// held readings are corrected and processed, in order.
+    fn observe_clock(&mut self) -> i64 {
+        let o = self.clock.observe();
+        let p = &mut self.processor;
+        if o.jump != 0 {
+            p.engine.shift_clock(o.jump);
+        }
+        p.engine.set_clock_trusted(o.trusted);
+        if let (Some(c), false) = (self.clock.correction(), self.hold.is_empty()) {
+            tracing::info!(
+                readings = self.hold.len(),
+                "system clock synchronised: processing the readings held for it, corrected"
+            );
+            let ready: Vec<Reading> = self.hold.release(c).collect();
+            self.counters.bump("clock", "corrected", ready.len() as u64);
+            for r in ready {
+                self.process(r, o.now);
+            }
+            self.clock.held.store(0, Relaxed);
+        }
+        o.now
+    }
+
+    /// One reading: one Weir stamped before the first synchronisation is held
+    /// until the correction is known (see [`Hold`]).
+    fn reading(&mut self, r: Reading, now: i64) {
+        let provisional = r.ts_source == TsSource::Unsynced;
+        match self.hold.admit(r, self.clock.correction()) {
+            Admitted::Ready(r) => {
+                if provisional {
+                    self.counters.bump("clock", "corrected", 1);
+                }
+                self.process(r, now);
+            }
+            Admitted::Held { evicted } => {
+                self.clock.held.store(self.hold.len() as u64, Relaxed);
+                if let Some(old) = evicted {
+                    self.dead_letter_held(
+                        old,
+                        now,
+                        "the hold for the system clock's synchronisation was full",
+                    );
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, r: Reading, now: i64) {
+        let input = Input::Reading(r);
+        if self.tap.is_active() {
+            self.tap_reading(&input);
+        }
+        self.step(|p, msgs| p.input(input, now, msgs));
+    }
+
+    fn dead_letter_held(&mut self, r: Reading, now: i64, why: &str) {
+        self.counters.bump("clock", "unsynced_dead_lettered", 1);
+        let d = crate::wire::DeadLetter {
+            source: r.key.to_string(),
+            reason: "clock_unsynced",
+            detail: format!(
+                "{why}; read at {} on Weir's unsynchronised timeline ({} ms before this message)",
+                r.ts,
+                now.saturating_sub(r.ts)
+            ),
+            payload: r.value.to_string(),
+            received_at: now,
+        };
+        self.step(|p, msgs| p.input(Input::DeadLetter(d), now, msgs));
     }
 
     /// What `weir status` shows of the engine.
@@ -490,6 +598,7 @@ impl EngineTask {
                 self.acks.push(ack);
                 return;
             }
+            Input::Reading(r) => return self.reading(r, now),
             input => {
                 if tapped {
                     self.tap_reading(&input);
@@ -500,6 +609,10 @@ impl EngineTask {
         match self.seen.admit(&d.meta) {
             Verdict::New => {
                 for i in d.inputs {
+                    if let Input::Reading(r) = i {
+                        self.reading(r, now);
+                        continue;
+                    }
                     if tapped {
                         self.tap_reading(&i);
                     }

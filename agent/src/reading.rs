@@ -43,6 +43,12 @@ pub enum TsSource {
     Event,
     /// The payload carried no timestamp; Weir used the time it arrived.
     Arrival,
+    /// Stamped by Weir before the system clock was first synchronised: a
+    /// provisional time the pipeline holds until it can correct it (see `clock`).
+    Unsynced,
+    /// Stamped by Weir before the system clock was synchronised, then
+    /// corrected by the exact offset found at synchronisation.
+    Corrected,
 }
 
 /// One measurement. `value` is always finite: sources reject NaN and infinity
@@ -85,13 +91,11 @@ impl Reading {
     }
 }
 
-/// The wall clock as event time. The only place the agent reads the system clock
-/// for timestamps, so tests can reason about where "now" comes from.
+/// Now, on Weir's timeline ([`crate::clock`]): the system clock as it was at
+/// start or at its synchronisation, carried on by the monotonic clock, so a
+/// step of the system clock never moves it.
 pub fn now_ms() -> TimestampMs {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    crate::clock::global().now_ms()
 }
 
 #[cfg(test)]

@@ -160,7 +160,10 @@ listen = "127.0.0.1:{metrics}"
     pub_.publish("home/c/t", "twenty");
     pub_.publish("home/c/t", "warm");
     pub_.publish("home/c/t", "{\"value\": 21.5");
-    let mut weir = Weir::start(&cfg, d);
+    // A synchronised clock whatever the machine's (the clock line is in the snapshots).
+    std::fs::write(d.join("clock"), "0 1").unwrap_or_else(|e| panic!("{e}"));
+    let clock = d.join("clock").display().to_string();
+    let mut weir = Weir::start_with(&cfg, d, &[("WEIR_TEST_CLOCK", &clock)]);
 
     let doc = wait_for(WAIT, || {
         let v = status_json(&cfg);

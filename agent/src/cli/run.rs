@@ -167,6 +167,14 @@ async fn supervise(
         stop.cancel();
         run.await?;
         if shutdown.is_cancelled() {
+            // A stop during the reload: the held readings had gone to the next pipeline.
+            let lost = crate::clock::global().unpark().len();
+            if lost > 0 {
+                tracing::error!(
+                    readings = lost,
+                    "stopped during a reload: the readings held for the clock's synchronisation are lost"
+                );
+            }
             return Ok(());
         }
         cfg = next;

@@ -120,6 +120,11 @@ impl Hub {
         }
     }
 
+    /// Whether the process is shutting down (not merely reloading).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
     /// The pipeline is up: status requests read `live`.
     pub fn attach(&self, live: Live) {
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
@@ -145,6 +150,7 @@ impl Hub {
             "uptime_s": (now - self.started_at) / 1000,
             "log": {"filter": self.log.current(), "target": self.log.target},
             "pipeline": "reloading",
+            "clock": crate::clock::global().status(),
         });
         let Some(live) = live else {
             if self.stopping.is_cancelled() {

@@ -78,6 +78,31 @@ pub fn render(doc: &Value) -> String {
         "Seconds since weir run started.",
         num(&doc["uptime_s"]),
     );
+    let clock = &doc["clock"];
+    if clock.is_object() {
+        if clock["synchronised"].is_boolean() {
+            o.gauge(
+                "weir_clock_synchronised",
+                "1 while the system clock is synchronised (absent: unknown).",
+                num(&clock["synchronised"]),
+            );
+        }
+        o.gauge(
+            "weir_clock_trusted",
+            "1 once the clock was synchronised since start (or its state is unknown): readings are stamped and quarantined by it.",
+            num(&clock["trusted"]),
+        );
+        o.gauge(
+            "weir_clock_held_readings",
+            "Readings stamped before the first synchronisation, held for their correction.",
+            num(&clock["held_readings"]),
+        );
+        o.gauge(
+            "weir_clock_system_minus_weir_seconds",
+            "How far the system clock stepped away from Weir's timeline since it synchronised.",
+            num(&clock["system_minus_weir_ms"]) / 1000.0,
+        );
+    }
     let up = &doc["upstream"];
     if up.is_object() {
         o.gauge(

@@ -50,6 +50,32 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The system clock's state, in words (`docs/time.md`).
+fn clock_line(c: &Value) -> String {
+    let src = s(&c["sync_source"]);
+    let mut l = match (&c["synchronised"], c["trusted"] == true) {
+        (Value::Null, _) => format!("sync state unknown ({src}); the system clock is trusted"),
+        (Value::Bool(true), _) => format!("synchronised ({src})"),
+        (_, true) => {
+            format!("not synchronised now ({src}); Weir keeps the time of its last synchronisation")
+        }
+        (_, false) => format!(
+            "NOT SYNCHRONISED ({src}): nothing is quarantined, {} readings held for the correction",
+            s(&c["held_readings"])
+        ),
+    };
+    let off = c["system_minus_weir_ms"].as_i64().unwrap_or(0);
+    if c["trusted"] == true && off.abs() > crate::clock::STEP_TOLERANCE_MS {
+        let _ = write!(
+            l,
+            "; the system clock STEPPED {}{} since (not followed; restart to take it)",
+            if off > 0 { "+" } else { "-" },
+            human_ms(off.abs())
+        );
+    }
+    l
+}
+
 /// The whole table.
 pub fn render(doc: &Value) -> String {
     let now = doc["now_ms"].as_i64().unwrap_or(0);
@@ -90,6 +116,10 @@ pub fn render(doc: &Value) -> String {
     for p in &problems {
         let _ = writeln!(o, "  ! {}: {}", s(&p["code"]), s(&p["detail"]));
         let _ = writeln!(o, "    -> {}", s(&p["action"]));
+    }
+    let clock = &doc["clock"];
+    if clock.is_object() {
+        let _ = writeln!(o, "clock     {}", clock_line(clock));
     }
     let up = &doc["upstream"];
     if up.is_object() {

@@ -57,6 +57,26 @@ impl KeyState {
         }
     }
 
+    /// See [`super::Engine::restart_clock`].
+    pub(super) fn restart_clock(&mut self, now: TimestampMs) {
+        if self.last_arrival != TimestampMs::MIN {
+            self.last_arrival = now;
+        }
+        for w in &mut self.windows {
+            w.due = w.due.map(|d| d.min(now));
+        }
+    }
+
+    /// See [`super::Engine::shift_clock`].
+    pub(super) fn shift_clock(&mut self, delta: i64) {
+        if self.last_arrival != TimestampMs::MIN {
+            self.last_arrival = self.last_arrival.saturating_add(delta);
+        }
+        for w in &mut self.windows {
+            w.due = w.due.map(|d| d.saturating_add(delta));
+        }
+    }
+
     /// Steps 4 to 6 of [`super::Engine::push`] for an admitted reading.
     /// `global_max` is the global scope's max timestamp, already including
     /// this reading (and its timers already fired); `None` with per-key scope.

@@ -30,6 +30,8 @@ mod state;
 mod window;
 
 #[cfg(test)]
+mod clock_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod session_tests;
@@ -74,6 +76,8 @@ pub struct Engine {
     // Keys whose state may have changed since the last `take_dirty`: what an
     // incremental checkpoint must write. A superset is harmless, a miss is not.
     dirty: HashSet<Key>,
+    // Whether `now` is a synchronised time the clock guards may judge by.
+    clock_trusted: bool,
 }
 
 impl Engine {
@@ -91,7 +95,46 @@ impl Engine {
             timers: BTreeSet::new(),
             next_due: TimestampMs::MAX,
             dirty: HashSet::new(),
+            clock_trusted: true,
         }
+    }
+
+    /// Whether the `now` passed in is synchronised time (default true). While
+    /// it is not, the clock guards (`max_future_skew`, `max_backfill`) are off:
+    /// an unsynchronised clock never quarantines a reading (see `crate::clock`).
+    pub fn set_clock_trusted(&mut self, trusted: bool) {
+        self.clock_trusted = trusted;
+    }
+
+    /// The clock `now` is read from moved by `delta` ms without time passing
+    /// (Weir's timeline took the synchronised time): every timer held on it
+    /// (idle deadlines, held late panes) moves with it, so none fires or is
+    /// postponed by the correction.
+    pub fn shift_clock(&mut self, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        for (k, st) in &mut self.keys {
+            st.shift_clock(delta);
+            mark(&mut self.dirty, k);
+        }
+        if self.next_due != TimestampMs::MAX {
+            self.next_due = self.next_due.saturating_add(delta);
+        }
+    }
+
+    /// The state was restored from a checkpoint taken on another run's
+    /// clock, which may be years from this one (a Pi that booted with a 1970
+    /// clock): silence is counted from `now`, the first moment this run could
+    /// hear anything, and held late panes are due now at the latest.
+    pub fn restart_clock(&mut self, now: TimestampMs) {
+        // Not marked dirty: every start redoes this, so a checkpoint need not
+        // hold it (and the first checkpoint stays small with many keys).
+        for st in self.keys.values_mut() {
+            st.restart_clock(now);
+        }
+        // Let the next tick look: it is exact and emits only what is due.
+        self.next_due = TimestampMs::MIN;
     }
 
     /// Feeds one reading that arrived at wall-clock `now_ms`; appends every
@@ -101,6 +144,7 @@ impl Engine {
     /// scope (`k`'s own, or the global one):
     /// 1. `r.ts > now_ms + max_future_skew` → `Rejected{FutureSkew}`;
     ///    `r.ts < now_ms - max_backfill` → `Rejected{TooOld}`; nothing changes.
+    ///    Skipped while the clock is not trusted ([`Engine::set_clock_trusted`]).
     /// 2. `k` is new and `max_keys` keys exist → `Rejected{KeyLimit}`; nothing changes.
     /// 3. Sessions: if `r`'s proto-session touches sessions of `k`, they merge
     ///    into one session holding `r` (before the watermark moves).
@@ -129,13 +173,15 @@ impl Engine {
     /// limit is too small for D recovers instead of stalling forever.
     pub fn push(&mut self, reading: Reading, now_ms: TimestampMs, out: &mut Vec<Output>) {
         let cfg = &self.cfg;
+        let guard = self.clock_trusted;
         let reject = if reading.value.abs() > MAX_ABS_VALUE {
             Some(RejectReason::OutOfRange)
-        } else if reading.ts > now_ms.saturating_add(cfg.max_future_skew_ms) {
+        } else if guard && reading.ts > now_ms.saturating_add(cfg.max_future_skew_ms) {
             Some(RejectReason::FutureSkew)
-        } else if cfg
-            .max_backfill_ms
-            .is_some_and(|b| reading.ts < now_ms.saturating_sub(b))
+        } else if guard
+            && cfg
+                .max_backfill_ms
+                .is_some_and(|b| reading.ts < now_ms.saturating_sub(b))
         {
             Some(RejectReason::TooOld)
         } else if self.keys.len() >= cfg.max_keys && !self.keys.contains_key(&reading.key) {

@@ -13,6 +13,7 @@ use weir_sensors::linux::{EdgeWatcher, Edges, GpioError, monotonic_ns};
 use super::Input;
 use super::health::{HealthTracker, ReadError};
 use super::poll::Ctx;
+use crate::clock::Stamp;
 use crate::config::{GpioInput, GpioMode};
 use crate::reading::now_ms;
 use crate::uplink::backoff::Backoff;
@@ -20,10 +21,10 @@ use crate::uplink::backoff::Backoff;
 /// How often a waiting line thread checks for shutdown.
 const TICK: Duration = Duration::from_millis(200);
 
-/// Wall-clock ms of a kernel CLOCK_MONOTONIC timestamp.
-fn wall_ms(ts_ns: u64) -> i64 {
+/// The stamp of an event the kernel timestamped `ts_ns` on CLOCK_MONOTONIC.
+fn stamp_of(ts_ns: u64) -> Stamp {
     let age_ms = monotonic_ns().saturating_sub(ts_ns) / 1_000_000;
-    now_ms() - i64::try_from(age_ms).unwrap_or(0)
+    crate::clock::stamp().minus(i64::try_from(age_ms).unwrap_or(0))
 }
 
 /// Starts the thread of one line.
@@ -102,7 +103,7 @@ fn watch(g: &GpioInput, mut w: EdgeWatcher, ctx: &Ctx, metrics: &[String]) -> Op
         GpioMode::State => {
             // The level at start is a reading too: a door open since before the start.
             let v = if initial { 1.0 } else { 0.0 };
-            if !ctx.send_values(&g.name, metrics, &[v], now_ms(), g.when_full) {
+            if !ctx.send_values(&g.name, metrics, &[v], crate::clock::stamp(), g.when_full) {
                 return None;
             }
             (None, true)
@@ -140,7 +141,7 @@ fn watch(g: &GpioInput, mut w: EdgeWatcher, ctx: &Ctx, metrics: &[String]) -> Op
                     &g.name,
                     metrics,
                     &[done.per_second],
-                    wall_ms(done.end_ns),
+                    stamp_of(done.end_ns),
                     g.when_full,
                 ) {
                     return None;
@@ -157,7 +158,7 @@ fn watch(g: &GpioInput, mut w: EdgeWatcher, ctx: &Ctx, metrics: &[String]) -> Op
             Some(_) => {}
             None => {
                 let v = if c.level { 1.0 } else { 0.0 };
-                if !ctx.send_values(&g.name, metrics, &[v], wall_ms(c.ts_ns), g.when_full) {
+                if !ctx.send_values(&g.name, metrics, &[v], stamp_of(c.ts_ns), g.when_full) {
                     return None;
                 }
             }

@@ -39,9 +39,10 @@ use super::mqtt_wire::{EXCERPT, Frame, Framer, Oversized};
 use super::payload::{self, ParsedValue};
 use super::{Delivery, Input};
 use crate::checkpoint::{DeliveryMeta, fingerprint};
+use crate::clock::Stamp;
 use crate::config::IngestConfig;
 use crate::metrics::Counters;
-use crate::reading::{Key, Reading, TsSource, now_ms};
+use crate::reading::{Key, Reading, TsSource};
 use crate::uplink::backoff::Backoff;
 use crate::wire::{DeadLetter, excerpt};
 
@@ -132,8 +133,9 @@ fn dead_letter(
     })
 }
 
-/// What a received message becomes.
-pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> Input {
+/// What a received message becomes; `arrived` stamps a payload without a timestamp.
+pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], arrived: Stamp) -> Input {
+    let now = arrived.ms;
     let dead =
         |reason: &'static str, detail: String| dead_letter(topic, payload, now, reason, detail);
     let Some((sensor, metric)) = cfg.topics.iter().find_map(|m| m.map(topic)) else {
@@ -144,7 +146,9 @@ pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> In
     };
     match payload::parse(payload, &cfg.format) {
         Ok(ParsedValue { value, ts }) => {
-            let (ts, source) = ts.map_or((now, TsSource::Arrival), |t| (t, TsSource::Event));
+            let (ts, source) = ts.map_or((now, arrived.source(TsSource::Arrival)), |t| {
+                (t, TsSource::Event)
+            });
             match Reading::new(Key::new(sensor, metric), value, ts, source) {
                 Ok(r) => Input::Reading(r),
                 Err(e) => dead("non_finite", e.to_string()),
@@ -157,14 +161,21 @@ pub fn to_input(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64) -> In
 /// What a received message becomes, when its subscription may be multi-metric
 /// (`format = "tasmota"`, `"zigbee2mqtt"` or `"multi"`): one input per metric,
 /// a dead letter per refused field, or one dead letter for the whole message.
-pub fn to_inputs(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64, out: &mut Vec<Input>) {
+pub fn to_inputs(
+    cfg: &IngestConfig,
+    topic: &str,
+    payload: &[u8],
+    arrived: Stamp,
+    out: &mut Vec<Input>,
+) {
+    let now = arrived.ms;
     let found = cfg
         .topics
         .iter()
         .zip(&cfg.multi)
         .find_map(|(m, f)| m.map(topic).map(|(sensor, _)| (sensor, f)));
     let Some((sensor, Some(fmt))) = found else {
-        out.push(to_input(cfg, topic, payload, now));
+        out.push(to_input(cfg, topic, payload, arrived));
         return;
     };
     let dead =
@@ -173,7 +184,9 @@ pub fn to_inputs(cfg: &IngestConfig, topic: &str, payload: &[u8], now: i64, out:
         Ok(parsed) => {
             let (ts, source) = parsed
                 .ts
-                .map_or((now, TsSource::Arrival), |t| (t, TsSource::Event));
+                .map_or((now, arrived.source(TsSource::Arrival)), |t| {
+                    (t, TsSource::Event)
+                });
             for (metric, value) in parsed.values {
                 out.push(match value {
                     Ok(v) => match Reading::new(Key::new(sensor.as_str(), metric), v, ts, source) {
@@ -349,11 +362,12 @@ fn on_frame(
     acks: &mpsc::UnboundedSender<(AckKind, u16)>,
     counters: &Counters,
 ) -> Option<Input> {
-    let now = now_ms();
+    let arrived = crate::clock::stamp();
+    let now = arrived.ms;
     let (topic, qos, pkid, dup, retain, fp, inputs) = match frame {
         Frame::Packet(Packet::Publish(p)) => {
             let mut inputs = Vec::new();
-            to_inputs(cfg, &p.topic, &p.payload, now, &mut inputs);
+            to_inputs(cfg, &p.topic, &p.payload, arrived, &mut inputs);
             let fp = fingerprint(&p.topic, &p.payload);
             (p.topic, p.qos, p.pkid, p.dup, p.retain, fp, inputs)
         }

@@ -16,9 +16,10 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::Input;
 use super::health::{HealthTracker, ReadError, SensorBoard};
+use crate::clock::Stamp;
 use crate::config::{PollPolicy, WhenFull};
 use crate::metrics::Counters;
-use crate::reading::{Key, Reading, TsSource, now_ms};
+use crate::reading::{Key, Reading, TsSource};
 use crate::uplink::backoff::Backoff;
 use crate::wire::DeadLetter;
 use weir_sensors::Fault;
@@ -118,18 +119,19 @@ impl Ctx {
         }
     }
 
-    /// Sends values read at `ts` as readings (a non-finite one is dead-lettered).
+    /// Sends values read at `stamp` as readings (a non-finite one is dead-lettered).
     pub fn send_values(
         &self,
         sensor: &str,
         metrics: &[String],
         values: &[f64],
-        ts: i64,
+        stamp: Stamp,
         wf: WhenFull,
     ) -> bool {
+        let ts = stamp.ms;
         for (m, &v) in metrics.iter().zip(values) {
             let key = Key::new(sensor, m.as_str());
-            let input = match Reading::new(key.clone(), v, ts, TsSource::Event) {
+            let input = match Reading::new(key.clone(), v, ts, stamp.source(TsSource::Event)) {
                 Ok(r) => Input::Reading(r),
                 Err(e) => Input::DeadLetter(DeadLetter {
                     source: key.to_string(),
@@ -212,14 +214,15 @@ fn poll_once(slot: &mut Slot, ctx: &Ctx) -> bool {
         }
     };
     // Event time is when the chip was read, not when the engine gets to it.
-    let ts = now_ms();
+    let stamp = crate::clock::stamp();
+    let ts = stamp.ms;
     slot.s.sensor.end_poll();
     let name = slot.s.name.as_str();
     let now = Instant::now();
     let (alert, error) = match result {
         Ok(values) => {
             let metrics = slot.s.sensor.metrics();
-            if !ctx.send_values(name, metrics, &values, ts, policy.when_full) {
+            if !ctx.send_values(name, metrics, &values, stamp, policy.when_full) {
                 return false;
             }
             slot.backoff.reset();

@@ -11,7 +11,7 @@ use weir_sensors::sim::SimSensor;
 use super::Input;
 use crate::config::{SimSource, WhenFull};
 use crate::metrics::Counters;
-use crate::reading::{Key, Reading, TsSource, now_ms};
+use crate::reading::{Key, Reading, TsSource};
 use crate::wire::DeadLetter;
 
 /// Samples `src` until `stop` is cancelled.
@@ -34,8 +34,9 @@ pub async fn run(
         let Some(value) = sensor.next_sample() else {
             continue;
         };
-        let ts = now_ms();
-        let input = match Reading::new(key.clone(), value, ts, TsSource::Event) {
+        let stamp = crate::clock::stamp();
+        let ts = stamp.ms;
+        let input = match Reading::new(key.clone(), value, ts, stamp.source(TsSource::Event)) {
             Ok(r) => Input::Reading(r),
             Err(e) => Input::DeadLetter(DeadLetter {
                 source: key.to_string(),

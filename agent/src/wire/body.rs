@@ -94,6 +94,10 @@ pub enum TsSource {
     Event,
     /// `arrival`.
     Arrival,
+    /// `corrected`.
+    Corrected,
+    /// `unsynced`.
+    Unsynced,
 }
 
 impl Timing {
@@ -129,6 +133,8 @@ impl TsSource {
         match self {
             TsSource::Event => "event",
             TsSource::Arrival => "arrival",
+            TsSource::Corrected => "corrected",
+            TsSource::Unsynced => "unsynced",
         }
     }
 }
@@ -166,6 +172,8 @@ impl From<crate::reading::TsSource> for TsSource {
         match s {
             crate::reading::TsSource::Event => TsSource::Event,
             crate::reading::TsSource::Arrival => TsSource::Arrival,
+            crate::reading::TsSource::Corrected => TsSource::Corrected,
+            crate::reading::TsSource::Unsynced => TsSource::Unsynced,
         }
     }
 }
