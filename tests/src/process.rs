@@ -176,6 +176,11 @@ impl Weir {
         })
     }
 
+    /// Panics with `what` and the log so far: the failure message of a test.
+    pub fn fail(&self, what: &str) -> ! {
+        panic!("{what}\nweir log:\n{}", self.log())
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
