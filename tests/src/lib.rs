@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 pub use broker::{Broker, Certs};
 pub use config::{Config, Toml};
-pub use process::{CliOut, Weir, cli, cli_with, weir_bin, weir_command};
+pub use process::{CliOut, Weir, cli, cli_cfg, cli_with, weir_bin, weir_command};
 pub use publisher::Publisher;
 pub use recorder::{Alert, DeadLetter, Msg, Pane, Recorder, Status, Views, by_reason, counter};
 pub use state::{OutboxFile, Row, status_json};

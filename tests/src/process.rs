@@ -91,6 +91,13 @@ pub fn cli<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> CliOut {
     cli_with(args, |_| {})
 }
 
+/// `weir <args> --config <cfg>`, the usual shape of a technician's command.
+pub fn cli_cfg(args: &[&str], cfg: &Path) -> CliOut {
+    cli_with(args, |c| {
+        c.arg("--config").arg(cfg);
+    })
+}
+
 /// [`cli`] after `setup` adjusted the command (working directory, environment...).
 pub fn cli_with<S: AsRef<OsStr>>(
     args: impl IntoIterator<Item = S>,
