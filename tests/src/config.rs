@@ -15,7 +15,7 @@
 //!     .ingest(1883, "e2e-ingest")
 //!     .topic("sensors/+/+", "{2}", "{3}")
 //!     .set("engine", "allowed_lateness", "2s")
-//!     .array("detector", &[("name", "hot".into()), ("kind", "threshold".into()), ("high", 40.0.into())])
+//!     .array("detector", weir_tests::toml! { name = "hot", kind = "threshold", high = 40.0 })
 //!     .text();
 //! assert!(text.contains("allowed_lateness = \"2s\""));
 //! ```
@@ -76,6 +76,15 @@ macro_rules! toml_int {
 }
 toml_int!(i32, i64, u16, u32, u64, usize);
 
+/// Key/value entries for [`Config::table`] and [`Config::array`]:
+/// `toml! { name = "hot", kind = "threshold", high = 40.0 }` (keys are TOML bare keys).
+#[macro_export]
+macro_rules! toml {
+    ($($k:ident = $v:expr),* $(,)?) => {
+        &[$((stringify!($k), $crate::Toml::from($v))),*]
+    };
+}
+
 /// A `weir.toml` being built (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -115,6 +124,38 @@ impl Config {
             None => entries.push((key.to_string(), value)),
         }
         self
+    }
+
+    /// Sets every entry in `[table]`, as [`Config::set`] does one.
+    pub fn table(self, table: &str, entries: &[(&str, Toml)]) -> Self {
+        entries
+            .iter()
+            .fold(self, |c, (k, v)| c.set(table, k, v.clone()))
+    }
+
+    /// [`Config::table`] of `[agent]`.
+    pub fn agent(self, entries: &[(&str, Toml)]) -> Self {
+        self.table("agent", entries)
+    }
+
+    /// [`Config::table`] of `[engine]`.
+    pub fn engine(self, entries: &[(&str, Toml)]) -> Self {
+        self.table("engine", entries)
+    }
+
+    /// [`Config::table`] of `[uplink]`.
+    pub fn uplink(self, entries: &[(&str, Toml)]) -> Self {
+        self.table("uplink", entries)
+    }
+
+    /// One `[[detector]]`.
+    pub fn detector(self, entries: &[(&str, Toml)]) -> Self {
+        self.array("detector", entries)
+    }
+
+    /// One `[[sim]]` (simulated sensor).
+    pub fn sim(self, entries: &[(&str, Toml)]) -> Self {
+        self.array("sim", entries)
     }
 
     /// Removes `key` from `[table]`: weir's own default applies.
@@ -221,22 +262,22 @@ mod tests {
             .upstream(1883)
             .ingest(1884, "d1-ingest")
             .topic("sensors/+/+", "{2}", "{3}")
-            .set("engine", "max_out_of_orderness", "0s")
+            .table(
+                "engine",
+                toml! { max_out_of_orderness = "0s", allowed_lateness = "0s" },
+            )
             .set("engine.window", "size", "2s")
             .set("uplink", "max_rate", 0)
             .array(
                 "detector",
-                &[
-                    ("name", "hot".into()),
-                    ("kind", "threshold".into()),
-                    ("high", 40.0.into()),
-                ],
+                toml! { name = "hot", kind = "threshold", high = 40.0 },
             )
-            .array("sim", &[("name", "s1".into()), ("interval", "50ms".into())])
+            .array("sim", toml! { name = "s1", interval = "50ms" })
             .text();
         let cfg =
             weir::config::Config::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(cfg.device, "d1");
+        assert_eq!(cfg.engine.allowed_lateness_ms, 0);
         assert_eq!(cfg.sims.len(), 1);
         assert_eq!(cfg.detectors.len(), 1);
         assert!(
