@@ -196,6 +196,25 @@ impl Config {
         )
     }
 
+    /// One `[[ingest.topic]]` of `format = "multi"`: one JSON message carries every metric
+    /// in `metrics` (each read from the field of its own name), stamped by `ts_path`.
+    pub fn multi_topic(
+        self,
+        filter: &str,
+        sensor: &str,
+        ts_path: &str,
+        metrics: &[String],
+    ) -> Self {
+        let fields: Vec<String> = metrics.iter().map(|m| format!("{m} = \"{m}\"")).collect();
+        self.array(
+            "ingest.topic",
+            toml! {
+                filter = filter, sensor = sensor, format = "multi", ts_path = ts_path,
+                fields = Toml::raw(format!("{{ {} }}", fields.join(", "))),
+            },
+        )
+    }
+
     /// One `[[name]]` entry (`sim`, `detector`, `i2c`, `ingest.topic`, `sim.anomaly`...).
     pub fn array(mut self, name: &str, entries: &[(&str, Toml)]) -> Self {
         self.arrays.push((
@@ -285,6 +304,20 @@ mod tests {
             "{text}"
         );
         assert_eq!(Toml::from("a\"b\\c").0, r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn a_multi_topic_maps_each_metric_to_its_own_field() {
+        let text = Config::new("d", Path::new("/x"))
+            .multi_topic("in/+/data", "{2}", "ts", &["m00".into(), "m01".into()])
+            .text();
+        assert!(
+            text.ends_with(
+                "[[ingest.topic]]\nfilter = \"in/+/data\"\nsensor = \"{2}\"\nformat = \"multi\"\n\
+                 ts_path = \"ts\"\nfields = { m00 = \"m00\", m01 = \"m01\" }\n\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
