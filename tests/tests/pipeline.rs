@@ -4,52 +4,30 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Config, Publisher, Recorder, Views, Weir, now_ms, scratch};
+use weir_tests::{Broker, Config, Publisher, Recorder, Views, Weir, now_ms, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     Config::new("e2e", dir)
-        .set("agent", "shutdown_grace", "3s")
-        .set("engine", "max_out_of_orderness", "200ms")
-        .set("engine", "allowed_lateness", "2s")
+        .agent(toml! { shutdown_grace = "3s" })
+        .engine(toml! { max_out_of_orderness = "200ms", allowed_lateness = "2s" })
         .upstream(port)
-        .set("uplink", "status_interval", "1s")
+        .uplink(toml! { status_interval = "1s" })
         .ingest(port, "e2e-ingest")
         .topic("sensors/+/+", "{2}", "{3}")
-        .array(
-            "sim",
-            &[
-                ("name", "sim1".into()),
-                ("metric", "temperature".into()),
-                ("interval", "100ms".into()),
-                ("seed", 7.into()),
-                ("base", 20.0.into()),
-                ("noise", 0.1.into()),
-            ],
-        )
+        .sim(toml! {
+            name = "sim1", metric = "temperature", interval = "100ms",
+            seed = 7, base = 20.0, noise = 0.1,
+        })
         .array(
             "sim.anomaly",
-            &[
-                ("kind", "spike".into()),
-                ("at", 20.into()),
-                ("length", 5.into()),
-                ("magnitude", 50.0.into()),
-            ],
+            toml! { kind = "spike", at = 20, length = 5, magnitude = 50.0 },
         )
-        .array(
-            "detector",
-            &[
-                ("name", "too-hot".into()),
-                ("kind", "threshold".into()),
-                ("sensor", "sim*".into()),
-                ("metric", "temperature".into()),
-                ("high", 40.0.into()),
-                ("hysteresis", 1.0.into()),
-                ("clear_after", "300ms".into()),
-                ("severity", "critical".into()),
-            ],
-        )
+        .detector(toml! {
+            name = "too-hot", kind = "threshold", sensor = "sim*", metric = "temperature",
+            high = 40.0, hysteresis = 1.0, clear_after = "300ms", severity = "critical",
+        })
         .write()
 }
 
