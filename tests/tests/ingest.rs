@@ -5,31 +5,26 @@
 
 use std::time::Duration;
 
-use weir_tests::{Broker, Config, Msg, Publisher, Recorder, Toml, Weir, now_ms, scratch};
+use weir_tests::{Broker, Config, Msg, Publisher, Recorder, Toml, Weir, now_ms, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let topic = |filter: &str, format: &str| -> Vec<(&'static str, Toml)> {
-        vec![
-            ("filter", filter.into()),
-            ("sensor", "{2}".into()),
-            ("format", format.into()),
-        ]
+    let topic = |filter: &str, format: &str| {
+        toml! { filter = filter, sensor = "{2}", format = format }.to_vec()
     };
     let mut shelly = topic("shelly/+/status", "multi");
-    shelly.push((
-        "fields",
-        Toml::raw(r#"{ power = "meters.0.power", temperature = "tmp.tC" }"#),
-    ));
-    shelly.push(("ts_path", "unixtime".into()));
+    shelly.extend_from_slice(toml! {
+        fields = Toml::raw(r#"{ power = "meters.0.power", temperature = "tmp.tC" }"#),
+        ts_path = "unixtime",
+    });
     Config::new("ing", dir)
-        .set("agent", "shutdown_grace", "2s")
-        .set("engine", "max_out_of_orderness", "100ms")
-        .set("engine", "allowed_lateness", "0s")
-        .set("engine", "max_future_skew", "1h")
+        .agent(toml! { shutdown_grace = "2s" })
+        .engine(toml! {
+            max_out_of_orderness = "100ms", allowed_lateness = "0s", max_future_skew = "1h",
+        })
         .upstream(port)
-        .set("uplink", "status_interval", "500ms")
+        .uplink(toml! { status_interval = "500ms" })
         .ingest(port, "ing-ingest")
         .set("ingest", "max_payload_bytes", 512)
         .array("ingest.topic", &topic("tele/+/SENSOR", "tasmota"))
