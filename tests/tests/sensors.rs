@@ -5,56 +5,37 @@
 
 use std::time::Duration;
 
-use weir_tests::{Broker, Config, Recorder, Weir, cli, scratch};
+use weir_tests::{Broker, Config, Recorder, Weir, cli, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     Config::new("hw", dir)
-        .set("agent", "shutdown_grace", "2s")
-        .set("engine", "max_out_of_orderness", "100ms")
+        .agent(toml! { shutdown_grace = "2s" })
+        .engine(toml! { max_out_of_orderness = "100ms" })
         .upstream(port)
-        .set("uplink", "status_interval", "500ms")
+        .uplink(toml! { status_interval = "500ms" })
         .array(
             "i2c",
-            &[
-                ("name", "air".into()),
-                ("chip", "bme280".into()),
-                ("interval", "50ms".into()),
-                ("fail_after", 3.into()),
-                ("max_backoff", "200ms".into()),
-                ("sim", true.into()),
-            ],
+            toml! {
+                name = "air", chip = "bme280", interval = "50ms",
+                fail_after = 3, max_backoff = "200ms", sim = true,
+            },
         )
         // polls 20..40: the chip is gone, then comes back
         .array(
             "i2c.sim_fault",
-            &[
-                ("kind", "absent".into()),
-                ("at", 20.into()),
-                ("length", 20.into()),
-            ],
+            toml! { kind = "absent", at = 20, length = 20 },
         )
         // polls 60..90: the temperature register is frozen
         .array(
             "i2c.sim_fault",
-            &[
-                ("kind", "stuck".into()),
-                ("metric", "temperature".into()),
-                ("at", 60.into()),
-                ("length", 30.into()),
-            ],
+            toml! { kind = "stuck", metric = "temperature", at = 60, length = 30 },
         )
-        .array(
-            "detector",
-            &[
-                ("name", "stuck".into()),
-                ("kind", "flatline".into()),
-                ("metric", "temperature".into()),
-                ("stuck_for", "500ms".into()),
-                ("min_readings", 5.into()),
-            ],
-        )
+        .detector(toml! {
+            name = "stuck", kind = "flatline", metric = "temperature",
+            stuck_for = "500ms", min_readings = 5,
+        })
         .write()
 }
 
