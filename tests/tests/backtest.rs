@@ -6,43 +6,29 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Config, Msg, Publisher, Recorder, Views, Weir, cli, now_ms, scratch};
+use weir_tests::{
+    Broker, Config, Msg, Publisher, Recorder, Views, Weir, cli, now_ms, scratch, toml,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     Config::new("bt", dir)
-        .set("agent", "shutdown_grace", "2s")
-        .set("engine", "max_out_of_orderness", "1s")
-        .set("engine", "allowed_lateness", "3s")
-        .set("engine", "max_future_skew", "1h")
+        .agent(toml! { shutdown_grace = "2s" })
         // The daemon's wall clock is now, the backtest's is the recording's: only
         // settings that do not depend on it may differ in effect, so idleness is off.
-        .set("engine", "idle_timeout", "off")
-        .set("engine", "quantiles", true)
+        .engine(toml! {
+            max_out_of_orderness = "1s", allowed_lateness = "3s", max_future_skew = "1h",
+            idle_timeout = "off", quantiles = true,
+        })
         .set("engine.window", "size", "2s")
         .upstream(port)
-        .set("uplink", "status_interval", "1s")
+        .uplink(toml! { status_interval = "1s" })
         .ingest(port, "bt-ingest")
         .topic("sensors/+/+", "{2}", "{3}")
-        .array(
-            "detector",
-            &[
-                ("name", "hot".into()),
-                ("kind", "threshold".into()),
-                ("high", 40.0.into()),
-                ("hysteresis", 1.0.into()),
-            ],
-        )
-        .array(
-            "detector",
-            &[
-                ("name", "z".into()),
-                ("kind", "zscore".into()),
-                ("warmup", 3.into()),
-                ("threshold", 3.0.into()),
-                ("min_stddev", 0.05.into()),
-            ],
+        .detector(toml! { name = "hot", kind = "threshold", high = 40.0, hysteresis = 1.0 })
+        .detector(
+            toml! { name = "z", kind = "zscore", warmup = 3, threshold = 3.0, min_stddev = 0.05 },
         )
         .write()
 }
