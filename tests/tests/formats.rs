@@ -9,38 +9,24 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Config, Publisher, Recorder, Weir, cli, now_ms, scratch, weir_command};
+use weir_tests::{
+    Broker, Config, Publisher, Recorder, Weir, cli, now_ms, scratch, toml, weir_command,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(dir: &Path, name: &str, port: u16, format: &str) -> PathBuf {
     Config::new("fmt", dir)
-        .set(
-            "agent",
-            "state_dir",
-            dir.join(format!("state-{name}")).as_path(),
-        )
-        .set("agent", "shutdown_grace", "2s")
-        .set("engine", "max_out_of_orderness", "200ms")
-        .set("engine", "allowed_lateness", "1s")
+        .agent(toml! { state_dir = dir.join(format!("state-{name}")).as_path(), shutdown_grace = "2s" })
+        .engine(toml! { max_out_of_orderness = "200ms", allowed_lateness = "1s" })
         .upstream(port)
-        .set("uplink", "status_interval", "1s")
-        .set("uplink", "format", format)
+        .uplink(toml! { status_interval = "1s", format = format })
         .ingest(port, "fmt-ingest")
         .topic("sensors/+/+", "{2}", "{3}")
-        .array(
-            "detector",
-            &[
-                ("name", "too-hot".into()),
-                ("kind", "threshold".into()),
-                ("sensor", "lab".into()),
-                ("metric", "temp".into()),
-                ("high", 40.0.into()),
-                ("hysteresis", 1.0.into()),
-                ("clear_after", "10s".into()),
-                ("severity", "critical".into()),
-            ],
-        )
+        .detector(toml! {
+            name = "too-hot", kind = "threshold", sensor = "lab", metric = "temp",
+            high = 40.0, hysteresis = 1.0, clear_after = "10s", severity = "critical",
+        })
         .write_as(&format!("{name}.toml"))
 }
 
