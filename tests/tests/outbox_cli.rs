@@ -20,7 +20,8 @@ use std::time::Duration;
 use serde_json::Value;
 use weir_tests::snapshot::{assert_snapshot, redact_json};
 use weir_tests::{
-    Broker, CliOut, Config, OutboxFile, Publisher, Weir, cli, cli_cfg, free_port, scratch, wait_for,
+    Broker, CliOut, Config, OutboxFile, Publisher, Weir, cli, cli_cfg, free_port, scratch, toml,
+    wait_for,
 };
 
 /// 2026-01-01T00:00:00Z: every reading's event time is fixed, so panes and alerts are too.
@@ -85,28 +86,19 @@ fn the_outbox_tools_show_stats_rows_exports_and_purges_of_a_real_backlog() {
     let local = Broker::start_new(d);
     local.create_session("cli-ingest", "sensors/+/+");
     let cfg = Config::new("cli", d)
-        .set("agent", "runtime_dir", d.join("run").as_path())
-        .set("agent", "checkpoint_interval", "200ms")
-        .set("agent", "shutdown_grace", "1s")
-        .set("engine", "max_out_of_orderness", "0s")
-        .set("engine", "allowed_lateness", "0s")
+        .agent(toml! {
+            runtime_dir = d.join("run").as_path(), checkpoint_interval = "200ms",
+            shutdown_grace = "1s",
+        })
+        .engine(toml! { max_out_of_orderness = "0s", allowed_lateness = "0s" })
         .upstream(free_port())
-        .set("uplink", "format", "postcard")
+        .uplink(toml! { format = "postcard" })
         .ingest(local.port, "cli-ingest")
         .topic("sensors/+/+", "{2}", "{3}")
-        .array(
-            "detector",
-            &[
-                ("name", "too-hot".into()),
-                ("kind", "threshold".into()),
-                ("sensor", "lab".into()),
-                ("metric", "temp".into()),
-                ("high", 40.0.into()),
-                ("hysteresis", 1.0.into()),
-                ("clear_after", "10s".into()),
-                ("severity", "critical".into()),
-            ],
-        );
+        .detector(toml! {
+            name = "too-hot", kind = "threshold", sensor = "lab", metric = "temp",
+            high = 40.0, hysteresis = 1.0, clear_after = "10s", severity = "critical",
+        });
     let db = cfg.outbox_db();
     let cfg = cfg.write();
     let mut daemon = Weir::start(&cfg, d);
