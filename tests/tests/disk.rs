@@ -17,7 +17,7 @@ mod mounts;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weir_tests::{Broker, Config, Msg, Publisher, Recorder, Views, Weir, free_port, scratch};
+use weir_tests::{Broker, Config, Msg, Publisher, Recorder, Views, Weir, free_port, scratch, toml};
 
 use mounts::Mount;
 
@@ -46,13 +46,9 @@ fn a_full_disk_pauses_ingest_is_reported_and_loses_nothing() {
     upstream.stop();
 
     let cfg = Config::new("disk", dir.path())
-        .set("engine", "max_out_of_orderness", "0s")
-        .set("engine", "allowed_lateness", "0s")
-        .set("engine", "max_keys", 100)
+        .engine(toml! { max_out_of_orderness = "0s", allowed_lateness = "0s", max_keys = 100 })
         .upstream(upstream.port)
-        .set("uplink", "reconnect_max", "500ms")
-        .set("uplink", "status_interval", "1s")
-        .set("uplink", "max_rate", 0)
+        .uplink(toml! { reconnect_max = "500ms", status_interval = "1s", max_rate = 0 })
         .ingest(local.port, "disk-ingest")
         .topic("dev/+/+", "{2}", "{3}")
         .write();
