@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use weir_tests::{
     Broker, Config, Msg, Publisher, Recorder, Views, Weir, cli_cfg, free_port, now_ms, scratch,
+    toml,
 };
 
 use mounts::{Mount, run};
@@ -29,12 +30,10 @@ use mounts::{Mount, run};
 /// opened before any connection is tried.
 fn minimal_config(dir: &Path, state: &Path) -> std::path::PathBuf {
     Config::new("ro", dir)
-        .set("agent", "state_dir", state)
+        .agent(toml! { state_dir = state })
         .unset("engine.window", "size")
-        .set("uplink", "host", "127.0.0.1")
-        .set("uplink", "port", free_port())
-        .set("ingest", "host", "127.0.0.1")
-        .set("ingest", "port", free_port())
+        .uplink(toml! { host = "127.0.0.1", port = free_port() })
+        .table("ingest", toml! { host = "127.0.0.1", port = free_port() })
         .topic("dev/+/+", "{2}", "{3}")
         .write()
 }
@@ -137,12 +136,9 @@ fn a_filesystem_remounted_read_only_under_weir_is_reported_holds_results_and_los
     let upstream = Broker::start_new(dir.path());
     let consumer = Recorder::persistent(upstream.port, "weir/ro/#", "ro-consumer");
     let cfg = Config::new("ro", dir.path())
-        .set("agent", "state_dir", state.as_path())
-        .set("engine", "max_out_of_orderness", "0s")
-        .set("engine", "allowed_lateness", "0s")
-        .set("uplink", "host", "127.0.0.1")
-        .set("uplink", "port", upstream.port)
-        .set("uplink", "status_interval", "1s")
+        .agent(toml! { state_dir = state.as_path() })
+        .engine(toml! { max_out_of_orderness = "0s", allowed_lateness = "0s" })
+        .uplink(toml! { host = "127.0.0.1", port = upstream.port, status_interval = "1s" })
         .ingest(local.port, "ro-ingest")
         .topic("dev/+/+", "{2}", "{3}")
         .write();
