@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use weir_tests::snapshot::{assert_snapshot, redact_json, replace};
-use weir_tests::{Broker, Config, Publisher, Weir, cli_cfg, free_port, now_ms, scratch, wait_for};
+use weir_tests::{
+    Broker, Config, Publisher, Weir, cli_cfg, free_port, now_ms, scratch, toml, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -100,13 +102,13 @@ fn status_reports_backlog_and_dead_letters_with_the_upstream_down_then_reads_the
     let upstream = free_port(); // nothing listens: the upstream broker is down
     let metrics = free_port();
     let cfg = Config::new("st", d)
-        .set("agent", "runtime_dir", d.join("run").as_path())
-        .set("agent", "shutdown_grace", "500ms")
-        .set("agent", "checkpoint_interval", "100ms")
-        .set("engine", "max_out_of_orderness", "100ms")
-        .set("engine", "allowed_lateness", "0s")
+        .agent(toml! {
+            runtime_dir = d.join("run").as_path(), shutdown_grace = "500ms",
+            checkpoint_interval = "100ms",
+        })
+        .engine(toml! { max_out_of_orderness = "100ms", allowed_lateness = "0s" })
         .upstream(upstream)
-        .set("uplink", "reconnect_max", "500ms")
+        .uplink(toml! { reconnect_max = "500ms" })
         .ingest(local.port, "st-ingest")
         .topic("home/+/+", "{2}", "{3}")
         .set("metrics", "listen", format!("127.0.0.1:{metrics}"))
