@@ -9,29 +9,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weir_tests::{
-    Broker, Config, Publisher, Weir, cli_cfg, now_ms, scratch, wait_for, weir_command,
+    Broker, Config, Publisher, Weir, cli_cfg, now_ms, scratch, toml, wait_for, weir_command,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(d: &Path, port: u16) -> std::path::PathBuf {
     Config::new("tl", d)
-        .set("agent", "runtime_dir", d.join("run").as_path())
-        .set("agent", "shutdown_grace", "500ms")
-        .set("agent", "checkpoint_interval", "100ms")
-        .set("uplink", "host", "127.0.0.1")
-        .set("uplink", "port", port)
+        .agent(toml! {
+            runtime_dir = d.join("run").as_path(), shutdown_grace = "500ms",
+            checkpoint_interval = "100ms",
+        })
+        .uplink(toml! { host = "127.0.0.1", port = port })
         .ingest(port, "tl-ingest")
         .topic("home/+/+", "{2}", "{3}")
-        .array(
-            "detector",
-            &[
-                ("name", "hot".into()),
-                ("kind", "threshold".into()),
-                ("sensor", "*".into()),
-                ("metric", "*".into()),
-                ("high", 100.0.into()),
-            ],
+        .detector(
+            toml! { name = "hot", kind = "threshold", sensor = "*", metric = "*", high = 100.0 },
         )
         .write()
 }
