@@ -5,28 +5,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use weir_tests::{Broker, Certs, Config, Recorder, Weir, scratch};
+use weir_tests::{Broker, Certs, Config, Recorder, Weir, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path, port: u16, ca: &Path, client: &Certs) -> std::path::PathBuf {
     Config::new("tls", dir)
         .set("engine.window", "size", "500ms")
-        .set("engine", "max_out_of_orderness", "0s")
+        .engine(toml! { max_out_of_orderness = "0s" })
         .upstream(port)
-        .set("uplink", "host", "localhost")
-        .set("uplink", "reconnect_max", "500ms")
-        .set("uplink.tls", "ca_file", ca)
-        .set("uplink.tls", "cert_file", client.client.0.as_path())
-        .set("uplink.tls", "key_file", client.client.1.as_path())
-        .array(
-            "sim",
-            &[
-                ("name", "s".into()),
-                ("interval", "50ms".into()),
-                ("base", 5.0.into()),
-            ],
-        )
+        .uplink(toml! { host = "localhost", reconnect_max = "500ms" })
+        .table("uplink.tls", toml! {
+            ca_file = ca, cert_file = client.client.0.as_path(), key_file = client.client.1.as_path(),
+        })
+        .sim(toml! { name = "s", interval = "50ms", base = 5.0 })
         .write()
 }
 
