@@ -7,24 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_tests::{Broker, Config, Recorder, Weir, scratch, signal, wait_for};
+use weir_tests::{Broker, Config, Recorder, Weir, scratch, signal, toml, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(path: &Path, state: &Path, port: u16, device: &str) {
     let text = Config::new(device, state.parent().unwrap_or(state))
-        .set("agent", "state_dir", state)
-        .set("agent", "shutdown_grace", "1s")
+        .agent(toml! { state_dir = state, shutdown_grace = "1s" })
         .upstream(port)
-        .set("uplink", "status_interval", "1s")
-        .array(
-            "sim",
-            &[
-                ("name", "sim1".into()),
-                ("metric", "temperature".into()),
-                ("interval", "100ms".into()),
-            ],
-        )
+        .uplink(toml! { status_interval = "1s" })
+        .sim(toml! { name = "sim1", metric = "temperature", interval = "100ms" })
         .text();
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
 }
