@@ -132,10 +132,15 @@ pub fn summary(msgs: &[Msg]) -> String {
 
 /// A scratch directory that survives for inspection when `WEIR_KEEP_TMP` is set.
 pub fn scratch() -> tempfile::TempDir {
+    let keep = std::env::var_os("WEIR_KEEP_TMP").is_some();
     let d = tempfile::Builder::new()
         .prefix("weir-e2e-")
+        .disable_cleanup(keep)
         .tempdir()
         .unwrap_or_else(|e| panic!("{e}"));
+    if keep {
+        eprintln!("scratch directory kept: {}", d.path().display());
+    }
     // mosquitto drops root for the `mosquitto` user and must reach its own subfolder.
     let _ = Command::new("chmod").arg("755").arg(d.path()).status();
     d
