@@ -6,63 +6,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch, weir_command};
+use weir_tests::{
+    Broker, Config, Msg, Publisher, Recorder, Views, Weir, cli, now_ms, scratch, toml,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "bt"
-state_dir = "{state}"
-shutdown_grace = "2s"
-
-[engine]
-max_out_of_orderness = "1s"
-allowed_lateness = "3s"
-max_future_skew = "1h"
-# The daemon's wall clock is now, the backtest's is the recording's: only
-# settings that do not depend on it may differ in effect, so idleness is off.
-idle_timeout = "off"
-quantiles = true
-[engine.window]
-size = "2s"
-
-[uplink]
-host = "127.0.0.1"
-port = {port}
-reconnect_min = "100ms"
-reconnect_max = "1s"
-status_interval = "1s"
-
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "bt-ingest"
-[[ingest.topic]]
-filter = "sensors/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-
-[[detector]]
-name = "hot"
-kind = "threshold"
-high = 40.0
-hysteresis = 1.0
-
-[[detector]]
-name = "z"
-kind = "zscore"
-warmup = 3
-threshold = 3.0
-min_stddev = 0.05
-"#,
-        state = dir.join("state").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Config::new("bt", dir)
+        .agent(toml! { shutdown_grace = "2s" })
+        // The daemon's wall clock is now, the backtest's is the recording's: only
+        // settings that do not depend on it may differ in effect, so idleness is off.
+        .engine(toml! {
+            max_out_of_orderness = "1s", allowed_lateness = "3s", max_future_skew = "1h",
+            idle_timeout = "off", quantiles = true,
+        })
+        .set("engine.window", "size", "2s")
+        .upstream(port)
+        .uplink(toml! { status_interval = "1s" })
+        .ingest(port, "bt-ingest")
+        .topic("sensors/+/+", "{2}", "{3}")
+        .detector(toml! { name = "hot", kind = "threshold", high = 40.0, hysteresis = 1.0 })
+        .detector(
+            toml! { name = "z", kind = "zscore", warmup = 3, threshold = 3.0, min_stddev = 0.05 },
+        )
+        .write()
 }
 
 /// 600 readings of three sensors, two hours old: jitter within D, some late
@@ -140,18 +108,16 @@ fn backtest_gives_what_the_daemon_publishes_for_the_same_readings() {
         text.push_str(&format!("{s},temp,{v},{ts}\n"));
     }
     std::fs::write(&csv, text).unwrap_or_else(|e| panic!("{e}"));
-    let bt = weir_command()
-        .args(["backtest", "--no-scores", "--config"])
-        .arg(&cfg)
-        .arg(&csv)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run weir backtest: {e}"));
-    assert!(
-        bt.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bt.stderr)
-    );
-    let expected: Vec<Value> = String::from_utf8_lossy(&bt.stdout)
+    let bt = cli([
+        "backtest".as_ref(),
+        "--no-scores".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        csv.as_os_str(),
+    ]);
+    assert_eq!(bt.code, Some(0), "{}", bt.stderr);
+    let expected: Vec<Value> = bt
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
@@ -167,21 +133,18 @@ fn backtest_gives_what_the_daemon_publishes_for_the_same_readings() {
     assert_eq!(count("deadletter"), 1, "the reading from next year");
 
     // The same readings, live.
-    let consumer = Consumer::connect(broker.port, "weir/bt/#", None);
+    let consumer = Recorder::connect(broker.port, "weir/bt/#");
     let mut weir = Weir::start(&cfg, dir.path());
     consumer
-        .wait_until("status online", WAIT, |m| {
-            m.iter()
-                .any(|m| m.topic == "weir/bt/status" && m.json["state"] == "online")
-        })
-        .unwrap_or_else(|e| panic!("{e}\nweir log:\n{}", weir.log()));
+        .wait_until("status online", WAIT, |m| m.last_online().is_some())
+        .unwrap_or_else(|e| weir.fail(&e));
     std::thread::sleep(Duration::from_millis(500));
-    for (s, v, ts) in &readings {
-        consumer.publish(
-            &format!("sensors/{s}/temp"),
+    Publisher::connect(broker.port).publish_all(readings.iter().map(|(s, v, ts)| {
+        (
+            format!("sensors/{s}/temp"),
             format!(r#"{{"value": {v}, "ts": {ts}}}"#),
-        );
-    }
+        )
+    }));
 
     // Panes may skip revisions live (an unsent revision is replaced by a newer
     // one): compare the highest revision of every window, and everything else

@@ -14,15 +14,17 @@
 //!   the outage; and once the upstream is back, exactly the pending rows are
 //!   delivered (`acked` grows by `pending`, the outbox empties).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rumqttc::{Client, MqttOptions, QoS};
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, free_port, now_ms, scratch, wait_for};
+use weir_tests::{
+    Broker, Config, Msg, OutboxFile, Publisher, Recorder, Weir, by_reason, counter, free_port,
+    now_ms, scratch, toml, wait_for,
+};
 
 const BUDGET: u64 = 1 << 20;
 const SENSORS: u32 = 4;
@@ -36,61 +38,26 @@ fn metric(m: u32) -> String {
 }
 
 fn config(dir: &Path, input: u16, upstream: u16) -> PathBuf {
-    let fields: Vec<String> = (0..METRICS)
-        .map(|m| format!("{0} = \"{0}\"", metric(m)))
-        .collect();
-    let text = format!(
-        r#"
-[agent]
-device = "{DEVICE}"
-state_dir = "{state}"
-shutdown_grace = "1s"
-
-[engine]
-max_out_of_orderness = "0s"
-allowed_lateness = "2s"
-idle_timeout = "off"
-[engine.window]
-size = "1s"
-
-[outbox]
-max_bytes = "1MiB"
-
-[uplink]
-host = "127.0.0.1"
-port = {upstream}
-reconnect_min = "100ms"
-reconnect_max = "1s"
-status_interval = "1s"
-max_rate = 0
-
-[ingest]
-host = "127.0.0.1"
-port = {input}
-client_id = "budget-ingest"
-[[ingest.topic]]
-filter = "in/+/data"
-sensor = "{{2}}"
-format = "multi"
-ts_path = "ts"
-fields = {{ {fields} }}
-
-[[detector]]
-name = "spike"
-kind = "threshold"
-sensor = "*"
-metric = "m00"
-high = 1000.0
-hysteresis = 1.0
-clear_after = "1s"
-severity = "critical"
-"#,
-        state = dir.join("state").display(),
-        fields = fields.join(", "),
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Config::new(DEVICE, dir)
+        .agent(toml! { shutdown_grace = "1s" })
+        .engine(
+            toml! { max_out_of_orderness = "0s", allowed_lateness = "2s", idle_timeout = "off" },
+        )
+        .set("outbox", "max_bytes", "1MiB")
+        .upstream(upstream)
+        .uplink(toml! { status_interval = "1s", max_rate = 0 })
+        .ingest(input, "budget-ingest")
+        .multi_topic(
+            "in/+/data",
+            "{2}",
+            "ts",
+            &(0..METRICS).map(metric).collect::<Vec<_>>(),
+        )
+        .detector(toml! {
+            name = "spike", kind = "threshold", sensor = "*", metric = "m00",
+            high = 1000.0, hysteresis = 1.0, clear_after = "1s", severity = "critical",
+        })
+        .write()
 }
 
 /// The input in publish order, and for each message the pane msg_ids it makes the
@@ -177,25 +144,12 @@ fn workload(t0: i64) -> Workload {
 /// A row of the outbox file: (msg_id, class, bytes).
 type Stored = (String, i64, u64);
 
-/// `SUM(bytes)` of the outbox file (what the budget bounds), read-only.
-fn outbox_bytes(db: &Path) -> Option<u64> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    let total = conn
-        .query_row("SELECT COALESCE(SUM(bytes), 0) FROM outbox", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .ok()?;
-    u64::try_from(total).ok()
-}
-
-/// Samples [`outbox_bytes`] as often as it can until `stop`: (samples, peak).
-fn sample_bytes(db: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u64)> {
+/// Samples the outbox file's `SUM(bytes)` as often as it can until `stop`: (samples, peak).
+fn sample_bytes(db: OutboxFile, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u64)> {
     std::thread::spawn(move || {
         let (mut samples, mut peak) = (0u32, 0u64);
         while !stop.load(Ordering::Relaxed) {
-            if let Some(total) = outbox_bytes(&db) {
+            if let Some(total) = db.bytes() {
                 samples += 1;
                 peak = peak.max(total);
             }
@@ -206,62 +160,13 @@ fn sample_bytes(db: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(
 }
 
 /// The outbox file, read-only: every row, and SUM(bytes).
-fn outbox(db: &Path) -> Option<(Vec<Stored>, u64)> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    let mut stmt = conn
-        .prepare("SELECT payload, class, bytes FROM outbox ORDER BY id")
-        .ok()?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .ok()?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (payload, class, bytes) = r.ok()?;
-        let v: Value = serde_json::from_slice(&payload).ok()?;
-        let id = v["msg_id"].as_str()?.to_string();
-        out.push((id, class, u64::try_from(bytes).ok()?));
-    }
-    let total = conn
-        .query_row("SELECT COALESCE(SUM(bytes), 0) FROM outbox", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .ok()?;
-    Some((out, u64::try_from(total).ok()?))
-}
-
-fn publisher(port: u16) -> Client {
-    let mut opts = MqttOptions::new(
-        format!("budget-pub-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (client, mut connection) = Client::new(opts, 256);
-    std::thread::spawn(move || for _ in connection.iter() {});
-    client
-}
-
-fn counter(status: &Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
-}
-
-fn by_reason(status: &Value, category: &str) -> BTreeMap<String, u64> {
-    status["counters"][category]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default()
+fn outbox(db: &OutboxFile) -> Option<(Vec<Stored>, u64)> {
+    let rows = db
+        .rows()?
+        .into_iter()
+        .map(|r| Some((r.json["msg_id"].as_str()?.to_string(), r.class, r.bytes)))
+        .collect::<Option<Vec<_>>>()?;
+    Some((rows, db.bytes()?))
 }
 
 /// `produced - (acked + superseded + evicted + expired + dropped)`: what the counters
@@ -291,50 +196,32 @@ fn a_one_mib_outbox_stays_within_budget_evicts_by_policy_and_accounts_for_every_
     upstream.start();
     let session = "budget-recorder";
     let filter = format!("weir/{DEVICE}/#");
-    let consumer = Consumer::connect(upstream.port, &filter, Some(session));
+    let consumer = Recorder::persistent(upstream.port, &filter, session);
     let weir = Weir::start(&config(dir.path(), input.port, upstream.port), dir.path());
-    let db = dir.path().join("state/outbox.db");
-    let publisher = publisher(input.port);
+    let db = OutboxFile::new(dir.path().join("state/outbox.db"));
+    let publisher = Publisher::connect(input.port);
 
     // Before the outage: probe until a pane comes through (ingest and uplink live).
     let t0 = (now_ms() / 1000 - 3600) * 1000;
-    let mut probe = 0i64;
-    let live = wait_for(Duration::from_secs(60), || {
-        let ts = t0 - 600_000 + probe * 1000;
-        probe += 1;
-        publisher
-            .publish(
-                "in/probe/data",
-                QoS::AtLeastOnce,
-                false,
-                format!(r#"{{"ts": {ts}, "m01": 1}}"#),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::thread::sleep(Duration::from_millis(200));
-        (!consumer.on("/agg/probe/m01").is_empty()).then_some(())
-    });
+    let live = publisher.publish_until(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        |probe| {
+            let ts = t0 - 600_000 + probe as i64 * 1000;
+            let payload = format!(r#"{{"ts": {ts}, "m01": 1}}"#);
+            ("in/probe/data".into(), payload.into_bytes())
+        },
+        || (!consumer.on("/agg/probe/m01").is_empty()).then_some(()),
+    );
     assert!(live.is_some(), "no probe pane arrived\n{}", weir.log());
     upstream.stop();
-    let noticed = wait_for(Duration::from_secs(30), || {
-        weir.log()
-            .contains("upstream connection lost")
-            .then_some(())
-    });
-    assert!(
-        noticed.is_some(),
-        "weir did not notice the outage\n{}",
-        weir.log()
-    );
+    weir.wait_log("upstream connection lost", Duration::from_secs(30));
 
     // Feed everything, sampling the file's byte total while the agent works through it.
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_bytes(db.clone(), stop.clone());
     let work = workload(t0);
-    for (topic, payload) in &work.inputs {
-        publisher
-            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    publisher.publish_all(work.inputs.iter().map(|(t, p)| (t, p.clone())));
     let last: BTreeSet<&String> = work
         .groups
         .iter()
@@ -430,7 +317,7 @@ fn a_one_mib_outbox_stays_within_budget_evicts_by_policy_and_accounts_for_every_
     // backlog row is sent: its counters are those of the outage.
     let up_ms = now_ms();
     upstream.start();
-    let consumer = Consumer::connect(upstream.port, &filter, Some(session));
+    let consumer = Recorder::persistent(upstream.port, &filter, session);
     let msgs = consumer
         .wait_until(
             "every pending row delivered",

@@ -301,12 +301,9 @@ fn identical_plain_readings_past_a_packet_id_wrap_survive_sigkills() {
     const BEFORE: usize = 66_000;
     const DURING: usize = 20_000;
     let dir = scratch();
-    let local = Broker::with_conf(dir.path(), free_port(), "max_inflight_messages 1000\n");
-    let local = {
-        let mut b = local;
-        b.start();
-        b
-    };
+    let mut local = Broker::new(dir.path(), free_port());
+    local.configure("max_inflight_messages 1000");
+    local.start();
     let mut upstream = Broker::new(dir.path(), free_port());
     upstream.start();
     let consumer = Consumer::connect(upstream.port, "weir/wrap/#", Some("wrap-consumer"));

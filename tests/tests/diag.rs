@@ -4,27 +4,20 @@
 //! password written into the config by mistake nowhere in it.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use weir_tests::snapshot::{assert_snapshot, replace};
-use weir_tests::{scratch, weir_command};
+use weir_tests::snapshot::assert_snapshot;
+use weir_tests::{Config, cli_with, scratch, toml};
 
 const PASSWORD: &str = "Tr0ub4dor&3-not-for-support";
 
+/// `weir <args>` run in `dir`: (exit code, stdout, stderr) with `dir` replaced by `<dir>`.
 fn weir(args: &[&str], dir: &Path) -> (i32, String, String) {
-    let o: Output = weir_command()
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let d = dir.display().to_string();
-    let clean = |b: &[u8]| replace(&String::from_utf8_lossy(b), &[(d.as_str(), "<dir>")]);
-    (
-        o.status.code().unwrap_or(-1),
-        clean(&o.stdout),
-        clean(&o.stderr),
-    )
+    let o = cli_with(args, |c| {
+        c.current_dir(dir);
+    })
+    .replace(&dir.display().to_string(), "<dir>");
+    (o.code.unwrap_or(-1), o.stdout, o.stderr)
 }
 
 fn write(path: &Path, text: &str) {
@@ -49,16 +42,17 @@ fn sensors_list_shows_each_configured_sensor_with_the_recorded_health() {
     let dir = scratch();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = dir.path().join("weir.toml");
-    write(
-        &cfg,
-        &format!(
-            "[agent]\ndevice = \"pi-01\"\nstate_dir = \"{}\"\n\n[[i2c]]\nname = \"air\"\n\
-             chip = \"bme280\"\nbus = \"/dev/i2c-1\"\n\n[[gpio]]\nname = \"door\"\n\
-             chip = \"/dev/gpiochip0\"\nline = 17\nmetric = \"open\"\n",
-            state.display()
-        ),
-    );
+    let cfg = Config::new("pi-01", dir.path())
+        .unset("engine.window", "size")
+        .array(
+            "i2c",
+            toml! { name = "air", chip = "bme280", bus = "/dev/i2c-1" },
+        )
+        .array(
+            "gpio",
+            toml! { name = "door", chip = "/dev/gpiochip0", line = 17, metric = "open" },
+        )
+        .write();
     // The file `weir run` keeps up to date (written here in its format: no I2C in CI).
     write(
         &state.join("sensors.json"),
@@ -76,18 +70,13 @@ fn sensors_list_shows_each_configured_sensor_with_the_recorded_health() {
 #[test]
 fn a_diag_bundle_lists_every_section_and_holds_no_password() {
     let dir = scratch();
-    let cfg = dir.path().join("weir.toml");
     // A password pasted into the config (a mistake `config check` reports): the bundle must
     // still not carry it, neither in the config copy nor in the quoted error.
-    write(
-        &cfg,
-        &format!(
-            "[agent]\ndevice = \"pi-01\"\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n\n[uplink]\n\
-             host = \"broker.example\"\nusername = \"pi-01\"\npassword = \"{PASSWORD}\"\n",
-            dir.path().join("state").display(),
-            dir.path().join("run").display()
-        ),
-    );
+    let cfg = Config::new("pi-01", dir.path())
+        .unset("engine.window", "size")
+        .agent(toml! { runtime_dir = dir.path().join("run").as_path() })
+        .uplink(toml! { host = "broker.example", username = "pi-01", password = PASSWORD })
+        .write();
     let bundle = dir.path().join("bundle.tar.gz");
     let (code, out, err) = weir(
         &[

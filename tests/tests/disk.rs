@@ -17,17 +17,18 @@ mod mounts;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weir_tests::{Broker, Consumer, Msg, Weir, free_port, scratch, wait_for};
+use weir_tests::{Broker, Config, Msg, Publisher, Recorder, Views, Weir, free_port, scratch, toml};
 
 use mounts::Mount;
 
 const KEYS: i64 = 20;
 const WINDOWS: i64 = 250;
 
-fn statuses(msgs: &[Msg]) -> Vec<&serde_json::Value> {
-    msgs.iter()
-        .filter(|m| m.topic == "weir/disk/status" && m.json["state"] == "online")
-        .map(|m| &m.json)
+fn statuses(msgs: &[Msg]) -> Vec<serde_json::Value> {
+    msgs.statuses()
+        .into_iter()
+        .filter(|s| s.state == "online")
+        .map(|s| s.json)
         .collect()
 }
 
@@ -38,73 +39,44 @@ fn a_full_disk_pauses_ingest_is_reported_and_loses_nothing() {
     let _fs = Mount::tmpfs(&state, "2m", false);
     let local = Broker::start_new(dir.path());
     // The ingest's persistent session exists before weir: the broker queues for it.
-    Consumer::connect(local.port, "dev/+/+", Some("disk-ingest")).disconnect();
+    local.create_session("disk-ingest", "dev/+/+");
     let mut upstream = Broker::new(dir.path(), free_port());
     upstream.start();
-    Consumer::connect(upstream.port, "weir/disk/#", Some("disk-consumer")).disconnect();
+    upstream.create_session("disk-consumer", "weir/disk/#");
     upstream.stop();
 
-    let cfg = dir.path().join("weir.toml");
-    let text = format!(
-        r#"
-[agent]
-device = "disk"
-state_dir = "{state}"
-[engine]
-max_out_of_orderness = "0s"
-allowed_lateness = "0s"
-max_keys = 100
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {up}
-reconnect_min = "100ms"
-reconnect_max = "500ms"
-status_interval = "1s"
-max_rate = 0
-[ingest]
-host = "127.0.0.1"
-port = {local}
-client_id = "disk-ingest"
-[[ingest.topic]]
-filter = "dev/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-"#,
-        state = state.display(),
-        up = upstream.port,
-        local = local.port,
-    );
-    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = Config::new("disk", dir.path())
+        .engine(toml! { max_out_of_orderness = "0s", allowed_lateness = "0s", max_keys = 100 })
+        .upstream(upstream.port)
+        .uplink(toml! { reconnect_max = "500ms", status_interval = "1s", max_rate = 0 })
+        .ingest(local.port, "disk-ingest")
+        .topic("dev/+/+", "{2}", "{3}")
+        .write();
     let weir = Weir::start(&cfg, dir.path());
 
     // Two readings in each of WINDOWS one-second windows for KEYS keys, from an
     // hour ago, then one reading per key whose watermark (D = 0) closes the last
     // window; the window of that closing reading stays open and is not expected.
     let t0 = (weir_tests::now_ms() / 1000 - 3600) * 1000;
-    let publisher = Consumer::connect(local.port, "unused/#", None);
-    for w in 0..=WINDOWS {
-        for k in 0..KEYS {
+    let publisher = Publisher::connect(local.port);
+    publisher.publish_all((0..=WINDOWS).flat_map(|w| {
+        (0..KEYS).flat_map(move |k| {
             let n = if w == WINDOWS { 1 } else { 2 };
-            for i in 0..n {
+            (0..n).map(move |i| {
                 let ts = t0 + w * 1000 + 100 + i * 400;
-                publisher.publish(
-                    &format!("dev/k{k}/v"),
+                (
+                    format!("dev/k{k}/v"),
                     format!(r#"{{"value": {}, "ts": {ts}}}"#, w + i),
-                );
-            }
-        }
-    }
+                )
+            })
+        })
+    }));
 
     // The disk fills: one ERROR line a technician can act on, naming the file
     // and the free space; weir keeps running.
     let db = state.join("outbox.db").display().to_string();
-    let full = wait_for(Duration::from_secs(60), || {
-        weir.log()
-            .lines()
-            .find(|l| l.contains("ERROR") && l.contains("cannot write results to the outbox"))
-            .map(str::to_string)
+    let full = weir.log_line(Duration::from_secs(60), |l| {
+        l.contains("ERROR") && l.contains("cannot write results to the outbox")
     });
     let Some(line) = full else {
         panic!("the full disk was not reported:\n{}", weir.log())
@@ -115,7 +87,7 @@ metric = "{{3}}"
     );
 
     upstream.start();
-    let consumer = Consumer::connect(upstream.port, "weir/disk/#", Some("disk-consumer"));
+    let consumer = Recorder::persistent(upstream.port, "weir/disk/#", "disk-consumer");
     let expected = KEYS * WINDOWS;
     let windows = |m: &[Msg]| -> BTreeMap<String, u64> {
         m.iter()
@@ -161,7 +133,7 @@ metric = "{{3}}"
     // The status message: blocked (and why) when the link came back, then not.
     // The first status is published at the upstream CONNACK, before any row of
     // the backlog is acknowledged, so nothing could have been freed yet.
-    let first = statuses(&msgs).first().map(|s| (*s).clone());
+    let first = statuses(&msgs).first().cloned();
     let Some(first) = first else {
         panic!("no status message upstream")
     };
@@ -174,10 +146,7 @@ metric = "{{3}}"
         })
     });
     let msgs = recovered.unwrap_or_else(|e| panic!("{e}\nweir log:\n{}", weir.log()));
-    let last = statuses(&msgs)
-        .last()
-        .map(|s| (*s).clone())
-        .unwrap_or_default();
+    let last = statuses(&msgs).last().cloned().unwrap_or_default();
     assert!(last["outbox_blocked_reason"].is_null(), "{last}");
     for nothing in ["dropped", "evicted", "expired"] {
         assert_eq!(

@@ -204,6 +204,13 @@ size = "1s""#,
         .into_iter()
         .filter(|m| m.topic == "weir/edge/deadletter" && m.json["reason"] == "out_of_range")
         .collect();
-    assert_eq!(refused.len(), 2, "both 1e308 readings refused and published: {refused:?}");
-    assert!(refused.iter().all(|m| m.json["source"] == "huge/v"), "{refused:?}");
+    assert_eq!(
+        refused.len(),
+        2,
+        "both 1e308 readings refused and published: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|m| m.json["source"] == "huge/v"),
+        "{refused:?}"
+    );
 }

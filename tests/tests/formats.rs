@@ -6,117 +6,34 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Weir, now_ms, scratch, wait_for, weir_command};
+use weir_tests::{
+    Broker, Config, Publisher, Recorder, Weir, cli, now_ms, scratch, toml, weir_command,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(dir: &Path, name: &str, port: u16, format: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "fmt"
-state_dir = "{state}"
-shutdown_grace = "2s"
-
-[engine]
-max_out_of_orderness = "200ms"
-allowed_lateness = "1s"
-[engine.window]
-size = "1s"
-
-[uplink]
-host = "127.0.0.1"
-port = {port}
-reconnect_min = "100ms"
-reconnect_max = "1s"
-status_interval = "1s"
-format = "{format}"
-
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "fmt-ingest"
-[[ingest.topic]]
-filter = "sensors/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-
-[[detector]]
-name = "too-hot"
-kind = "threshold"
-sensor = "lab"
-metric = "temp"
-high = 40.0
-hysteresis = 1.0
-clear_after = "10s"
-severity = "critical"
-"#,
-        state = dir.join(format!("state-{name}")).display()
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
-}
-
-/// Topic and raw payload.
-type Payload = (String, Vec<u8>);
-
-/// Records every payload on `weir/fmt/#` as raw bytes.
-struct Raw {
-    seen: Arc<Mutex<Vec<Payload>>>,
-    _client: Client,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Self {
-        let mut opts = MqttOptions::new(format!("raw-{port}"), "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5))
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut conn) = Client::new(opts, 64);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let s = seen.clone();
-        std::thread::spawn(move || {
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Ok(mut v) = s.lock() {
-                            v.push((p.topic.clone(), p.payload.to_vec()));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        client
-            .subscribe("weir/fmt/#", QoS::AtLeastOnce)
-            .unwrap_or_else(|e| panic!("{e}"));
-        rx.recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("raw consumer not subscribed"));
-        Self {
-            seen,
-            _client: client,
-        }
-    }
-
-    fn payloads(&self) -> Vec<Payload> {
-        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
-    }
+    Config::new("fmt", dir)
+        .agent(toml! { state_dir = dir.join(format!("state-{name}")).as_path(), shutdown_grace = "2s" })
+        .engine(toml! { max_out_of_orderness = "200ms", allowed_lateness = "1s" })
+        .upstream(port)
+        .uplink(toml! { status_interval = "1s", format = format })
+        .ingest(port, "fmt-ingest")
+        .topic("sensors/+/+", "{2}", "{3}")
+        .detector(toml! {
+            name = "too-hot", kind = "threshold", sensor = "lab", metric = "temp",
+            high = 40.0, hysteresis = 1.0, clear_after = "10s", severity = "critical",
+        })
+        .write_as(&format!("{name}.toml"))
 }
 
 /// One weir run: broker, recorder, publisher, process.
 struct Run {
-    raw: Raw,
-    publisher: Consumer,
+    raw: Recorder,
+    publisher: Publisher,
     weir: Weir,
     config: PathBuf,
     format: &'static str,
@@ -126,8 +43,8 @@ struct Run {
 impl Run {
     fn start(dir: &Path, format: &'static str) -> Self {
         let broker = Broker::start_new(dir);
-        let raw = Raw::connect(broker.port);
-        let publisher = Consumer::connect(broker.port, "weir/fmt/status", None);
+        let raw = Recorder::connect(broker.port, "weir/fmt/#");
+        let publisher = Publisher::connect(broker.port);
         let config = config(dir, format, broker.port, format);
         let weir = Weir::start(&config, dir);
         Self {
@@ -162,15 +79,17 @@ impl Run {
     /// Publishes a bad payload on a probe topic until its dead letter comes back: the ingest
     /// is subscribed and the uplink connected.
     fn wait_ready(&self) {
-        let ready = wait_for(WAIT, || {
-            self.publisher.publish("sensors/probe/x", "probe");
-            wait_for(Duration::from_millis(300), || {
+        let ready = self.publisher.publish_until(
+            WAIT,
+            Duration::from_millis(300),
+            |_| ("sensors/probe/x".into(), b"probe".to_vec()),
+            || {
                 self.messages()
                     .iter()
                     .any(|(_, _, v)| v["source"] == "sensors/probe/x")
                     .then_some(())
-            })
-        });
+            },
+        );
         assert!(
             ready.is_some(),
             "{} run never echoed the probe; weir log:\n{}",
@@ -263,7 +182,7 @@ fn a_postcard_run_decodes_to_the_results_of_a_json_run_of_the_same_input() {
         }
         r.publisher.publish("sensors/lab/temp", "warm");
     }
-    let same = wait_for(WAIT, || {
+    let same = weir_tests::wait_for(WAIT, || {
         let (a, b) = (results(&runs[0].messages()), results(&runs[1].messages()));
         (complete(&a, t0) && a == b).then_some(a)
     });
@@ -314,18 +233,10 @@ fn a_postcard_run_decodes_to_the_results_of_a_json_run_of_the_same_input() {
         .unwrap_or_else(|| panic!("no alert"));
     let file = dir.path().join("alert.bin");
     std::fs::write(&file, alert).unwrap_or_else(|e| panic!("{e}"));
-    let out = weir_command()
-        .arg("decode")
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli(["decode".as_ref(), file.as_os_str()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     let want = weir::wire::postcard::to_json(alert).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.stdout, [want.clone(), b"\n".to_vec()].concat());
+    assert_eq!(out.bytes, [want.clone(), b"\n".to_vec()].concat());
     let decoded: Value = serde_json::from_slice(&want).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(decoded["type"], "alert");
     assert_eq!(decoded["state"], "raised");
@@ -348,30 +259,23 @@ fn a_postcard_run_decodes_to_the_results_of_a_json_run_of_the_same_input() {
 
     // A cut payload is refused with the reason.
     std::fs::write(&file, &alert[..alert.len() - 3]).unwrap_or_else(|e| panic!("{e}"));
-    let out = weir_command()
-        .arg("decode")
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.status.code(), Some(65));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated alert"));
+    let out = cli(["decode".as_ref(), file.as_os_str()]);
+    assert_eq!(out.code, Some(65));
+    assert!(out.stderr.contains("truncated alert"), "{}", out.stderr);
 
     // `weir outbox verify` through the config of the stopped postcard run: sound.
     let mut runs = runs;
     for r in &mut runs {
         assert!(r.weir.terminate(WAIT).is_some_and(|s| s.success()));
     }
-    let out = weir_command()
-        .args(["outbox", "verify", "--config"])
-        .arg(&runs[1].config)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli([
+        "outbox".as_ref(),
+        "verify".as_ref(),
+        "--config".as_ref(),
+        runs[1].config.as_os_str(),
+    ]);
+    let text = &out.stdout;
+    assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(
         text.contains(": ok (integrity_check ok, schema version 3"),
         "{text}"
@@ -401,15 +305,16 @@ fn outbox_verify_passes_a_sound_database_and_fails_one_with_garbage_naming_the_f
         ob.insert(&rows).unwrap_or_else(|e| panic!("{e}"));
     }
     let verify = || {
-        weir_command()
-            .args(["outbox", "verify", "--db"])
-            .arg(&db)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
+        cli([
+            "outbox".as_ref(),
+            "verify".as_ref(),
+            "--db".as_ref(),
+            db.as_os_str(),
+        ])
     };
     let out = verify();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let text = &out.stdout;
+    assert_eq!(out.code, Some(0), "{text}");
     assert!(text.contains("aggregate        2000"), "{text}");
     assert!(
         text.contains("oldest row: id 1, aggregate, weir/d/agg/s/m0"),
@@ -425,8 +330,8 @@ fn outbox_verify_passes_a_sound_database_and_fails_one_with_garbage_naming_the_f
     }
     std::fs::write(&db, bytes).unwrap_or_else(|e| panic!("{e}"));
     let out = verify();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(65), "{err}");
+    let err = &out.stderr;
+    assert_eq!(out.code, Some(65), "{err}");
     assert!(err.contains(&db.display().to_string()), "{err}");
     assert!(
         err.contains("corrupt") && err.contains("integrity_check"),

@@ -5,63 +5,33 @@
 
 use std::time::Duration;
 
-use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch};
+use weir_tests::{Broker, Config, Msg, Publisher, Recorder, Toml, Weir, now_ms, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "ing"
-state_dir = "{state}"
-shutdown_grace = "2s"
-[engine]
-max_out_of_orderness = "100ms"
-allowed_lateness = "0s"
-max_future_skew = "1h"
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {port}
-status_interval = "500ms"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "ing-ingest"
-max_payload_bytes = 512
-
-[[ingest.topic]]
-filter = "tele/+/SENSOR"
-sensor = "{{2}}"
-format = "tasmota"
-
-[[ingest.topic]]
-filter = "zigbee2mqtt/+"
-sensor = "{{2}}"
-format = "zigbee2mqtt"
-
-[[ingest.topic]]
-filter = "shelly/+/status"
-sensor = "{{2}}"
-format = "multi"
-fields = {{ power = "meters.0.power", temperature = "tmp.tC" }}
-ts_path = "unixtime"
-
-[[ingest.topic]]
-filter = "home/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-"#,
-        state = dir.join("state").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    let topic = |filter: &str, format: &str| {
+        toml! { filter = filter, sensor = "{2}", format = format }.to_vec()
+    };
+    let mut shelly = topic("shelly/+/status", "multi");
+    shelly.extend_from_slice(toml! {
+        fields = Toml::raw(r#"{ power = "meters.0.power", temperature = "tmp.tC" }"#),
+        ts_path = "unixtime",
+    });
+    Config::new("ing", dir)
+        .agent(toml! { shutdown_grace = "2s" })
+        .engine(toml! {
+            max_out_of_orderness = "100ms", allowed_lateness = "0s", max_future_skew = "1h",
+        })
+        .upstream(port)
+        .uplink(toml! { status_interval = "500ms" })
+        .ingest(port, "ing-ingest")
+        .set("ingest", "max_payload_bytes", 512)
+        .array("ingest.topic", &topic("tele/+/SENSOR", "tasmota"))
+        .array("ingest.topic", &topic("zigbee2mqtt/+", "zigbee2mqtt"))
+        .array("ingest.topic", &shelly)
+        .topic("home/+/+", "{2}", "{3}")
+        .write()
 }
 
 /// Every bad input tried (the table in docs/ingest.md): topic, payload, reason.
@@ -136,9 +106,10 @@ fn pane_of<'a>(msgs: &'a [Msg], sensor: &str, metric: &str) -> Option<&'a Msg> {
 fn tasmota_zigbee2mqtt_shelly_and_plain_payloads_become_readings_and_bad_ones_dead_letters() {
     let dir = scratch();
     let broker = Broker::start_new(dir.path());
-    let consumer = Consumer::connect(broker.port, "weir/ing/#", None);
+    let consumer = Recorder::connect(broker.port, "weir/ing/#");
+    let input = Publisher::connect(broker.port);
     let mut weir = Weir::start(&config(dir.path(), broker.port), dir.path());
-    let fail = |e: String| panic!("{e}\nweir log:\n{}", weir.log());
+    let fail = |e: String| weir.fail(&e);
     consumer
         .wait_until("status online", WAIT, |m| {
             m.iter().any(|m| m.topic == "weir/ing/status")
@@ -148,34 +119,34 @@ fn tasmota_zigbee2mqtt_shelly_and_plain_payloads_become_readings_and_bad_ones_de
     let t0 = (now_ms() / 1000 - 20) * 1000;
     for dt in [0, 2000] {
         let ts = t0 + dt;
-        consumer.publish(
+        input.publish(
             "zigbee2mqtt/hall_sensor",
             format!(r#"{{"battery":97,"humidity":48.2,"linkquality":120,"temperature":21.5,"contact":true,"last_seen":{ts}}}"#),
         );
-        consumer.publish(
+        input.publish(
             "shelly/plug-1/status",
             format!(
                 r#"{{"meters":[{{"power":12.5,"is_valid":true}}],"tmp":{{"tC":31.0}},"unixtime":{}}}"#,
                 ts / 1000
             ),
         );
-        consumer.publish(
+        input.publish(
             "home/kitchen/temperature",
             format!(r#"{{"value": 19.5, "ts": {ts}}}"#),
         );
     }
     // Tasmota's Time is local time without an offset: readings get the arrival time.
-    consumer.publish(
+    input.publish(
         "tele/plug-2/SENSOR",
         r#"{"Time":"2026-11-21T10:00:00","ENERGY":{"Total":1.5,"Power":42},"TempUnit":"C"}"#,
     );
     std::thread::sleep(Duration::from_millis(1500));
-    consumer.publish(
+    input.publish(
         "tele/plug-2/SENSOR",
         r#"{"Time":"2026-11-21T10:00:02","ENERGY":{"Total":1.6,"Power":40},"TempUnit":"C"}"#,
     );
     for (topic, payload, _) in bad_inputs() {
-        consumer.publish(topic, payload);
+        input.publish(topic, payload);
     }
 
     let wanted = [

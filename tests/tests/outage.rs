@@ -15,13 +15,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use weir_tests::{Broker, Weir, free_port, now_ms, scratch, wait_for};
+use weir_tests::{
+    Broker, Config, Msg, OutboxFile, Publisher, Recorder, Views, Weir, by_reason, counter,
+    free_port, now_ms, scratch, toml, wait_for,
+};
 
 /// Sensors (MQTT devices), each publishing every metric in one message.
 const SENSORS: u32 = 25;
@@ -48,63 +48,26 @@ fn sensor(s: u32) -> String {
 }
 
 fn config(dir: &Path, input: u16, upstream: u16, max_rate: u32) -> PathBuf {
-    let fields: Vec<String> = (0..METRICS)
-        .map(|m| format!("{0} = \"{0}\"", metric(m)))
-        .collect();
-    let text = format!(
-        r#"
-[agent]
-device = "{DEVICE}"
-state_dir = "{state}"
-shutdown_grace = "2s"
-
-[engine]
-max_out_of_orderness = "0s"
-allowed_lateness = "5s"
-idle_timeout = "off"
-[engine.window]
-size = "1s"
-
-[outbox]
-max_bytes = "256MiB"
-
-[uplink]
-host = "127.0.0.1"
-port = {upstream}
-reconnect_min = "100ms"
-reconnect_max = "1s"
-status_interval = "1s"
-max_inflight = {MAX_INFLIGHT}
-max_rate = {max_rate}
-
-[ingest]
-host = "127.0.0.1"
-port = {input}
-client_id = "outage-ingest"
-[[ingest.topic]]
-filter = "in/+/data"
-sensor = "{{2}}"
-format = "multi"
-ts_path = "ts"
-fields = {{ {fields} }}
-
-[[detector]]
-name = "spike"
-kind = "threshold"
-sensor = "*"
-metric = "{alarm}"
-high = 1000.0
-hysteresis = 1.0
-clear_after = "1s"
-severity = "critical"
-"#,
-        state = dir.join("state").display(),
-        fields = fields.join(", "),
-        alarm = metric(ALARM_METRIC),
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Config::new(DEVICE, dir)
+        .agent(toml! { shutdown_grace = "2s" })
+        .engine(
+            toml! { max_out_of_orderness = "0s", allowed_lateness = "5s", idle_timeout = "off" },
+        )
+        .set("outbox", "max_bytes", "256MiB")
+        .upstream(upstream)
+        .uplink(toml! { status_interval = "1s", max_inflight = MAX_INFLIGHT, max_rate = max_rate })
+        .ingest(input, "outage-ingest")
+        .multi_topic(
+            "in/+/data",
+            "{2}",
+            "ts",
+            &(0..METRICS).map(metric).collect::<Vec<_>>(),
+        )
+        .detector(toml! {
+            name = "spike", kind = "threshold", sensor = "*", metric = metric(ALARM_METRIC),
+            high = 1000.0, hysteresis = 1.0, clear_after = "1s", severity = "critical",
+        })
+        .write()
 }
 
 /// One MQTT message of the input, and the panes it makes the engine emit.
@@ -115,8 +78,6 @@ struct Input {
 
 /// A key: (sensor, metric).
 type Key = (String, String);
-/// Upstream messages in arrival order: (topic, payload).
-type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A window's latest revision in the model.
 #[derive(Clone, Copy)]
@@ -240,136 +201,13 @@ fn workload(t0: i64) -> (Vec<Input>, Expected) {
     (inputs, exp)
 }
 
-/// A lean upstream subscriber for 100,000 messages: raw payloads in arrival order,
-/// and the distinct message ids seen (for the wait).
-struct Recorder {
-    msgs: Received,
-    distinct: Arc<AtomicUsize>,
-    status: Arc<Mutex<Option<Value>>>,
-    _client: Client,
-}
-
-impl Recorder {
-    fn connect(port: u16, session: &str) -> Self {
-        let mut opts = MqttOptions::new(session, "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(30))
-            .set_clean_session(false)
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut connection) = Client::new(opts, 64);
-        let msgs = Arc::new(Mutex::new(Vec::new()));
-        let distinct = Arc::new(AtomicUsize::new(0));
-        let status = Arc::new(Mutex::new(None));
-        let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
-        std::thread::spawn({
-            let (msgs, distinct, status) = (msgs.clone(), distinct.clone(), status.clone());
-            move || {
-                let mut ids = HashSet::new();
-                for ev in connection.iter() {
-                    match ev {
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            let _ = subscribed_tx.send(());
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            let v =
-                                serde_json::from_slice::<Value>(&p.payload).unwrap_or(Value::Null);
-                            if p.topic.ends_with("/status") && v["state"] == "online" {
-                                if let Ok(mut s) = status.lock() {
-                                    *s = Some(v.clone());
-                                }
-                            }
-                            if let Some(id) = v["msg_id"].as_str().map(str::to_string) {
-                                if ids.insert(id) {
-                                    distinct.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            if let Ok(mut v) = msgs.lock() {
-                                v.push((p.topic.clone(), p.payload.to_vec()));
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-            }
-        });
-        client
-            .subscribe(format!("weir/{DEVICE}/#"), QoS::AtLeastOnce)
-            .unwrap_or_else(|e| panic!("{e}"));
-        subscribed_rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("recorder not subscribed on port {port} within 10 s"));
-        Self {
-            msgs,
-            distinct,
-            status,
-            _client: client,
-        }
-    }
-
-    /// The newest `online` status message.
-    fn status(&self) -> Option<Value> {
-        self.status.lock().ok()?.clone()
-    }
-
-    fn distinct(&self) -> usize {
-        self.distinct.load(Ordering::Relaxed)
-    }
-
-    /// Everything received, parsed, in arrival order.
-    fn parsed(&self) -> Vec<(String, Value)> {
-        let v = self.msgs.lock().map(|v| v.clone()).unwrap_or_default();
-        v.into_iter()
-            .map(|(t, p)| (t, serde_json::from_slice(&p).unwrap_or(Value::Null)))
-            .collect()
-    }
-}
-
-/// A publisher on the input broker.
-fn publisher(port: u16) -> Client {
-    let mut opts = MqttOptions::new(
-        format!("outage-pub-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
-    opts.set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut connection) = Client::new(opts, 256);
-    std::thread::spawn(move || for _ in connection.iter() {});
-    client
-}
-
-/// Rows per class in the outbox file, read as a technician would (read-only).
-fn outbox_rows(db: &Path) -> Option<[u64; 3]> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ok()?;
-    let mut stmt = conn
-        .prepare("SELECT class, COUNT(*) FROM outbox GROUP BY class")
-        .ok()?;
-    let mut out = [0u64; 3];
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-        .ok()?;
-    for r in rows {
-        let (c, n) = r.ok()?;
-        out[usize::try_from(c).ok()?] = u64::try_from(n).ok()?;
-    }
-    Some(out)
-}
-
-fn counter(status: &Value, path: &[&str]) -> u64 {
-    let mut v = &status["counters"];
-    for p in path {
-        v = &v[*p];
-    }
-    v.as_u64().unwrap_or(0)
+/// The newest `online` status message the recorder got.
+fn status(recorder: &Recorder) -> Option<Value> {
+    recorder.with(|m| m.last_online()).map(|s| s.json)
 }
 
 fn sum_by_reason(status: &Value, category: &str) -> u64 {
-    status["counters"][category]
-        .as_object()
-        .map(|o| o.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0)
+    by_reason(status, category).values().sum()
 }
 
 #[test]
@@ -383,34 +221,32 @@ fn after_an_outage_the_backlog_drains_alerts_first_latest_revisions_only_in_orde
     let input = Broker::start_new(dir.path());
     let mut upstream = Broker::new(dir.path(), free_port());
     upstream.start();
-    let recorder = Recorder::connect(upstream.port, "outage-recorder");
+    let filter = format!("weir/{DEVICE}/#");
+    let recorder = Recorder::persistent(upstream.port, &filter, "outage-recorder");
     let cfg = config(dir.path(), input.port, upstream.port, max_rate);
     let weir = Weir::start(&cfg, dir.path());
-    let db = dir.path().join("state/outbox.db");
-    let publisher = publisher(input.port);
+    let db = OutboxFile::new(dir.path().join("state/outbox.db"));
+    let publisher = Publisher::connect(input.port);
 
     // Before the outage: probe until a pane of the "probe" sensor comes through, so
     // both the ingest subscription and the uplink are known to be live.
     let t0 = (now_ms() / 1000 - 3600) * 1000;
     let mut probe = 0i64;
-    let live = wait_for(Duration::from_secs(60), || {
-        let ts = t0 - 600_000 + probe * 1000;
-        probe += 1;
-        publisher
-            .publish(
-                "in/probe/data",
-                QoS::AtLeastOnce,
-                false,
-                format!(r#"{{"ts": {ts}, "m01": 1}}"#),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::thread::sleep(Duration::from_millis(200));
-        recorder
-            .parsed()
-            .iter()
-            .any(|(t, _)| t.contains("/agg/probe/"))
-            .then_some(())
-    });
+    let live = publisher.publish_until(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        |i| {
+            probe = i as i64 + 1;
+            let ts = t0 - 600_000 + i as i64 * 1000;
+            let payload = format!(r#"{{"ts": {ts}, "m01": 1}}"#);
+            ("in/probe/data".into(), payload.into_bytes())
+        },
+        || {
+            recorder
+                .with(|m| m.iter().any(|m| m.topic.contains("/agg/probe/")))
+                .then_some(())
+        },
+    );
     assert!(live.is_some(), "no probe pane arrived\n{}", weir.log());
     // The last probe closed the window of the one before it (max_out_of_orderness
     // is 0): wait until that pane is delivered and the outbox is empty, so the
@@ -418,50 +254,41 @@ fn after_an_outage_the_backlog_drains_alerts_first_latest_revisions_only_in_orde
     // checkpoint, so an empty outbox alone could still be followed by a probe pane.)
     let last_closed = t0 - 600_000 + (probe - 2) * 1000;
     let idle = wait_for(Duration::from_secs(30), || {
-        let delivered = recorder.parsed().iter().any(|(t, j)| {
-            t.contains("/agg/probe/") && j["window_start"].as_i64() == Some(last_closed)
+        let delivered = recorder.with(|m| {
+            m.iter().any(|m| {
+                m.topic.contains("/agg/probe/")
+                    && m.json["window_start"].as_i64() == Some(last_closed)
+            })
         });
         if !delivered {
             return None;
         }
-        outbox_rows(&db).filter(|r| r.iter().sum::<u64>() == 0)
+        db.class_counts().filter(|r| r.iter().sum::<u64>() == 0)
     });
     assert!(
         idle.is_some(),
         "probe rows not delivered: {:?}",
-        outbox_rows(&db)
+        db.class_counts()
     );
 
     // The outage. The recorder's persistent session is saved with the broker's state,
     // so the broker queues for it whatever the agent sends once it is back.
     upstream.stop();
-    let noticed = wait_for(Duration::from_secs(30), || {
-        weir.log()
-            .contains("upstream connection lost")
-            .then_some(())
-    });
-    assert!(
-        noticed.is_some(),
-        "weir did not notice the outage\n{}",
-        weir.log()
-    );
+    weir.wait_log("upstream connection lost", Duration::from_secs(30));
 
     let (inputs, expected) = workload(t0);
     let feed_started = Instant::now();
-    for i in &inputs {
-        publisher
-            .publish(i.topic.clone(), QoS::AtLeastOnce, false, i.payload.clone())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    publisher.publish_all(inputs.iter().map(|i| (&i.topic, i.payload.clone())));
     let panes = expected.panes() as u64;
     let alerts = 2 * expected.spikes;
     let backlog = wait_for(Duration::from_secs(600), || {
-        outbox_rows(&db).filter(|r| r[0] >= alerts && r[1] >= panes)
+        db.class_counts()
+            .filter(|r| r[0] >= alerts && r[1] >= panes)
     });
     let backlog = backlog.unwrap_or_else(|| {
         panic!(
             "backlog did not reach {panes} panes and {alerts} alerts: {:?}\n{}",
-            outbox_rows(&db),
+            db.class_counts(),
             weir.log()
         )
     });
@@ -484,13 +311,13 @@ fn after_an_outage_the_backlog_drains_alerts_first_latest_revisions_only_in_orde
     // The upstream comes back.
     let up_at = Instant::now();
     upstream.start();
-    let recorder = Recorder::connect(upstream.port, "outage-recorder");
+    let recorder = Recorder::persistent(upstream.port, &filter, "outage-recorder");
     let want = panes as usize + alerts as usize;
     let done = wait_for(Duration::from_secs(900), || {
         (recorder.distinct() >= want).then_some(())
     });
     let drain = up_at.elapsed();
-    let msgs = recorder.parsed();
+    let msgs = recorder.messages();
     assert!(
         done.is_some(),
         "only {} of {want} distinct messages arrived\n{}",
@@ -514,14 +341,14 @@ fn after_an_outage_the_backlog_drains_alerts_first_latest_revisions_only_in_orde
 
     // The outbox empties, and the counters account for every message produced.
     let empty = wait_for(Duration::from_secs(60), || {
-        outbox_rows(&db).filter(|r| r.iter().sum::<u64>() == 0)
+        db.class_counts().filter(|r| r.iter().sum::<u64>() == 0)
     });
-    assert!(empty.is_some(), "outbox not empty: {:?}", outbox_rows(&db));
+    assert!(empty.is_some(), "outbox not empty: {:?}", db.class_counts());
     let balanced = wait_for(Duration::from_secs(30), || {
-        let status = recorder.status()?;
-        let produced = counter(&status, &["produced"]);
-        let gone = counter(&status, &["acked"])
-            + counter(&status, &["outbox_superseded"])
+        let status = status(&recorder)?;
+        let produced = counter(&status, "produced");
+        let gone = counter(&status, "acked")
+            + counter(&status, "outbox_superseded")
             + sum_by_reason(&status, "evicted")
             + sum_by_reason(&status, "expired")
             + sum_by_reason(&status, "dropped");
@@ -530,24 +357,21 @@ fn after_an_outage_the_backlog_drains_alerts_first_latest_revisions_only_in_orde
     let status = balanced.unwrap_or_else(|| {
         panic!(
             "counters do not balance with an empty outbox: {:?}",
-            recorder.status()
+            status(&recorder)
         )
     });
-    assert_eq!(
-        counter(&status, &["outbox_superseded"]),
-        expected.late_panes
-    );
+    assert_eq!(counter(&status, "outbox_superseded"), expected.late_panes);
     assert_eq!(sum_by_reason(&status, "evicted"), 0);
 }
 
 /// Everything arrived, alerts first, latest revisions only, in production order per key.
-fn check_delivery(msgs: &[(String, Value)], expected: &Expected) {
+fn check_delivery(msgs: &[Msg], expected: &Expected) {
     // Duplicates are allowed (at least once); judge the first copy of each message.
     let mut seen = HashSet::new();
     let backlog: Vec<&Value> = msgs
         .iter()
-        .filter(|(t, _)| !t.ends_with("/status") && !t.contains("/probe/"))
-        .map(|(_, v)| v)
+        .filter(|m| !m.topic.ends_with("/status") && !m.topic.contains("/probe/"))
+        .map(|m| &m.json)
         .filter(|v| seen.insert(v["msg_id"].as_str().unwrap_or_default().to_string()))
         .collect();
     let kinds: Vec<&str> = backlog

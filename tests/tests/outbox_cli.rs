@@ -15,37 +15,28 @@
 
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::snapshot::{assert_snapshot, redact_json, replace};
-use weir_tests::{Broker, Consumer, Weir, free_port, scratch, wait_for, weir_command};
+use weir_tests::snapshot::{assert_snapshot, redact_json};
+use weir_tests::{
+    Broker, CliOut, Config, OutboxFile, Publisher, Weir, cli, cli_cfg, free_port, scratch, toml,
+    wait_for,
+};
 
 /// 2026-01-01T00:00:00Z: every reading's event time is fixed, so panes and alerts are too.
 const T0: i64 = 1_767_225_600_000;
 /// Fields stamped by the wall clock or by the boot.
 const VOLATILE: [&str; 4] = ["emitted_at", "received_at", "boot_id", "msg_id"];
 
-fn weir(args: &[&str], cfg: &Path) -> Output {
-    weir_command()
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
+fn weir(args: &[&str], cfg: &Path) -> CliOut {
+    cli_cfg(args, cfg)
 }
 
 /// `(exit code, stdout, stderr)` with the scratch directory replaced by `<dir>`.
-fn text(o: &Output, dir: &Path) -> (i32, String, String) {
-    let d = dir.display().to_string();
-    let clean = |b: &[u8]| replace(&String::from_utf8_lossy(b), &[(d.as_str(), "<dir>")]);
-    (
-        o.status.code().unwrap_or(-1),
-        clean(&o.stdout),
-        clean(&o.stderr),
-    )
+fn text(o: &CliOut, dir: &Path) -> (i32, String, String) {
+    let o = o.clone().replace(&dir.display().to_string(), "<dir>");
+    (o.code.unwrap_or(-1), o.stdout, o.stderr)
 }
 
 /// Replaces what follows each `marker` up to `end` (exclusive) with `with`.
@@ -93,57 +84,25 @@ fn the_outbox_tools_show_stats_rows_exports_and_purges_of_a_real_backlog() {
     let dir = scratch();
     let d = dir.path();
     let local = Broker::start_new(d);
-    Consumer::connect(local.port, "sensors/+/+", Some("cli-ingest")).disconnect();
-    let state = d.join("state");
-    let cfg = d.join("weir.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[agent]
-device = "cli"
-state_dir = "{state}"
-runtime_dir = "{run}"
-checkpoint_interval = "200ms"
-shutdown_grace = "1s"
-[engine]
-max_out_of_orderness = "0s"
-allowed_lateness = "0s"
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {down}
-reconnect_min = "100ms"
-reconnect_max = "1s"
-format = "postcard"
-[ingest]
-host = "127.0.0.1"
-port = {local}
-client_id = "cli-ingest"
-[[ingest.topic]]
-filter = "sensors/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-[[detector]]
-name = "too-hot"
-kind = "threshold"
-sensor = "lab"
-metric = "temp"
-high = 40.0
-hysteresis = 1.0
-clear_after = "10s"
-severity = "critical"
-"#,
-            state = state.display(),
-            run = d.join("run").display(),
-            down = free_port(),
-            local = local.port,
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    local.create_session("cli-ingest", "sensors/+/+");
+    let cfg = Config::new("cli", d)
+        .agent(toml! {
+            runtime_dir = d.join("run").as_path(), checkpoint_interval = "200ms",
+            shutdown_grace = "1s",
+        })
+        .engine(toml! { max_out_of_orderness = "0s", allowed_lateness = "0s" })
+        .upstream(free_port())
+        .uplink(toml! { format = "postcard" })
+        .ingest(local.port, "cli-ingest")
+        .topic("sensors/+/+", "{2}", "{3}")
+        .detector(toml! {
+            name = "too-hot", kind = "threshold", sensor = "lab", metric = "temp",
+            high = 40.0, hysteresis = 1.0, clear_after = "10s", severity = "critical",
+        });
+    let db = cfg.outbox_db();
+    let cfg = cfg.write();
     let mut daemon = Weir::start(&cfg, d);
-    let publisher = Consumer::connect(local.port, "unused/#", None);
+    let publisher = Publisher::connect(local.port);
     // Two windows close (two panes), 45 raises the alert, the last reading is too late, and
     // one payload is not a reading (a dead letter).
     for (dt, v) in [
@@ -159,28 +118,14 @@ severity = "critical"
         );
     }
     publisher.publish("sensors/lab/temp", "not a reading");
-    let db = state.join("outbox.db");
-    let counts = || -> Option<Vec<i64>> {
-        let c =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .ok()?;
-        let n = |class: i64| {
-            c.query_row(
-                "SELECT count(*) FROM outbox WHERE class = ?1",
-                [class],
-                |r| r.get::<_, i64>(0),
-            )
-            .ok()
-        };
-        Some(vec![n(0)?, n(1)?, n(2)?])
-    };
+    let outbox = OutboxFile::new(&db);
     let got = wait_for(Duration::from_secs(60), || {
-        counts().filter(|c| c == &[1, 2, 2])
+        outbox.class_counts().filter(|c| c == &[1, 2, 2])
     });
     assert!(
         got.is_some(),
         "the backlog never reached 1 alert, 2 panes, 2 diagnostics: {:?}\n{}",
-        counts(),
+        outbox.class_counts(),
         daemon.log()
     );
     daemon.terminate(Duration::from_secs(20));
@@ -243,12 +188,7 @@ severity = "critical"
         .unwrap_or_else(|e| panic!("{e}"));
     let bin = d.join("alert.bin");
     std::fs::write(&bin, &alert).unwrap_or_else(|e| panic!("{e}"));
-    let o = weir_command()
-        .arg("decode")
-        .arg(&bin)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (code, out, _) = text(&o, d);
+    let (code, out, _) = text(&cli(["decode".as_ref(), bin.as_os_str()]), d);
     assert_eq!(code, 0);
     assert_snapshot("decode_alert", &redact_lines(&out, &[]));
 
@@ -264,7 +204,7 @@ severity = "critical"
     drop(listener);
     let (code, _, err) = text(&weir(&purge[..4], &cfg), d);
     assert_eq!(code, 2, "{err}");
-    assert_eq!(counts(), Some(vec![1, 2, 2]));
+    assert_eq!(outbox.class_counts(), Some([1, 2, 2]));
     let o = weir(
         &[
             "outbox",
@@ -292,7 +232,7 @@ severity = "critical"
     );
     assert_eq!(code, 0);
     assert_snapshot("outbox_purge_json", &redact_lines(&out, &["cutoff_ms"]));
-    assert_eq!(counts(), Some(vec![0, 0, 0]));
+    assert_eq!(outbox.class_counts(), Some([0, 0, 0]));
     // What was lost and why, afterwards.
     let (code, out, _) = text(&weir(&["outbox", "stats"], &cfg), d);
     assert_eq!(code, 0);

@@ -4,217 +4,130 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch};
+use weir_tests::{Broker, Config, Publisher, Recorder, Views, Weir, now_ms, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "e2e"
-state_dir = "{state}"
-shutdown_grace = "3s"
-
-[engine]
-max_out_of_orderness = "200ms"
-allowed_lateness = "2s"
-[engine.window]
-size = "1s"
-
-[uplink]
-port = {port}
-host = "127.0.0.1"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-status_interval = "1s"
-
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "e2e-ingest"
-[[ingest.topic]]
-filter = "sensors/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-
-[[sim]]
-name = "sim1"
-metric = "temperature"
-interval = "100ms"
-seed = 7
-base = 20.0
-noise = 0.1
-[[sim.anomaly]]
-kind = "spike"
-at = 20
-length = 5
-magnitude = 50.0
-
-[[detector]]
-name = "too-hot"
-kind = "threshold"
-sensor = "sim*"
-metric = "temperature"
-high = 40.0
-hysteresis = 1.0
-clear_after = "300ms"
-severity = "critical"
-"#,
-        state = dir.join("state").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
-}
-
-fn num(m: &Msg, field: &str) -> f64 {
-    m.json[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} missing in {}", m.json))
+    Config::new("e2e", dir)
+        .agent(toml! { shutdown_grace = "3s" })
+        .engine(toml! { max_out_of_orderness = "200ms", allowed_lateness = "2s" })
+        .upstream(port)
+        .uplink(toml! { status_interval = "1s" })
+        .ingest(port, "e2e-ingest")
+        .topic("sensors/+/+", "{2}", "{3}")
+        .sim(toml! {
+            name = "sim1", metric = "temperature", interval = "100ms",
+            seed = 7, base = 20.0, noise = 0.1,
+        })
+        .array(
+            "sim.anomaly",
+            toml! { kind = "spike", at = 20, length = 5, magnitude = 50.0 },
+        )
+        .detector(toml! {
+            name = "too-hot", kind = "threshold", sensor = "sim*", metric = "temperature",
+            high = 40.0, hysteresis = 1.0, clear_after = "300ms", severity = "critical",
+        })
+        .write()
 }
 
 #[test]
 fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
     let dir = scratch();
     let broker = Broker::start_new(dir.path());
-    let consumer = Consumer::connect(broker.port, "weir/e2e/#", None);
+    let upstream = Recorder::connect(broker.port, "weir/e2e/#");
+    let input = Publisher::connect(broker.port);
     let mut weir = Weir::start(&config(dir.path(), broker.port), dir.path());
 
     // Wait for the agent's ingest to be subscribed: its status says online.
-    consumer
-        .wait_until("status online", WAIT, |m| {
-            m.iter()
-                .any(|m| m.topic == "weir/e2e/status" && m.json["state"] == "online")
-        })
-        .unwrap_or_else(|e| panic!("{e}\nweir log:\n{}", weir.log()));
+    upstream
+        .wait_until("status online", WAIT, |m| m.last_online().is_some())
+        .unwrap_or_else(|e| weir.fail(&e));
     std::thread::sleep(Duration::from_millis(500));
 
     // Known input for one window of sensors/lab/pressure, stamped by the device,
     // a second past so that it is neither in the future nor too late.
     let t0 = (now_ms() / 1000 - 30) * 1000;
+    let reading = |v: f64, ts: i64| format!(r#"{{"value": {v}, "ts": {ts}}}"#);
     for (dt, v) in [(100, 10.0), (200, 20.0), (300, 30.0)] {
-        consumer.publish(
-            "sensors/lab/pressure",
-            format!(r#"{{"value": {v}, "ts": {}}}"#, t0 + dt),
-        );
+        input.publish("sensors/lab/pressure", reading(v, t0 + dt));
     }
     // Next window: moves the watermark to t0+1300 >= end, so [t0, t0+1000) fires.
-    consumer.publish(
-        "sensors/lab/pressure",
-        format!(r#"{{"value": 5, "ts": {}}}"#, t0 + 1500),
-    );
+    input.publish("sensors/lab/pressure", reading(5.0, t0 + 1500));
     let id = format!("e2e/lab/pressure/{t0}-{}", t0 + 1000);
-    let panes = consumer
-        .wait_until("the on-time pane", WAIT, |m| {
-            m.iter().any(|m| m.json["id"] == id.as_str())
+    let pane = upstream
+        .wait_map("the on-time pane", WAIT, |m| {
+            m.panes().into_iter().find(|p| p.id == id)
         })
-        .unwrap_or_else(|e| panic!("{e}\nweir log:\n{}", weir.log()));
-    let pane = panes
-        .iter()
-        .find(|m| m.json["id"] == id.as_str())
-        .cloned()
-        .unwrap_or_else(|| unreachable!());
+        .unwrap_or_else(|e| weir.fail(&e));
     assert_eq!(pane.topic, "weir/e2e/agg/lab/pressure");
     assert_eq!(pane.json["revision"], 0);
     assert_eq!(pane.json["timing"], "on_time");
     assert_eq!(pane.json["window_start"], t0);
     assert_eq!(pane.json["window_end"], t0 + 1000);
     assert_eq!(pane.json["count"], 3);
-    assert_eq!(num(&pane, "sum"), 60.0);
-    assert_eq!(num(&pane, "min"), 10.0);
-    assert_eq!(num(&pane, "max"), 30.0);
-    assert_eq!(num(&pane, "mean"), 20.0);
-    assert_eq!(num(&pane, "first"), 10.0);
-    assert_eq!(num(&pane, "last"), 30.0);
+    assert_eq!(pane.num("sum"), 60.0);
+    assert_eq!(pane.num("min"), 10.0);
+    assert_eq!(pane.num("max"), 30.0);
+    assert_eq!(pane.num("mean"), 20.0);
+    assert_eq!(pane.num("first"), 10.0);
+    assert_eq!(pane.num("last"), 30.0);
     assert!(
-        (num(&pane, "stddev") - (200.0f64 / 3.0).sqrt()).abs() < 1e-9,
+        (pane.num("stddev") - (200.0f64 / 3.0).sqrt()).abs() < 1e-9,
         "{}",
         pane.json
     );
 
     // A late reading within the allowed lateness re-emits the full result as revision 1.
-    consumer.publish(
-        "sensors/lab/pressure",
-        format!(r#"{{"value": 40, "ts": {}}}"#, t0 + 50),
-    );
-    let msgs = consumer
-        .wait_until("the late pane", WAIT, |m| {
-            m.iter()
-                .any(|m| m.json["id"] == id.as_str() && m.json["revision"] == 1)
-        })
+    input.publish("sensors/lab/pressure", reading(40.0, t0 + 50));
+    let late = upstream
+        .wait_map("the late pane", WAIT, |m| m.pane(&id, 1))
         .unwrap_or_else(|e| panic!("{e}"));
-    let late = msgs
-        .iter()
-        .find(|m| m.json["id"] == id.as_str() && m.json["revision"] == 1)
-        .cloned()
-        .unwrap_or_else(|| unreachable!());
     assert_eq!(late.json["timing"], "late");
     assert_eq!(late.json["count"], 4);
-    assert_eq!(num(&late, "sum"), 100.0);
-    assert_eq!(num(&late, "max"), 40.0);
+    assert_eq!(late.num("sum"), 100.0);
+    assert_eq!(late.num("max"), 40.0);
     // It was stamped before the others: it becomes `first`; `last` stays 30.
     assert_eq!(
-        num(&late, "first"),
+        late.num("first"),
         40.0,
         "first is by event time: {}",
         late.json
     );
     assert_eq!(
-        num(&late, "last"),
+        late.num("last"),
         30.0,
         "last is by event time: {}",
         late.json
     );
 
     // Past end + lateness: the reading goes to the late topic, with how late it was.
-    consumer.publish(
-        "sensors/lab/pressure",
-        format!(r#"{{"value": 1, "ts": {}}}"#, t0 + 10_000),
-    );
-    consumer.publish(
-        "sensors/lab/pressure",
-        format!(r#"{{"value": 99, "ts": {}}}"#, t0 + 600),
-    );
-    let msgs = consumer
-        .wait_until("a late reading", WAIT, |m| {
-            m.iter().any(|m| m.topic == "weir/e2e/late")
-        })
+    input.publish("sensors/lab/pressure", reading(1.0, t0 + 10_000));
+    input.publish("sensors/lab/pressure", reading(99.0, t0 + 600));
+    let l = upstream
+        .wait_map("a late reading", WAIT, |m| m.lates().into_iter().next())
         .unwrap_or_else(|e| panic!("{e}"));
-    let l = msgs
-        .iter()
-        .find(|m| m.topic == "weir/e2e/late")
-        .cloned()
-        .unwrap_or_else(|| unreachable!());
-    assert_eq!(num(&l, "value"), 99.0);
-    assert_eq!(l.json["ts"], t0 + 600);
+    assert_eq!(l["value"].as_f64(), Some(99.0), "{l}");
+    assert_eq!(l["ts"], t0 + 600);
     // watermark t0+9800, window end + lateness t0+3000.
-    assert_eq!(l.json["late_by_ms"], 6800);
+    assert_eq!(l["late_by_ms"], 6800);
 
     // A malformed payload is dead-lettered, with its reason, and the agent keeps running.
-    consumer.publish("sensors/lab/pressure", "twenty-one");
-    let msgs = consumer
-        .wait_until("a dead letter", WAIT, |m| {
-            m.iter().any(|m| m.topic == "weir/e2e/deadletter")
+    input.publish("sensors/lab/pressure", "twenty-one");
+    let dl = upstream
+        .wait_map("a dead letter", WAIT, |m| {
+            m.dead_letters().into_iter().next()
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    let dl = msgs
-        .iter()
-        .find(|m| m.topic == "weir/e2e/deadletter")
-        .cloned()
-        .unwrap_or_else(|| unreachable!());
-    assert_eq!(dl.json["reason"], "not_a_number");
+    assert_eq!(dl.reason, "not_a_number");
     assert_eq!(dl.json["payload"], "twenty-one");
-    assert_eq!(dl.json["source"], "sensors/lab/pressure");
+    assert_eq!(dl.source, "sensors/lab/pressure");
     // Every other kind of bad input is dead-lettered with its own reason, and counted.
-    consumer.publish("sensors/lab/pressure", "NaN");
-    consumer.publish("sensors/lab/pressure", vec![b'7'; 5000]);
-    consumer.publish("sensors/lab/pressure", vec![0xff, 0xfe, b'1']);
-    consumer.publish("sensors/lab/pressure", r#"{"value": 1, "ts": 1e20}"#);
-    consumer.publish(
-        "sensors/lab/pressure",
-        format!(r#"{{"value": 1, "ts": {}}}"#, now_ms() + 3_600_000),
-    );
+    input.publish("sensors/lab/pressure", "NaN");
+    input.publish("sensors/lab/pressure", vec![b'7'; 5000]);
+    input.publish("sensors/lab/pressure", vec![0xff, 0xfe, b'1']);
+    input.publish("sensors/lab/pressure", r#"{"value": 1, "ts": 1e20}"#);
+    input.publish("sensors/lab/pressure", reading(1.0, now_ms() + 3_600_000));
     let want = [
         "non_finite",
         "too_large",
@@ -222,62 +135,55 @@ fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
         "bad_timestamp",
         "future_skew",
     ];
-    let msgs = consumer
-        .wait_until("five more dead letters", WAIT, |m| {
-            want.iter().all(|r| {
-                m.iter()
-                    .any(|m| m.topic == "weir/e2e/deadletter" && m.json["reason"] == *r)
-            })
+    let dead = upstream
+        .wait_map("five more dead letters", WAIT, |m| {
+            let d = m.dead_letters();
+            want.iter()
+                .all(|r| d.iter().any(|d| d.reason == *r))
+                .then_some(d)
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    let skewed = msgs
-        .iter()
-        .find(|m| m.json["reason"] == "future_skew")
-        .cloned()
-        .unwrap_or_else(|| unreachable!());
+    let by = |reason: &str| {
+        dead.iter()
+            .find(|d| d.reason == reason)
+            .unwrap_or_else(|| unreachable!())
+    };
     assert_eq!(
-        skewed.json["source"], "lab/pressure",
+        by("future_skew").source,
+        "lab/pressure",
         "quarantine names the key"
     );
-    let too_large = msgs
-        .iter()
-        .find(|m| m.json["reason"] == "too_large")
-        .cloned()
-        .unwrap_or_else(|| unreachable!());
     assert!(
-        too_large.json["payload"]
+        by("too_large").json["payload"]
             .as_str()
             .is_some_and(|p| p.len() < 300),
         "dead letters stay small"
     );
     // A plain number still works after it (arrival time).
-    consumer.publish("sensors/lab/humidity", "55.5");
+    input.publish("sensors/lab/humidity", "55.5");
 
     // The simulated spike (samples 20..25, +50 over 20) raises the threshold alert, and it clears.
-    let msgs = consumer
-        .wait_until("alert raised and cleared", WAIT, |m| {
-            m.iter().any(|m| {
-                m.topic == "weir/e2e/alert/sim1/temperature" && m.json["state"] == "cleared"
-            })
+    let topic = Some("weir/e2e/alert/sim1/temperature");
+    let alerts = upstream
+        .wait_map("alert raised and cleared", WAIT, |m| {
+            let a = m.alerts(topic);
+            a.iter().any(|a| a.state == "cleared").then_some(a)
         })
-        .unwrap_or_else(|e| panic!("{e}\nweir log:\n{}", weir.log()));
-    let alerts: Vec<&Msg> = msgs
-        .iter()
-        .filter(|m| m.topic == "weir/e2e/alert/sim1/temperature")
-        .collect();
-    assert_eq!(alerts[0].json["state"], "raised");
+        .unwrap_or_else(|e| weir.fail(&e));
+    assert_eq!(alerts[0].state, "raised");
     assert_eq!(alerts[0].json["detector"], "too-hot");
     assert_eq!(alerts[0].json["severity"], "critical");
-    assert!(num(alerts[0], "value") > 60.0, "{}", alerts[0].json);
-    assert_eq!(alerts[1].json["state"], "cleared");
-    assert_eq!(
-        alerts[1].json["id"], alerts[0].json["id"],
-        "one id for the episode"
+    assert!(
+        alerts[0].json["value"].as_f64().is_some_and(|v| v > 60.0),
+        "{}",
+        alerts[0].json
     );
+    assert_eq!(alerts[1].state, "cleared");
+    assert_eq!(alerts[1].id, alerts[0].id, "one id for the episode");
     assert_eq!(alerts.len(), 2, "one spike, one episode: {alerts:?}");
 
     // Simulated windows flow too, with plausible aggregates (10 samples per second).
-    let sim_panes = consumer.on("/agg/sim1/temperature");
+    let sim_panes = upstream.on("/agg/sim1/temperature");
     assert!(!sim_panes.is_empty());
     assert!(
         sim_panes.iter().all(|p| p.json["count"]
@@ -289,20 +195,14 @@ fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
     // The status message counts every one of them (it is refreshed every second).
     let counted =
         |c: &Value| c["deadletter"]["bad_timestamp"] == 1 && c["rejected"]["future_skew"] == 1;
-    let msgs = consumer
+    let msgs = upstream
         .wait_until("a status counting the bad input", WAIT, |m| {
-            m.iter()
-                .any(|m| m.topic == "weir/e2e/status" && counted(&m.json["counters"]))
+            m.statuses().iter().any(|s| counted(&s.json["counters"]))
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    let counters: &Value = &msgs
-        .iter()
-        .rev()
-        .find(|m| m.topic == "weir/e2e/status" && m.json["state"] == "online")
-        .cloned()
-        .unwrap_or_else(|| unreachable!())
-        .json["counters"];
-    assert!(counters["readings"].as_u64().unwrap_or(0) > 0, "{counters}");
+    let last = msgs.last_online().unwrap_or_else(|| unreachable!());
+    let counters = &last.json["counters"];
+    assert!(last.counter("readings") > 0, "{counters}");
     for reason in [
         "not_a_number",
         "non_finite",
@@ -316,47 +216,37 @@ fn panes_alerts_late_readings_and_dead_letters_arrive_upstream() {
     assert_eq!(counters["late"], 1, "{counters}");
 
     // Graceful stop: exit 0 and a retained offline status.
-    let status = weir
-        .terminate(WAIT)
-        .unwrap_or_else(|| panic!("weir did not exit on SIGTERM\n{}", weir.log()));
-    assert!(status.success(), "exit status {status:?}\n{}", weir.log());
-    let late_consumer = Consumer::connect(broker.port, "weir/e2e/status", None);
-    let st = late_consumer
-        .wait_until("retained status", WAIT, |m| !m.is_empty())
+    weir.stop_ok(WAIT);
+    let later = Recorder::connect(broker.port, "weir/e2e/status");
+    let st = later
+        .wait_map("retained status", WAIT, |m| m.statuses().into_iter().next())
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(st[0].retain);
-    assert_eq!(st[0].json["state"], "offline");
+    assert!(st.retain);
+    assert_eq!(st.state, "offline");
 }
 
 #[test]
 fn the_last_will_marks_the_device_offline_when_the_agent_dies() {
     let dir = scratch();
     let broker = Broker::start_new(dir.path());
-    let consumer = Consumer::connect(broker.port, "weir/e2e/status", None);
+    let upstream = Recorder::connect(broker.port, "weir/e2e/status");
     let mut weir = Weir::start(&config(dir.path(), broker.port), dir.path());
-    consumer
-        .wait_until("status online", WAIT, |m| {
-            m.iter().any(|m| m.json["state"] == "online")
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", weir.log()));
+    upstream
+        .wait_until("status online", WAIT, |m| m.last_online().is_some())
+        .unwrap_or_else(|e| weir.fail(&e));
     weir.kill9();
     // The broker notices the dead connection (socket closed) and publishes the will.
-    let msgs = consumer
-        .wait_until("the last will", WAIT, |m| {
-            m.iter().any(|m| m.json["state"] == "offline")
+    let will = upstream
+        .wait_map("the last will", WAIT, |m| {
+            m.statuses().into_iter().find(|s| s.state == "offline")
         })
         .unwrap_or_else(|e| panic!("{e}"));
-    let will = msgs
-        .iter()
-        .find(|m| m.json["state"] == "offline")
-        .cloned()
-        .unwrap_or_else(|| unreachable!());
     assert_eq!(will.json["device"], "e2e");
     // And it is retained: a consumer arriving later sees the device is down.
-    let later = Consumer::connect(broker.port, "weir/e2e/status", None);
+    let later = Recorder::connect(broker.port, "weir/e2e/status");
     let st = later
-        .wait_until("retained status", WAIT, |m| !m.is_empty())
+        .wait_map("retained status", WAIT, |m| m.statuses().into_iter().next())
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(st[0].retain);
-    assert_eq!(st[0].json["state"], "offline");
+    assert!(st.retain);
+    assert_eq!(st.state, "offline");
 }

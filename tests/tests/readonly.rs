@@ -19,36 +19,28 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use weir_tests::{Broker, Consumer, Msg, Weir, scratch, wait_for, weir_command};
+use weir_tests::{
+    Broker, Config, Msg, Publisher, Recorder, Views, Weir, cli_cfg, free_port, now_ms, scratch,
+    toml,
+};
 
 use mounts::{Mount, run};
 
 /// `weir run` in `state`, to a broker port nobody listens on: the outbox is
 /// opened before any connection is tried.
 fn minimal_config(dir: &Path, state: &Path) -> std::path::PathBuf {
-    let cfg = dir.join("weir.toml");
-    let text = format!(
-        "[agent]\ndevice = \"ro\"\nstate_dir = \"{}\"\n[uplink]\nhost = \"127.0.0.1\"\nport = {}\n\
-         [ingest]\nhost = \"127.0.0.1\"\nport = {}\n[[ingest.topic]]\nfilter = \"dev/+/+\"\n\
-         sensor = \"{{2}}\"\nmetric = \"{{3}}\"\n",
-        state.display(),
-        weir_tests::free_port(),
-        weir_tests::free_port()
-    );
-    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
-    cfg
+    Config::new("ro", dir)
+        .agent(toml! { state_dir = state })
+        .unset("engine.window", "size")
+        .uplink(toml! { host = "127.0.0.1", port = free_port() })
+        .table("ingest", toml! { host = "127.0.0.1", port = free_port() })
+        .topic("dev/+/+", "{2}", "{3}")
+        .write()
 }
 
 fn run_weir_until_exit(cfg: &Path) -> (Option<i32>, String) {
-    let out = weir_command()
-        .args(["run", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start weir: {e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = cli_cfg(&["run"], cfg);
+    (out.code, out.stderr)
 }
 
 #[test]
@@ -90,15 +82,7 @@ const BEFORE: i64 = 10;
 const AFTER: i64 = 20;
 
 fn windows(m: &[Msg]) -> BTreeMap<String, u64> {
-    m.iter()
-        .filter(|m| m.topic.starts_with("weir/ro/agg/"))
-        .filter_map(|m| {
-            Some((
-                m.json["id"].as_str()?.to_string(),
-                m.json["count"].as_u64()?,
-            ))
-        })
-        .collect()
+    m.panes().into_iter().map(|p| (p.id, p.count)).collect()
 }
 
 fn window_id(t0: i64, k: i64, w: i64) -> String {
@@ -107,25 +91,22 @@ fn window_id(t0: i64, k: i64, w: i64) -> String {
 }
 
 fn last_status(m: &[Msg]) -> Option<serde_json::Value> {
-    m.iter()
-        .rev()
-        .find(|m| m.topic == "weir/ro/status" && m.json["state"] == "online")
-        .map(|m| m.json.clone())
+    m.last_online().map(|s| s.json)
 }
 
 /// Publishes two readings in each window of `from..to` for every key.
-fn publish(p: &Consumer, t0: i64, from: i64, to: i64) {
-    for w in from..to {
-        for k in 0..KEYS {
-            for i in 0..2 {
+fn publish(p: &Publisher, t0: i64, from: i64, to: i64) {
+    p.publish_all((from..to).flat_map(|w| {
+        (0..KEYS).flat_map(move |k| {
+            (0..2).map(move |i| {
                 let ts = t0 + w * 1000 + 100 + i * 400;
-                p.publish(
-                    &format!("dev/k{k}/v"),
+                (
+                    format!("dev/k{k}/v"),
                     format!(r#"{{"value": {w}, "ts": {ts}}}"#),
-                );
-            }
-        }
-    }
+                )
+            })
+        })
+    }));
 }
 
 #[test]
@@ -151,41 +132,19 @@ fn a_filesystem_remounted_read_only_under_weir_is_reported_holds_results_and_los
     );
 
     let local = Broker::start_new(dir.path());
-    Consumer::connect(local.port, "dev/+/+", Some("ro-ingest")).disconnect();
+    local.create_session("ro-ingest", "dev/+/+");
     let upstream = Broker::start_new(dir.path());
-    let consumer = Consumer::connect(upstream.port, "weir/ro/#", Some("ro-consumer"));
-    let cfg = dir.path().join("weir.toml");
-    let text = format!(
-        r#"
-[agent]
-device = "ro"
-state_dir = "{state}"
-[engine]
-max_out_of_orderness = "0s"
-allowed_lateness = "0s"
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {up}
-status_interval = "1s"
-[ingest]
-host = "127.0.0.1"
-port = {local}
-client_id = "ro-ingest"
-[[ingest.topic]]
-filter = "dev/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-"#,
-        state = state.display(),
-        up = upstream.port,
-        local = local.port,
-    );
-    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let consumer = Recorder::persistent(upstream.port, "weir/ro/#", "ro-consumer");
+    let cfg = Config::new("ro", dir.path())
+        .agent(toml! { state_dir = state.as_path() })
+        .engine(toml! { max_out_of_orderness = "0s", allowed_lateness = "0s" })
+        .uplink(toml! { host = "127.0.0.1", port = upstream.port, status_interval = "1s" })
+        .ingest(local.port, "ro-ingest")
+        .topic("dev/+/+", "{2}", "{3}")
+        .write();
     let mut weir = Weir::start(&cfg, dir.path());
-    let t0 = (weir_tests::now_ms() / 1000 - 3600) * 1000;
-    let publisher = Consumer::connect(local.port, "unused/#", None);
+    let t0 = (now_ms() / 1000 - 3600) * 1000;
+    let publisher = Publisher::connect(local.port);
 
     // Before: windows 0..BEFORE close and arrive.
     publish(&publisher, t0, 0, BEFORE + 1);
@@ -200,13 +159,11 @@ metric = "{{3}}"
     publish(&publisher, t0, BEFORE + 1, BEFORE + AFTER + 1);
 
     let db = state.join("outbox.db").display().to_string();
-    let line = wait_for(Duration::from_secs(60), || {
-        weir.log()
-            .lines()
-            .find(|l| l.contains("ERROR") && l.contains("cannot write results to the outbox"))
-            .map(str::to_string)
-    })
-    .unwrap_or_else(|| panic!("the read-only disk was not reported:\n{}", weir.log()));
+    let line = weir
+        .log_line(Duration::from_secs(60), |l| {
+            l.contains("ERROR") && l.contains("cannot write results to the outbox")
+        })
+        .unwrap_or_else(|| panic!("the read-only disk was not reported:\n{}", weir.log()));
     assert!(
         line.contains(&db) && line.contains("read-only") && line.contains("fsck"),
         "the ERROR line names the database, says read-only and what to do: {line}"

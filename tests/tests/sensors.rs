@@ -5,76 +5,48 @@
 
 use std::time::Duration;
 
-use weir_tests::{Broker, Consumer, Weir, scratch, weir_command};
+use weir_tests::{Broker, Config, Recorder, Weir, cli, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "hw"
-state_dir = "{state}"
-shutdown_grace = "2s"
-[engine.window]
-size = "1s"
-[engine]
-max_out_of_orderness = "100ms"
-[uplink]
-host = "127.0.0.1"
-port = {port}
-status_interval = "500ms"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-
-[[i2c]]
-name = "air"
-chip = "bme280"
-interval = "50ms"
-fail_after = 3
-max_backoff = "200ms"
-sim = true
-# polls 20..40: the chip is gone, then comes back
-[[i2c.sim_fault]]
-kind = "absent"
-at = 20
-length = 20
-# polls 60..90: the temperature register is frozen
-[[i2c.sim_fault]]
-kind = "stuck"
-metric = "temperature"
-at = 60
-length = 30
-
-[[detector]]
-name = "stuck"
-kind = "flatline"
-metric = "temperature"
-stuck_for = "500ms"
-min_readings = 5
-"#,
-        state = dir.join("state").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
-}
-
-fn cli(args: &[&str]) -> std::process::Output {
-    weir_command()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
+    Config::new("hw", dir)
+        .agent(toml! { shutdown_grace = "2s" })
+        .engine(toml! { max_out_of_orderness = "100ms" })
+        .upstream(port)
+        .uplink(toml! { status_interval = "500ms" })
+        .array(
+            "i2c",
+            toml! {
+                name = "air", chip = "bme280", interval = "50ms",
+                fail_after = 3, max_backoff = "200ms", sim = true,
+            },
+        )
+        // polls 20..40: the chip is gone, then comes back
+        .array(
+            "i2c.sim_fault",
+            toml! { kind = "absent", at = 20, length = 20 },
+        )
+        // polls 60..90: the temperature register is frozen
+        .array(
+            "i2c.sim_fault",
+            toml! { kind = "stuck", metric = "temperature", at = 60, length = 30 },
+        )
+        .detector(toml! {
+            name = "stuck", kind = "flatline", metric = "temperature",
+            stuck_for = "500ms", min_readings = 5,
+        })
+        .write()
 }
 
 #[test]
 fn a_vanished_chip_raises_and_clears_sensor_failure_and_a_stuck_one_raises_flatline_upstream() {
     let dir = scratch();
     let broker = Broker::start_new(dir.path());
-    let consumer = Consumer::connect(broker.port, "weir/hw/#", None);
+    let consumer = Recorder::connect(broker.port, "weir/hw/#");
     let cfg = config(dir.path(), broker.port);
     let mut weir = Weir::start(&cfg, dir.path());
-    let fail = |e: String| panic!("{e}\nweir log:\n{}", weir.log());
+    let fail = |e: String| weir.fail(&e);
 
     let alerts = consumer
         .wait_until("sensor failure raised and cleared", WAIT, |m| {
@@ -128,9 +100,9 @@ fn a_vanished_chip_raises_and_clears_sensor_failure_and_a_stuck_one_raises_flatl
         })
         .unwrap_or_else(&fail);
     let c = cfg.to_str().unwrap_or_default();
-    let list = cli(&["sensors", "list", "--config", c]);
-    let text = String::from_utf8_lossy(&list.stdout);
-    assert_eq!(list.status.code(), Some(0));
+    let list = cli(["sensors", "list", "--config", c]);
+    let text = &list.stdout;
+    assert_eq!(list.code, Some(0));
     assert!(text.contains("air") && text.contains(" ok "), "{text}");
     assert!(weir.terminate(Duration::from_secs(10)).is_some());
 }
@@ -140,18 +112,17 @@ fn sensors_scan_and_read_work_against_the_configured_simulated_bus() {
     let dir = scratch();
     let cfg = config(dir.path(), 1);
     let c = cfg.to_str().unwrap_or_default();
-    let scan = cli(&["sensors", "scan", "--config", c]);
-    let text = String::from_utf8_lossy(&scan.stdout);
-    assert_eq!(scan.status.code(), Some(0), "{text}");
+    let scan = cli(["sensors", "scan", "--config", c]);
+    let text = &scan.stdout;
+    assert_eq!(scan.code, Some(0), "{text}");
     assert!(text.contains("0x76  bme280  configured as air"), "{text}");
-    let read = cli(&["sensors", "read", "air", "--config", c, "--json"]);
-    assert_eq!(read.status.code(), Some(0));
-    let v: serde_json::Value =
-        serde_json::from_slice(&read.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let read = cli(["sensors", "read", "air", "--config", c, "--json"]);
+    assert_eq!(read.code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&read.stdout).unwrap_or_else(|e| panic!("{e}"));
     let t = v["values"]["temperature"].as_f64().unwrap_or(f64::NAN);
     assert!((t - 21.0).abs() < 0.5, "{v}");
-    let missing = cli(&["sensors", "read", "nope", "--config", c]);
-    assert_eq!(missing.status.code(), Some(2));
-    let no_bus = cli(&["sensors", "scan", "--bus", "/dev/i2c-nonexistent"]);
-    assert_eq!(no_bus.status.code(), Some(1));
+    let missing = cli(["sensors", "read", "nope", "--config", c]);
+    assert_eq!(missing.code, Some(2));
+    let no_bus = cli(["sensors", "scan", "--bus", "/dev/i2c-nonexistent"]);
+    assert_eq!(no_bus.code, Some(1));
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use weir_tests::snapshot::{assert_snapshot, redact_json, replace};
-use weir_tests::{Broker, Consumer, Weir, free_port, now_ms, scratch, wait_for, weir_command};
+use weir_tests::{
+    Broker, Config, Publisher, Weir, cli_cfg, free_port, now_ms, scratch, toml, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -50,22 +52,13 @@ fn redact_text(text: &str, after: &[&str]) -> String {
 }
 
 fn status(cfg: &Path, json: bool) -> (Option<i32>, String) {
-    let mut cmd = weir_command();
-    cmd.args(["status", "--upstream-down-after", "1s", "--config"])
-        .arg(cfg);
-    if json {
-        cmd.arg("--json");
-    }
-    let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let args = ["status", "--upstream-down-after", "1s", "--json"];
+    let out = cli_cfg(&args[..if json { 4 } else { 3 }], cfg);
+    (out.code, out.all())
 }
 
 fn status_json(cfg: &Path) -> Value {
-    let (_, text) = status(cfg, true);
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+    weir_tests::status_json(cfg, &["--upstream-down-after", "1s"]).1
 }
 
 fn scrape(port: u16) -> String {
@@ -106,50 +99,25 @@ fn status_reports_backlog_and_dead_letters_with_the_upstream_down_then_reads_the
     let d = dir.path();
     let local = Broker::start_new(d);
     // The ingest's persistent session exists before weir: the broker queues for it.
-    Consumer::connect(local.port, "home/+/+", Some("st-ingest")).disconnect();
+    local.create_session("st-ingest", "home/+/+");
     let upstream = free_port(); // nothing listens: the upstream broker is down
     let metrics = free_port();
-    let cfg = d.join("weir.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[agent]
-device = "st"
-state_dir = "{dir}/state"
-runtime_dir = "{dir}/run"
-shutdown_grace = "500ms"
-checkpoint_interval = "100ms"
-[engine]
-max_out_of_orderness = "100ms"
-allowed_lateness = "0s"
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {upstream}
-reconnect_min = "100ms"
-reconnect_max = "500ms"
-[ingest]
-host = "127.0.0.1"
-port = {local}
-client_id = "st-ingest"
-[[ingest.topic]]
-filter = "home/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-[metrics]
-listen = "127.0.0.1:{metrics}"
-"#,
-            dir = d.display(),
-            local = local.port,
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = Config::new("st", d)
+        .agent(toml! {
+            runtime_dir = d.join("run").as_path(), shutdown_grace = "500ms",
+            checkpoint_interval = "100ms",
+        })
+        .engine(toml! { max_out_of_orderness = "100ms", allowed_lateness = "0s" })
+        .upstream(upstream)
+        .uplink(toml! { reconnect_max = "500ms" })
+        .ingest(local.port, "st-ingest")
+        .topic("home/+/+", "{2}", "{3}")
+        .set("metrics", "listen", format!("127.0.0.1:{metrics}"))
+        .write();
 
     // Two windows of a close (its watermark is t0 + 2.9 s); two of a and two of b stay open.
     // Three payloads are malformed.
-    let pub_ = Consumer::connect(local.port, "unused/#", None);
+    let pub_ = Publisher::connect(local.port);
     let t0 = (now_ms() / 10_000 - 6) * 10_000;
     for (sensor, offsets) in [("a", &[0, 1000, 2000, 3000][..]), ("b", &[0, 1000][..])] {
         for (i, off) in offsets.iter().enumerate() {
@@ -218,12 +186,7 @@ listen = "127.0.0.1:{metrics}"
     // The same counters in Prometheus text, from the endpoint and through the socket.
     let http = scrape(metrics);
     assert!(http.starts_with("HTTP/1.1 200 OK\r\n"), "{http}");
-    let cli = weir_command()
-        .args(["metrics", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let cli = String::from_utf8_lossy(&cli.stdout).into_owned();
+    let cli = cli_cfg(&["metrics"], &cfg).stdout;
     for line in [
         "weir_deadletter_total{reason=\"not_a_number\"} 2\n",
         "weir_deadletter_total{reason=\"bad_json\"} 1\n",

@@ -7,35 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_tests::{Broker, Consumer, Weir, scratch, signal, wait_for};
+use weir_tests::{Broker, Config, Recorder, Weir, scratch, signal, toml, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(path: &Path, state: &Path, port: u16, device: &str) {
-    let text = format!(
-        r#"
-[agent]
-device = "{device}"
-state_dir = "{state}"
-shutdown_grace = "1s"
-
-[engine.window]
-size = "1s"
-
-[uplink]
-host = "127.0.0.1"
-port = {port}
-reconnect_min = "100ms"
-reconnect_max = "1s"
-status_interval = "1s"
-
-[[sim]]
-name = "sim1"
-metric = "temperature"
-interval = "100ms"
-"#,
-        state = state.display()
-    );
+    let text = Config::new(device, state.parent().unwrap_or(state))
+        .agent(toml! { state_dir = state, shutdown_grace = "1s" })
+        .upstream(port)
+        .uplink(toml! { status_interval = "1s" })
+        .sim(toml! { name = "sim1", metric = "temperature", interval = "100ms" })
+        .text();
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -102,11 +84,6 @@ impl NotifySocket {
     }
 }
 
-fn wait_log(weir: &Weir, needle: &str) {
-    wait_for(WAIT, || weir.log().contains(needle).then_some(()))
-        .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", weir.log()));
-}
-
 #[test]
 fn ready_comes_once_the_outbox_exists_then_watchdog_pings_then_stopping_on_sigterm() {
     let dir = scratch();
@@ -131,7 +108,7 @@ fn ready_comes_once_the_outbox_exists_then_watchdog_pings_then_stopping_on_sigte
         db.display()
     );
     // WATCHDOG_USEC is 400 ms: the daemon says it pings every 200 ms (half), and does.
-    wait_log(&weir, "watchdog_ping=Some(200ms)");
+    weir.wait_log("watchdog_ping=Some(200ms)", WAIT);
     let notes = sock.wait_count("WATCHDOG=1", 3, &weir);
     let first_ready = notes.iter().position(|n| n.has("READY=1"));
     let first_ping = notes.iter().position(|n| n.has("WATCHDOG=1"));
@@ -169,7 +146,7 @@ fn when_the_engine_task_hangs_the_watchdog_pings_stop() {
         ],
     );
     sock.wait_count("WATCHDOG=1", 2, &weir);
-    wait_log(&weir, "the engine task hangs now");
+    weir.wait_log("the engine task hangs now", WAIT);
     // Pings come only from the engine task, which logged the hang after its last
     // ping was sent; let the receiving thread catch up with the socket, then watch
     // for many ping intervals (100 ms): none may come.
@@ -189,7 +166,7 @@ fn when_the_engine_task_hangs_the_watchdog_pings_stop() {
 fn sighup_reloads_a_valid_config_in_process_and_refuses_an_invalid_one() {
     let dir = scratch();
     let broker = Broker::start_new(dir.path());
-    let consumer = Consumer::connect(broker.port, "weir/+/status", None);
+    let consumer = Recorder::connect(broker.port, "weir/+/status");
     let (cfg, state) = (dir.path().join("weir.toml"), dir.path().join("state"));
     config(&cfg, &state, broker.port, "sd-before");
     let sock = NotifySocket::bind(dir.path(), state.join("outbox.db"));
@@ -201,7 +178,7 @@ fn sighup_reloads_a_valid_config_in_process_and_refuses_an_invalid_one() {
     // An invalid file: refused, the running pipeline stays.
     std::fs::write(&cfg, "[engine.window]\nsize = \"0s\"\n").unwrap_or_else(|e| panic!("{e}"));
     signal(pid, "HUP");
-    wait_log(&weir, "reload refused");
+    weir.wait_log("reload refused", WAIT);
     assert!(weir.log().contains("engine.window.size"), "{}", weir.log());
     assert!(weir.is_running());
     assert_eq!(sock.count("RELOADING=1"), 0, "{:?}", sock.notes());
@@ -220,10 +197,5 @@ fn sighup_reloads_a_valid_config_in_process_and_refuses_an_invalid_one() {
         })
         .unwrap_or_else(|e| panic!("{e}\nweir log:\n{}", weir.log()));
     assert!(weir.is_running(), "the reload must not exit the process");
-    let status = weir.terminate(WAIT);
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{status:?}\n{}",
-        weir.log()
-    );
+    weir.stop_ok(WAIT);
 }

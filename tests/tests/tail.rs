@@ -8,47 +8,25 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Weir, scratch, wait_for, weir_command};
+use weir_tests::{
+    Broker, Config, Publisher, Weir, cli_cfg, now_ms, scratch, toml, wait_for, weir_command,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(d: &Path, port: u16) -> std::path::PathBuf {
-    let cfg = d.join("weir.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[agent]
-device = "tl"
-state_dir = "{dir}/state"
-runtime_dir = "{dir}/run"
-shutdown_grace = "500ms"
-checkpoint_interval = "100ms"
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {port}
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "tl-ingest"
-[[ingest.topic]]
-filter = "home/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-[[detector]]
-name = "hot"
-kind = "threshold"
-sensor = "*"
-metric = "*"
-high = 100.0
-"#,
-            dir = d.display(),
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    cfg
+    Config::new("tl", d)
+        .agent(toml! {
+            runtime_dir = d.join("run").as_path(), shutdown_grace = "500ms",
+            checkpoint_interval = "100ms",
+        })
+        .uplink(toml! { host = "127.0.0.1", port = port })
+        .ingest(port, "tl-ingest")
+        .topic("home/+/+", "{2}", "{3}")
+        .detector(
+            toml! { name = "hot", kind = "threshold", sensor = "*", metric = "*", high = 100.0 },
+        )
+        .write()
 }
 
 fn sensor_of(line: &Value) -> &str {
@@ -63,18 +41,13 @@ fn tail_follows_readings_and_alerts_of_one_sensor_and_the_log_level_changes_live
     let dir = scratch();
     let d = dir.path();
     let broker = Broker::start_new(d);
-    Consumer::connect(broker.port, "home/+/+", Some("tl-ingest")).disconnect();
+    broker.create_session("tl-ingest", "home/+/+");
     let cfg = config(d, broker.port);
     // Info only: the debug line of a dead letter must appear only after the change.
     let mut weir = Weir::start_with(&cfg, d, &[("WEIR_LOG", "info")]);
-    let publisher = Consumer::connect(broker.port, "unused/#", None);
+    let publisher = Publisher::connect(broker.port);
     let ready = wait_for(WAIT, || {
-        let out = weir_command()
-            .args(["status", "--config"])
-            .arg(&cfg)
-            .output()
-            .ok()?;
-        (out.status.code() == Some(0)).then_some(())
+        (cli_cfg(&["status"], &cfg).code == Some(0)).then_some(())
     });
     assert!(
         ready.is_some(),
@@ -103,7 +76,7 @@ fn tail_follows_readings_and_alerts_of_one_sensor_and_the_log_level_changes_live
     // Until the tail is subscribed, readings pass unseen: publish until one arrives.
     let mut lines = Vec::new();
     let end = Instant::now() + WAIT;
-    let mut ts = weir_tests::now_ms() - 5_000;
+    let mut ts = now_ms() - 5_000;
     while lines.is_empty() && Instant::now() < end {
         ts += 10;
         publisher.publish("home/b/t", format!("{{\"value\": 1, \"ts\": {ts}}}"));
@@ -152,34 +125,20 @@ fn tail_follows_readings_and_alerts_of_one_sensor_and_the_log_level_changes_live
     // Log level: a dead letter is logged at debug, so not yet...
     publisher.publish("home/c/t", "twenty");
     let counted = wait_for(WAIT, || {
-        let out = weir_command()
-            .args(["metrics", "--config"])
-            .arg(&cfg)
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
+        cli_cfg(&["metrics"], &cfg)
+            .stdout
             .contains("weir_deadletter_total{reason=\"not_a_number\"} 1\n")
             .then_some(())
     });
     assert!(counted.is_some(), "{}", weir.log());
     assert!(!weir.log().contains("dead letter"), "{}", weir.log());
-    let out = weir_command()
-        .args(["log-level", "--config"])
-        .arg(&cfg)
-        .arg("info,weir=debug")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = cli_cfg(&["log-level", "info,weir=debug"], &cfg);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        out.stdout,
         "log filter changed from \"info\" to \"info,weir=debug\"\n"
     );
     // ...and after the change it is.
     publisher.publish("home/c/t", "warm");
-    let logged = wait_for(WAIT, || weir.log().contains("dead letter").then_some(()));
-    assert!(logged.is_some(), "{}", weir.log());
-    assert!(
-        weir.terminate(WAIT).is_some_and(|s| s.success()),
-        "{}",
-        weir.log()
-    );
+    weir.wait_log("dead letter", WAIT);
+    weir.stop_ok(WAIT);
 }

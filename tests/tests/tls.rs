@@ -5,42 +5,21 @@
 use std::path::Path;
 use std::time::Duration;
 
-use weir_tests::{Broker, Certs, Consumer, Weir, scratch, wait_for};
+use weir_tests::{Broker, Certs, Config, Recorder, Weir, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path, port: u16, ca: &Path, client: &Certs) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "tls"
-state_dir = "{state}"
-[engine.window]
-size = "500ms"
-[engine]
-max_out_of_orderness = "0s"
-[uplink]
-host = "localhost"
-port = {port}
-reconnect_min = "100ms"
-reconnect_max = "500ms"
-[uplink.tls]
-ca_file = "{ca}"
-cert_file = "{cert}"
-key_file = "{key}"
-[[sim]]
-name = "s"
-interval = "50ms"
-base = 5.0
-"#,
-        state = dir.join("state").display(),
-        ca = ca.display(),
-        cert = client.client.0.display(),
-        key = client.client.1.display(),
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Config::new("tls", dir)
+        .set("engine.window", "size", "500ms")
+        .engine(toml! { max_out_of_orderness = "0s" })
+        .upstream(port)
+        .uplink(toml! { host = "localhost", reconnect_max = "500ms" })
+        .table("uplink.tls", toml! {
+            ca_file = ca, cert_file = client.client.0.as_path(), key_file = client.client.1.as_path(),
+        })
+        .sim(toml! { name = "s", interval = "50ms", base = 5.0 })
+        .write()
 }
 
 #[test]
@@ -49,7 +28,7 @@ fn results_arrive_over_mutual_tls() {
     let certs = Certs::generate(&dir.path().join("tls"));
     let mut broker = Broker::with_tls(dir.path(), &certs);
     broker.start();
-    let consumer = Consumer::connect(broker.port, "weir/tls/#", None);
+    let consumer = Recorder::connect(broker.port, "weir/tls/#");
     let tls_port = broker.tls_port.unwrap_or_else(|| unreachable!());
     let weir = Weir::start(&config(dir.path(), tls_port, &certs.ca, &certs), dir.path());
     consumer
@@ -71,18 +50,14 @@ fn a_server_signed_by_another_ca_is_refused_with_a_clear_error() {
     let certs = Certs::generate(&dir.path().join("tls"));
     let mut broker = Broker::with_tls(dir.path(), &certs);
     broker.start();
-    let consumer = Consumer::connect(broker.port, "weir/tls/#", None);
+    let consumer = Recorder::connect(broker.port, "weir/tls/#");
     let tls_port = broker.tls_port.unwrap_or_else(|| unreachable!());
     let weir = Weir::start(
         &config(dir.path(), tls_port, &certs.other_ca, &certs),
         dir.path(),
     );
-    let logged = wait_for(WAIT, || {
-        let log = weir.log();
-        log.contains(&format!("TLS with localhost:{tls_port} failed"))
-            .then_some(log)
-    })
-    .unwrap_or_else(|| panic!("no TLS error logged:\n{}", weir.log()));
+    weir.wait_log(&format!("TLS with localhost:{tls_port} failed"), WAIT);
+    let logged = weir.log();
     assert!(
         logged.contains(&certs.other_ca.display().to_string()),
         "the CA file is named:\n{logged}"
