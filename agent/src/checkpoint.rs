@@ -99,6 +99,8 @@ pub fn take(
         keys,
         seen: seen.changes(),
         ingest: seen.ingest_changes(),
+        hold: Vec::new(),
+        hold_delete_below: None,
     }
 }
 

@@ -181,6 +181,7 @@ fn a_checkpoint_of_another_format_is_refused_not_misread() {
         keys: Vec::new(),
         seen: Vec::new(),
         ingest: Vec::new(),
+        hold: Vec::new(),
     };
     let err = restore(&stored, engine_cfg(false), specs(), 4)
         .err()
@@ -195,6 +196,7 @@ fn a_checkpoint_of_another_format_is_refused_not_misread() {
         keys: Vec::new(),
         seen: Vec::new(),
         ingest: Vec::new(),
+        hold: Vec::new(),
     };
     assert!(restore(&stored, engine_cfg(false), specs(), 4).is_err());
 }

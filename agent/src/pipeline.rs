@@ -99,7 +99,29 @@ pub async fn run(
     let started_at = now_ms();
 
     // Before any source starts: the restored state is what their inputs continue.
-    let (engine, detectors, seen) = restore(&outbox, &cfg).await;
+    let (engine, detectors, seen, held_rows) = restore(&outbox, &cfg).await;
+    // Readings held for the clock: the ones a reload handed over, or those of
+    // the checkpoint (of this boot; an earlier boot's cannot be corrected).
+    let (hold, stale) = match crate::clock::global().take_parked() {
+        Some(parked) => (parked, Vec::new()),
+        None => {
+            let (hold, stale, damaged) =
+                Hold::restore(crate::clock::MAX_HELD, &held_rows, crate::clock::boot_id());
+            if damaged > 0 {
+                tracing::error!(
+                    readings = damaged,
+                    "held readings of the last checkpoint do not decode and are lost"
+                );
+            }
+            if !hold.is_empty() {
+                tracing::info!(
+                    readings = hold.len(),
+                    "readings held for the clock's synchronisation restored from the last checkpoint"
+                );
+            }
+            (hold, stale)
+        }
+    };
     let ingest_link = cfg.ingest.as_ref().map(|i| {
         Arc::new(IngestLink::new(
             format!("{}:{}", i.host, i.port),
@@ -165,7 +187,8 @@ pub async fn run(
         watchdog: sup.feed(),
         hearing,
         clock: crate::clock::global(),
-        hold: crate::clock::global().unpark(),
+        hold,
+        stale,
         hub: hub.clone(),
     };
     let (first_checkpoint, checkpointed) = tokio::sync::oneshot::channel();
@@ -299,18 +322,24 @@ async fn expire_old_rows(
 /// The engine and detectors of the last checkpoint, or fresh ones. A checkpoint
 /// that cannot be used (another build's format, damage) is reported and set
 /// aside: the outbox rows are kept, only the open windows and baselines restart.
-async fn restore(outbox: &OutboxHandle, cfg: &Config) -> (Engine, Detectors, Seen) {
+async fn restore(
+    outbox: &OutboxHandle,
+    cfg: &Config,
+) -> (Engine, Detectors, Seen, Vec<(i64, Vec<u8>)>) {
     let max_keys = cfg.engine.max_keys;
-    let fresh = || {
+    let fresh = |held: Vec<(i64, Vec<u8>)>| {
         (
             Engine::new(cfg.engine.clone()),
             Detectors::new(cfg.detectors.clone(), max_keys),
             Seen::new(max_keys),
+            held,
         )
     };
     match outbox.load_checkpoint().await {
-        Ok(None) => fresh(),
+        Ok(None) => fresh(Vec::new()),
         Ok(Some(stored)) => {
+            // Held readings have an encoding of their own: kept whatever the rest.
+            let held = stored.hold.clone();
             match checkpoint::restore(&stored, cfg.engine.clone(), cfg.detectors.clone(), max_keys)
             {
                 Ok((engine, detectors, seen)) => {
@@ -320,17 +349,17 @@ async fn restore(outbox: &OutboxHandle, cfg: &Config) -> (Engine, Detectors, See
                         open_windows = engine.open_windows(),
                         "state restored from the last checkpoint"
                     );
-                    (engine, detectors, seen)
+                    (engine, detectors, seen, held)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, path = %cfg.outbox.path.display(), "the last checkpoint cannot be restored; starting with empty windows and baselines (the outbox is kept)");
-                    fresh()
+                    fresh(held)
                 }
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot read the last checkpoint; starting with empty windows and baselines");
-            fresh()
+            fresh(Vec::new())
         }
     }
 }
@@ -396,6 +425,8 @@ struct EngineTask {
     clock: &'static Clock,
     /// Readings with a provisional stamp, until the correction.
     hold: Hold,
+    /// Held readings of an earlier boot: published as dead letters at start.
+    stale: Vec<Reading>,
     /// Tells a reload (the hold goes to the next pipeline) from a stop.
     hub: Arc<Hub>,
 }
@@ -412,6 +443,14 @@ impl EngineTask {
         self.processor.engine.restart_clock(now);
         // Silence counts from now for every key, not across Weir's downtime.
         self.hearing.apply(&mut self.processor.engine, now);
+        for r in std::mem::take(&mut self.stale) {
+            self.dead_letter_held(
+                r,
+                now,
+                "held for the clock's synchronisation when the machine restarted: when it was read cannot be known",
+            );
+        }
+        self.clock.held.store(self.hold.len() as u64, Relaxed);
         self.checkpoint().await;
         let _ = first_checkpoint.send(());
         let mut batch = Vec::with_capacity(512);
@@ -471,8 +510,7 @@ impl EngineTask {
                 .store(p.detectors.active_alerts().count() as u64, Relaxed);
         }
         // Readings still waiting for the clock: a reload hands them to the
-        // next pipeline; at a stop they cannot be placed, and are published as
-        // dead letters rather than lost with the process.
+        // next pipeline; at a stop they stay in the checkpointed state.
         if !self.hub.is_stopping() && !self.hold.is_empty() {
             tracing::info!(
                 readings = self.hold.len(),
@@ -482,16 +520,15 @@ impl EngineTask {
                 .park(std::mem::replace(&mut self.hold, Hold::new(1)));
             return self.checkpoint().await;
         }
-        let now = now_ms();
-        let left: Vec<Reading> = self.hold.give_up().collect();
-        for r in left {
-            self.dead_letter_held(
-                r,
-                now,
-                "Weir stopped before the system clock was synchronised",
+        if !self.hold.is_empty() {
+            // They are part of the state: the next start of this boot holds them
+            // again (and corrects them at the synchronisation); a start after a
+            // reboot publishes them as dead letters, their time unknowable.
+            tracing::info!(
+                readings = self.hold.len(),
+                "stopping before the system clock was synchronised: the readings held for it stay in the state for the next start"
             );
         }
-        self.clock.held.store(0, Relaxed);
         // Shutdown: everything processed goes into one last checkpoint. The
         // ingest connection is closed by now, so the broker resends what these
         // acknowledgements covered, and `Seen` recognises it at the next start.
@@ -656,13 +693,21 @@ impl EngineTask {
         self.buffered_bytes = 0;
         let msgs = std::mem::take(&mut self.msgs);
         let produced = msgs.len() as u64;
-        let cp = checkpoint::take(
+        let mut cp = checkpoint::take(
             &mut self.processor.engine,
             &mut self.processor.detectors,
             &self.seen,
             now_ms(),
         );
-        if msgs.is_empty() && cp.keys.is_empty() && self.acks.is_empty() {
+        let hold = self.hold.changes(crate::clock::boot_id());
+        cp.hold = hold.added;
+        cp.hold_delete_below = hold.delete_below;
+        if msgs.is_empty()
+            && cp.keys.is_empty()
+            && self.acks.is_empty()
+            && cp.hold.is_empty()
+            && cp.hold_delete_below.is_none()
+        {
             // Nothing changed: no write (an idle agent does not wear the card).
             return;
         }
@@ -693,6 +738,7 @@ impl EngineTask {
                         self.new_rows.notify_one();
                     }
                     self.seen.committed();
+                    self.hold.committed();
                     for ack in self.acks.drain(..) {
                         ack.send();
                     }

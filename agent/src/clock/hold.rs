@@ -5,10 +5,45 @@
 //! was admitted; at most `capacity` are held; a reading leaves only corrected
 //! (`TsSource::Corrected`, `ts + correction`) or as the evicted oldest, which
 //! the caller must publish (never dropped silently).
+//!
+//! Durability: the hold is part of the checkpointed state. Each reading gets a
+//! sequence number; a checkpoint stores the readings added since the previous
+//! one ([`Hold::changes`]) and deletes those below the oldest still held, in the
+//! same transaction as the rest of the state. So an MQTT delivery whose reading
+//! is held is acknowledged only once the held reading is durable, and a crash
+//! or a power cut before the clock synchronises loses nothing: the readings come
+//! back at the next start ([`Hold::restore`]). A provisional stamp is only
+//! meaningful within one boot of the machine (the monotonic clock it rests on
+//! restarts with it), so each stored reading carries the boot's id; one from an
+//! earlier boot cannot be corrected and is published as a dead letter instead.
 
 use std::collections::VecDeque;
 
-use crate::reading::{Reading, TsSource};
+use serde::{Deserialize, Serialize};
+
+use crate::reading::{Key, Reading, TsSource};
+
+/// What a checkpoint stores of one held reading.
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    boot: u64,
+    sensor: String,
+    metric: String,
+    value: f64,
+    ts: i64,
+}
+
+/// The id of this boot of the machine (a fingerprint of the kernel's
+/// `boot_id`), or 0 when it cannot be read: readings stored under 0 are never
+/// taken for this boot's.
+pub fn boot_id() -> u64 {
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| crate::checkpoint::fingerprint(s.trim(), &[]))
+            .unwrap_or(0)
+    })
+}
 
 /// What to do with one reading.
 #[derive(Debug, PartialEq)]
@@ -25,8 +60,24 @@ pub enum Admitted {
 /// A bounded FIFO of provisional readings.
 #[derive(Debug)]
 pub struct Hold {
-    held: VecDeque<Reading>,
+    held: VecDeque<(u64, Reading)>,
     capacity: usize,
+    /// The sequence number of the next reading admitted.
+    next_seq: u64,
+    /// Readings numbered from here on are not in the database yet.
+    stored_to: u64,
+    /// The database holds no reading numbered below this.
+    stored_from: u64,
+}
+
+/// What a checkpoint writes of the hold: readings added since the previous
+/// one, and the number below which every stored reading is deleted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HoldChanges {
+    /// `(sequence number, encoded reading)`.
+    pub added: Vec<(i64, Vec<u8>)>,
+    /// Delete every stored reading numbered below this.
+    pub delete_below: Option<i64>,
 }
 
 /// `r` with the correction applied and marked.
@@ -42,7 +93,89 @@ impl Hold {
         Self {
             held: VecDeque::new(),
             capacity: capacity.max(1),
+            next_seq: 1,
+            stored_to: 1,
+            stored_from: 1,
         }
+    }
+
+    /// The hold of a stored checkpoint: the readings of this boot (`boot`),
+    /// held again in their order; those of another boot are returned apart,
+    /// uncorrectable. Rows that do not decode are skipped and counted in the
+    /// third value.
+    pub fn restore(
+        capacity: usize,
+        rows: &[(i64, Vec<u8>)],
+        boot: u64,
+    ) -> (Self, Vec<Reading>, usize) {
+        let mut hold = Self::new(capacity);
+        let mut other = Vec::new();
+        let mut damaged = 0;
+        let mut max = 0u64;
+        let mut min = u64::MAX;
+        for (seq, blob) in rows {
+            let seq = *seq as u64;
+            max = max.max(seq);
+            min = min.min(seq);
+            let Ok(row) = postcard::from_bytes::<Row>(blob) else {
+                damaged += 1;
+                continue;
+            };
+            let r = Reading {
+                key: Key::new(row.sensor.as_str(), row.metric.as_str()),
+                value: row.value,
+                ts: row.ts,
+                ts_source: TsSource::Unsynced,
+            };
+            if row.boot == boot && boot != 0 {
+                hold.held.push_back((seq, r));
+            } else {
+                other.push(r);
+            }
+        }
+        if max > 0 {
+            hold.next_seq = max + 1;
+            hold.stored_to = max + 1;
+            hold.stored_from = min;
+        }
+        (hold, other, damaged)
+    }
+
+    /// What the next checkpoint must write so that the database holds exactly
+    /// the readings held now (see the module documentation).
+    pub fn changes(&self, boot: u64) -> HoldChanges {
+        let added = self
+            .held
+            .iter()
+            .filter(|(seq, _)| *seq >= self.stored_to)
+            .map(|(seq, r)| {
+                let row = Row {
+                    boot,
+                    sensor: r.key.sensor.to_string(),
+                    metric: r.key.metric.to_string(),
+                    value: r.value,
+                    ts: r.ts,
+                };
+                // Serialising a plain struct into a Vec cannot fail; a row that
+                // did would be skipped at restore and counted there.
+                (*seq as i64, postcard::to_allocvec(&row).unwrap_or_default())
+            })
+            .collect();
+        let low = self.low();
+        HoldChanges {
+            added,
+            delete_below: (low > self.stored_from).then_some(low as i64),
+        }
+    }
+
+    /// A checkpoint holding [`Hold::changes`] has committed.
+    pub fn committed(&mut self) {
+        self.stored_to = self.next_seq;
+        self.stored_from = self.low();
+    }
+
+    fn low(&self) -> u64 {
+        self.held.front().map_or(self.next_seq, |(seq, _)| *seq)
     }
 
     /// Readings held.
@@ -65,11 +198,12 @@ impl Hold {
             Some(c) if self.held.is_empty() => Admitted::Ready(corrected(r, c)),
             _ => {
                 let evicted = if self.held.len() >= self.capacity {
-                    self.held.pop_front()
+                    self.held.pop_front().map(|(_, r)| r)
                 } else {
                     None
                 };
-                self.held.push_back(r);
+                self.held.push_back((self.next_seq, r));
+                self.next_seq += 1;
                 Admitted::Held { evicted }
             }
         }
@@ -77,11 +211,13 @@ impl Hold {
 
     /// The correction is known: every held reading, corrected, oldest first.
     pub fn release(&mut self, correction: i64) -> impl Iterator<Item = Reading> + '_ {
-        self.held.drain(..).map(move |r| corrected(r, correction))
+        self.held
+            .drain(..)
+            .map(move |(_, r)| corrected(r, correction))
     }
 
     /// Everything held, uncorrected, oldest first (Weir is stopping).
     pub fn give_up(&mut self) -> impl Iterator<Item = Reading> + '_ {
-        self.held.drain(..)
+        self.held.drain(..).map(|(_, r)| r)
     }
 }

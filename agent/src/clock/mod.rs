@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 mod hold;
-pub use hold::{Admitted, Hold};
+pub use hold::{Admitted, Hold, HoldChanges, boot_id};
 
 use crate::reading::{TimestampMs, TsSource};
 
@@ -315,11 +315,10 @@ impl Clock {
         }
     }
 
-    /// The hold a pipeline starts with: the one parked by the pipeline a
-    /// reload stopped (same timeline, same correction), or an empty one.
-    pub fn unpark(&self) -> Hold {
-        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner()).take();
-        parked.unwrap_or_else(|| Hold::new(MAX_HELD))
+    /// The hold parked by the pipeline a reload stopped (same timeline, same
+    /// correction), if any.
+    pub fn take_parked(&self) -> Option<Hold> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Keeps a stopping pipeline's hold for the next one (a reload).

@@ -191,3 +191,69 @@ fn a_full_hold_evicts_its_oldest_reading_for_the_caller_to_publish() {
     let left: Vec<i64> = h.give_up().map(|r| r.ts).collect();
     assert_eq!(left, [2, 3]);
 }
+
+/// Applies `c` to a stored copy as the outbox would, in one transaction.
+fn apply(stored: &mut Vec<(i64, Vec<u8>)>, c: &HoldChanges) {
+    if let Some(below) = c.delete_below {
+        stored.retain(|(seq, _)| *seq >= below);
+    }
+    stored.extend(c.added.iter().cloned());
+    stored.sort_by_key(|(seq, _)| *seq);
+}
+
+#[test]
+fn the_stored_hold_follows_the_hold_and_comes_back_in_the_same_boot_only() {
+    const BOOT: u64 = 7;
+    let mut stored = Vec::new();
+    let mut h = Hold::new(3);
+    for ts in [1, 2] {
+        h.admit(reading(ts, TsSource::Unsynced), None);
+    }
+    let c = h.changes(BOOT);
+    assert_eq!((c.added.len(), c.delete_below), (2, None));
+    apply(&mut stored, &c);
+    h.committed();
+    assert_eq!(
+        h.changes(BOOT),
+        HoldChanges::default(),
+        "nothing new: no write"
+    );
+    // Two more: the hold is full, the oldest is evicted (and published by the caller).
+    h.admit(reading(3, TsSource::Unsynced), None);
+    h.admit(reading(4, TsSource::Unsynced), None);
+    let c = h.changes(BOOT);
+    assert_eq!(c.added.len(), 2);
+    assert_eq!(c.delete_below, Some(2), "the evicted reading goes");
+    apply(&mut stored, &c);
+    h.committed();
+    // A restart of this boot holds exactly what the hold held, in order, and
+    // goes on numbering after it.
+    let (mut back, other, damaged) = Hold::restore(3, &stored, BOOT);
+    assert_eq!((other.len(), damaged), (0, 0));
+    assert_eq!(back.give_up().map(|r| r.ts).collect::<Vec<_>>(), [2, 3, 4]);
+    let (mut back, _, _) = Hold::restore(4, &stored, BOOT);
+    back.admit(reading(5, TsSource::Unsynced), None);
+    let c = back.changes(BOOT);
+    assert_eq!(c.added.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [5]);
+    // The release empties the stored hold at the next checkpoint.
+    let n = back.release(10).count();
+    assert_eq!(n, 4);
+    let c = back.changes(BOOT);
+    apply(&mut stored, &c);
+    back.committed();
+    assert!(stored.is_empty(), "{stored:?}");
+    // After a reboot the provisional stamps mean nothing: returned apart, uncorrected.
+    let mut h = Hold::new(3);
+    for ts in [3, 4, 9] {
+        h.admit(reading(ts, TsSource::Unsynced), None);
+    }
+    let mut stored = Vec::new();
+    apply(&mut stored, &h.changes(BOOT));
+    let (back, other, _) = Hold::restore(3, &stored, BOOT + 1);
+    assert!(back.is_empty());
+    assert_eq!(other.iter().map(|r| r.ts).collect::<Vec<_>>(), [3, 4, 9]);
+    assert!(other.iter().all(|r| r.ts_source == TsSource::Unsynced));
+    // A boot id that could not be read (0) is never taken for this boot's.
+    let (back, _, _) = Hold::restore(3, &stored, 0);
+    assert!(back.is_empty());
+}

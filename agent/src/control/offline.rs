@@ -123,6 +123,7 @@ fn read_db(path: &Path, cfg: &Config) -> Result<Db, String> {
         keys,
         seen: Vec::new(),
         ingest: Vec::new(),
+        hold: Vec::new(),
     };
     // The watermarks are the engine's: restore it as `weir run` would (detectors are not needed).
     let watermarks =

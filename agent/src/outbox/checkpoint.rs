@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS checkpoint_seen (
     pkid        INTEGER PRIMARY KEY,
     fingerprint INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoint_hold (
+    seq     INTEGER PRIMARY KEY,
+    reading BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoint_ingest (
     space INTEGER NOT NULL,
     id    INTEGER NOT NULL,
@@ -50,6 +54,12 @@ pub struct Checkpoint {
     /// Other ingest records changed since the previous checkpoint: (space, id, value),
     /// `None` deleting the record (see `crate::checkpoint::Seen`).
     pub ingest: Vec<(u8, i64, Option<i64>)>,
+    /// Readings held for the clock's synchronisation: added since the previous
+    /// checkpoint `(seq, encoded)`, and the number below which stored ones go
+    /// (see `crate::clock::Hold`).
+    pub hold: Vec<(i64, Vec<u8>)>,
+    /// See [`Checkpoint::hold`].
+    pub hold_delete_below: Option<i64>,
 }
 
 /// The last committed checkpoint, whole.
@@ -65,6 +75,8 @@ pub struct StoredCheckpoint {
     pub seen: Vec<(u16, u64)>,
     /// Every ingest record: (space, id, value).
     pub ingest: Vec<(u8, i64, i64)>,
+    /// Every reading held for the clock: (seq, encoded), in order.
+    pub hold: Vec<(i64, Vec<u8>)>,
 }
 
 /// Writes `cp` inside the caller's transaction.
@@ -94,6 +106,14 @@ pub(super) fn write(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<(
         )?
         // Stored as SQLite's signed integer, bit for bit.
         .execute(rusqlite::params![pkid, *fingerprint as i64])?;
+    }
+    if let Some(below) = cp.hold_delete_below {
+        tx.prepare_cached("DELETE FROM checkpoint_hold WHERE seq < ?1")?
+            .execute([below])?;
+    }
+    for (seq, reading) in &cp.hold {
+        tx.prepare_cached("INSERT OR REPLACE INTO checkpoint_hold (seq, reading) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![seq, reading])?;
     }
     for (space, id, value) in &cp.ingest {
         match value {
@@ -148,7 +168,8 @@ impl Outbox {
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
         // A version-2 file opened read-only (`weir status` with the daemon down, before a
-        // newer daemon upgraded it) has no such table, and no such records.
+        // newer daemon upgraded it) has no such tables (both came with version 3), and no
+        // such records.
         let has_ingest: bool = self
             .conn
             .query_row(
@@ -158,7 +179,17 @@ impl Outbox {
             )
             .map_err(err)?;
         let mut ingest = Vec::new();
+        let mut hold = Vec::new();
         if has_ingest {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT seq, reading FROM checkpoint_hold ORDER BY seq")
+                .map_err(err)?;
+            hold = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
             let mut stmt = self
                 .conn
                 .prepare("SELECT space, id, value FROM checkpoint_ingest ORDER BY space, id")
@@ -175,6 +206,7 @@ impl Outbox {
             keys,
             seen,
             ingest,
+            hold,
         }))
     }
 }

@@ -110,7 +110,8 @@ pub use handle::{Batch, OutboxHandle};
 pub use store::Outbox;
 
 /// Schema version written to `PRAGMA user_version`. Version 2 added the checkpoint tables,
-/// version 3 `checkpoint_ingest` (QoS 2 and retained-message records); an older file
+/// version 3 `checkpoint_ingest` (QoS 2 and retained-message records) and `checkpoint_hold`
+/// (readings held for the clock's synchronisation); an older file
 /// simply gains the tables it lacks at the daemon's next start.
 pub const SCHEMA_VERSION: i64 = 3;
 

@@ -424,6 +424,8 @@ fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
         seen: vec![(7, u64::MAX)],
         ingest: vec![(1, 7, Some(0)), (2, -5, Some(i64::MIN)), (1, 8, Some(0))],
+        hold: vec![(3, vec![1]), (4, vec![2])],
+        hold_delete_below: None,
     };
     ob.commit(&[], Some(&cp)).unwrap();
     let stored = ob.load_checkpoint().unwrap().unwrap();
@@ -433,14 +435,18 @@ fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
         "a fingerprint round-trips bit for bit"
     );
     assert_eq!(stored.ingest, [(1, 7, 0), (1, 8, 0), (2, -5, i64::MIN)]);
-    // `None` deletes a record.
+    assert_eq!(stored.hold, [(3, vec![1]), (4, vec![2])]);
+    // `None` deletes a record; held readings below a number go.
     let cp2 = Checkpoint {
         ingest: vec![(1, 7, None)],
+        hold: vec![(5, vec![3])],
+        hold_delete_below: Some(4),
         ..cp.clone()
     };
     ob.commit(&[], Some(&cp2)).unwrap();
     let stored = ob.load_checkpoint().unwrap().unwrap();
     assert_eq!(stored.ingest, [(1, 8, 0), (2, -5, i64::MIN)]);
+    assert_eq!(stored.hold, [(4, vec![2]), (5, vec![3])]);
     assert_eq!(
         (stored.taken_ms, stored.meta, stored.keys),
         (5, vec![1, 2], vec![("s".into(), "m".into(), vec![3])])
@@ -457,6 +463,8 @@ fn a_failed_commit_writes_neither_the_rows_nor_the_checkpoint() {
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
         seen: vec![(7, u64::MAX)],
         ingest: Vec::new(),
+        hold: Vec::new(),
+        hold_delete_below: None,
     };
     // A trigger makes the checkpoint write fail after the rows were inserted.
     ob.conn
