@@ -7,7 +7,7 @@
 #     `systemd-analyze security --offline=true` exposure at most 2.0;
 #  3. the amd64 package installed into a scratch root with dpkg --root (maintainer
 #     scripts run chrootless, against DPKG_ROOT): user, state directory, enabled
-#     unit, a valid config; then remove (state and config kept) and purge (gone).
+#     unit, a valid config with nothing simulated; then remove (state and config kept) and purge (gone).
 # Usage: packaging/check-deb.sh [target/deb]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +72,9 @@ weir_uid=$(awk -F: '$1 == "weir" {print $3}' "$root/etc/passwd")
 [ "$(stat -c %u "$root/var/lib/weir")" = "$weir_uid" ] || fail "/var/lib/weir not owned by weir (tmpfiles)"
 [ -L "$root/etc/systemd/system/multi-user.target.wants/weir.service" ] || fail "service not enabled"
 "$root/usr/bin/weir" --version
-"$root/usr/bin/weir" config check "$root/etc/weir/weir.toml"
+"$root/usr/bin/weir" config check "$root/etc/weir/weir.toml" | tee "$scratch/check"
+# A fresh install publishes nothing simulated under the Pi's real name.
+grep -qx '  nothing simulated' "$scratch/check" || fail "the packaged config runs simulated sensors"
 
 echo "== systemd-analyze on the installed unit"
 # verify needs the units weir.service refers to (targets) and the commands it runs:

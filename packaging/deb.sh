@@ -5,8 +5,8 @@
 #   /lib/systemd/system/weir.service            the hardened unit (systemd/)
 #   /usr/lib/sysusers.d/weir.conf               the weir user, i2c/gpio groups
 #   /usr/lib/tmpfiles.d/weir.conf               /var/lib/weir
-#   /etc/weir/weir.toml                         conffile: `weir config example`,
-#                                               device = host name, no simulated sensors
+#   /etc/weir/weir.toml                         conffile: packaging/weir-toml.sh (the example,
+#                                               device = host name, local sensors commented out)
 #   /usr/share/man/man1/weir*.1.gz              man pages   } generated from the
 #   /usr/share/{bash-completion,zsh,fish}/...   completions } clap definition (dist/)
 #   /usr/share/doc/weir/copyright
@@ -55,20 +55,7 @@ gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
 cargo run --quiet -p weir-dist -- "$gen/dist" >&2
 host_weir=$(build_binary amd64)
-{
-  echo "# Installed by the weir package as /etc/weir/weir.toml (a conffile: your"
-  echo "# changes are kept on upgrade). Check before applying: weir config check,"
-  echo "# then: systemctl reload weir. Every key: weir config example; man weir."
-  echo "#"
-  # The example, adapted to a fresh install: the device is named after the host,
-  # and the simulated sensor is left commented out (a real Pi has real ones).
-  "$host_weir" config example | awk '
-    /^device = / { print "# " $0; next }
-    /^\[\[sim/   { sim = 1 }
-    /^\[/ && !/^\[\[sim/ { sim = 0 }
-    sim && !/^#/ && NF { print "# " $0; next }
-    { print }'
-} > "$gen/weir.toml"
+packaging/weir-toml.sh "$host_weir" > "$gen/weir.toml"
 "$host_weir" config check "$gen/weir.toml" >&2
 
 for arch in "${arches[@]}"; do

@@ -30,6 +30,13 @@ fn the_printed_example_passes_config_check() {
         "{}",
         text(&check.stdout)
     );
+    // The summary counts every kind of source and names what is simulated.
+    assert!(
+        text(&check.stdout).contains("1 [[sim]] sensor, 1 I2C (1 simulated)")
+            && text(&check.stdout).contains("2 sensors simulated"),
+        "{}",
+        text(&check.stdout)
+    );
 }
 
 #[test]
