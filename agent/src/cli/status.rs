@@ -14,6 +14,7 @@ use super::exit;
 use crate::config::Config;
 use crate::control::client::{Client, ClientError};
 use crate::control::health::{Limits, annotate};
+use crate::control::logging::Filter;
 use crate::control::{Request, offline, render};
 use crate::reading::now_ms;
 
@@ -107,32 +108,51 @@ pub fn metrics(config: &Path, out: &mut impl Write, err: &mut impl Write) -> u8 
     }
 }
 
-/// `weir log-level [FILTER]`: prints the filter in force, or replaces it and prints the
-/// old and the new one.
+/// `weir log-level [FILTER]`: prints the filter in force and what it means, or checks
+/// the new one ([`Filter::parse`]: level names as people type them; a filter that would
+/// silence ERROR is refused, exit 2, unless it says `off` or `allow_silence`), replaces
+/// it, and prints the old and the new one with its meaning.
 pub fn log_level(
     config: &Path,
     filter: Option<&str>,
+    allow_silence: bool,
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> u8 {
+    let new = match filter.map(|f| Filter::parse(f, allow_silence)).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = writeln!(err, "error: log filter refused, nothing changed: {e}");
+            return exit::USAGE;
+        }
+    };
     let req = Request::LogLevel {
-        filter: filter.map(str::to_owned),
+        filter: new.as_ref().map(|f| f.text.clone()),
+    };
+    let meaning = |f: &str| {
+        Filter::parse(f, true)
+            .map(|f| f.meaning)
+            .unwrap_or_default()
     };
     match ask(config, &req, err) {
         Ok(v) => {
-            let _ = match filter {
-                Some(_) => writeln!(
+            let _ = match &new {
+                Some(f) => writeln!(
                     out,
-                    "log filter changed from {:?} to {:?}",
+                    "log filter changed from {:?} to {:?}: {}",
                     v["old"].as_str().unwrap_or(""),
-                    v["new"].as_str().unwrap_or("")
+                    v["new"].as_str().unwrap_or(&f.text),
+                    f.meaning
                 ),
-                None => writeln!(
-                    out,
-                    "log filter {:?} (logging to {})",
-                    v["filter"].as_str().unwrap_or(""),
-                    v["target"].as_str().unwrap_or("")
-                ),
+                None => {
+                    let cur = v["filter"].as_str().unwrap_or("");
+                    writeln!(
+                        out,
+                        "log filter {cur:?}: {} (logging to {})",
+                        meaning(cur),
+                        v["target"].as_str().unwrap_or("")
+                    )
+                }
             };
             exit::OK
         }
