@@ -127,7 +127,14 @@ pub fn render(doc: &Value) -> String {
         );
     }
     let engine = &doc["engine"];
-    if engine.is_object() {
+    if let Some(ms) = engine["last_checkpoint_ms"].as_f64() {
+        o.gauge(
+            "weir_last_checkpoint_timestamp_seconds",
+            "Wall time of the last committed checkpoint (state and results saved together).",
+            ms / 1000.0,
+        );
+    }
+    if engine.get("keys").is_some() {
         o.gauge(
             "weir_keys",
             "Keys (sensor, metric) with state.",
