@@ -10,6 +10,8 @@ use weir_tests::snapshot::{assert_snapshot, replace};
 use weir_tests::{scratch, weir_command};
 
 const PASSWORD: &str = "Tr0ub4dor&3-not-for-support";
+/// The one before it, left in a comment.
+const OLD_PASSWORD: &str = "correct-horse-old-one";
 
 fn weir(args: &[&str], dir: &Path) -> (i32, String, String) {
     let o: Output = weir_command()
@@ -83,7 +85,8 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
         &cfg,
         &format!(
             "[agent]\ndevice = \"pi-01\"\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n\n[uplink]\n\
-             host = \"broker.example\"\nusername = \"pi-01\"\npassword = \"{PASSWORD}\"\n",
+             host = \"broker.example\"\nusername = \"pi-01\"\npassword = \"{PASSWORD}\"\n\
+             # password = \"{OLD_PASSWORD}\"\n",
             dir.path().join("state").display(),
             dir.path().join("run").display()
         ),
@@ -101,6 +104,11 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("wrote <dir>/bundle.tar.gz ("), "{out}");
+    // It says what it did, not more: no "holds no passwords" it cannot know.
+    assert!(
+        out.contains("(commented-out ones too) are redacted") && !out.contains("no passwords"),
+        "{out}"
+    );
     let x = dir.path().join("x");
     std::fs::create_dir_all(&x).unwrap_or_else(|e| panic!("{e}"));
     let st = Command::new("tar")
@@ -134,6 +142,10 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
         let data = std::fs::read(root.join(n)).unwrap_or_else(|e| panic!("{e}"));
         let text = String::from_utf8_lossy(&data);
         assert!(!text.contains(PASSWORD), "{n} holds the password:\n{text}");
+        assert!(
+            !text.contains(OLD_PASSWORD),
+            "{n} holds the commented-out password:\n{text}"
+        );
     }
     let manifest =
         std::fs::read_to_string(root.join("MANIFEST.txt")).unwrap_or_else(|e| panic!("{e}"));
