@@ -9,8 +9,16 @@ use crate::config::{Config, EXAMPLE};
 /// Checks `file`; prints a summary on success, the error (file:line: key: problem,
 /// and the fix) on failure.
 pub fn check(file: &Path, out: &mut impl Write, err: &mut impl Write) -> u8 {
-    match Config::load(file) {
+    match Config::load_for_check(file) {
         Ok(c) => {
+            if let Some(v) = &c.uplink.password_env_unset {
+                let _ = writeln!(
+                    err,
+                    "warning: uplink.password_env: environment variable {v} is not set in this \
+                     shell; weir run needs it in the service's environment\n  fix: {}",
+                    crate::config::PASSWORD_ENV_FIX
+                );
+            }
             let _ = writeln!(
                 out,
                 "{}: ok (device {}, upstream {}:{}, {})\n  sources: {}\n  {}",
