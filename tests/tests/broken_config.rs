@@ -25,6 +25,53 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Parses `text` with the Prometheus project's own Python parser (Debian's
+/// python3-prometheus-client, installed by scripts/deps.sh) and checks what a
+/// scraper relies on: every family has HELP, the evicted and expired counters are
+/// labelled by class with every class present, the process metrics are there while
+/// the daemon runs, and the MQTT counters say their direction.
+fn check_exposition(text: &str) {
+    const PY: &str = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+for f in fams.values():
+    assert f.documentation.strip(), f"{f.name} has no HELP"
+up = fams["weir_up"].samples[0].value
+for name in ("weir_evicted", "weir_expired"):
+    if name in fams:
+        classes = sorted(s.labels["class"] for s in fams[name].samples)
+        assert classes == ["aggregate", "alert", "diagnostic"], (name, classes)
+if up == 1:
+    for name in ("process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds", "weir_ingest_messages_received", "weir_upstream_messages_sent"):
+        assert name in fams, f"{name} missing: {sorted(fams)}"
+    assert fams["process_resident_memory_bytes"].samples[0].value > 1e6
+print(len(fams))
+"#;
+    let python = "/usr/bin/python3";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", PY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{python}: {e} (scripts/deps.sh installs python3-prometheus-client)")
+        });
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the text:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_broken_config_still_reaches_the_daemon_and_metrics_say_down_when_it_is() {
     let dir = scratch();
@@ -85,6 +132,7 @@ interval = "50ms"
     let out = weir(&cfg, &["metrics"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("weir_up 1\n"));
+    check_exposition(&text(&out.stdout));
     let out = weir(&cfg, &["log-level", "debug"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -129,6 +177,7 @@ interval = "50ms"
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = text(&out.stdout);
     assert!(t.contains("weir_up 0\n"), "{t}");
+    check_exposition(&t);
     assert!(t.contains("weir_outbox_rows{class=\"aggregate\"} "), "{t}");
     assert!(
         !t.contains("weir_outbox_rows{class=\"aggregate\"} 0\n"),
