@@ -2,14 +2,14 @@
 # Builds weir_<version>_<arch>.deb for Debian architectures amd64, arm64, armhf
 # (default: all three) into target/deb/, with dpkg-deb (no cargo-deb needed):
 #   /usr/bin/weir                               stripped release binary
-#   /lib/systemd/system/weir.service            the hardened unit (systemd/)
+#   /usr/lib/systemd/system/weir.service        the hardened unit (systemd/)
 #   /usr/lib/sysusers.d/weir.conf               the weir user, i2c/gpio groups
 #   /usr/lib/tmpfiles.d/weir.conf               /var/lib/weir
 #   /etc/weir/weir.toml                         conffile: packaging/weir-toml.sh (the example,
 #                                               device = host name, local sensors commented out)
 #   /usr/share/man/man1/weir*.1.gz              man pages   } generated from the
 #   /usr/share/{bash-completion,zsh,fish}/...   completions } clap definition (dist/)
-#   /usr/share/doc/weir/copyright
+#   /usr/share/doc/weir/copyright, changelog.Debian.gz
 # and maintainer scripts (packaging/debian/): enable + start on install, stop on
 # remove, state deleted only on purge.
 #
@@ -63,7 +63,7 @@ for arch in "${arches[@]}"; do
   pkg=$gen/weir_$arch
   rm -rf "$pkg"
   install -D -m 0755 "$bin" "$pkg/usr/bin/weir"
-  install -D -m 0644 systemd/weir.service "$pkg/lib/systemd/system/weir.service"
+  install -D -m 0644 systemd/weir.service "$pkg/usr/lib/systemd/system/weir.service"
   install -D -m 0644 systemd/sysusers.conf "$pkg/usr/lib/sysusers.d/weir.conf"
   install -D -m 0644 systemd/tmpfiles.conf "$pkg/usr/lib/tmpfiles.d/weir.conf"
   install -D -m 0644 "$gen/weir.toml" "$pkg/etc/weir/weir.toml"
@@ -73,6 +73,8 @@ for arch in "${arches[@]}"; do
   install -D -m 0644 "$gen/dist/_weir" "$pkg/usr/share/zsh/vendor-completions/_weir"
   install -D -m 0644 "$gen/dist/weir.fish" "$pkg/usr/share/fish/vendor_completions.d/weir.fish"
   install -D -m 0644 packaging/debian/copyright "$pkg/usr/share/doc/weir/copyright"
+  gzip -9n < packaging/debian/changelog > "$pkg/usr/share/doc/weir/changelog.Debian.gz"
+  chmod 0644 "$pkg/usr/share/doc/weir/changelog.Debian.gz"
 
   # The newest glibc symbol version the binary needs (readelf reads any ELF).
   glibc=$(readelf --dyn-syms -W "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)
@@ -84,8 +86,9 @@ Version: $debversion
 Architecture: $arch
 Maintainer: The Weir developers <weir@example.invalid>
 Installed-Size: $size
-Depends: libc6 (>= $glibc)
+Depends: libc6 (>= $glibc), adduser
 Recommends: systemd
+Suggests: mosquitto
 Section: net
 Priority: optional
 Homepage: https://example.invalid/weir
