@@ -2,7 +2,8 @@
 //! the state directory (0750) and the database (0640), not write them. With weir
 //! stopped cleanly they work (the database opened `immutable`, SQLite's rule for a WAL
 //! file without a `-wal`); when a `-wal` is left that they cannot use, the missing
-//! permission is named, never a failing SD card.
+//! permission is named, never a failing SD card. A command the daemon's socket refuses
+//! exits 4, whichever it is.
 //!
 //! Needs root to create the user and group (CI runs as root); elsewhere the test says
 //! so and passes without checking.
@@ -140,6 +141,14 @@ interval = "50ms"
     // Killed: its -wal is left; without -shm and a writable directory the member
     // cannot read the log, and is told that permission, exit 4.
     let mut w = start(d);
+    // Running, its socket 0660 and this user outside its group: every command that
+    // asks the daemon exits 4 with the same advice, as status does.
+    for args in [&["status"][..], &["metrics"], &["log-level"], &["tail"]] {
+        let out = as_member(&cfg, args);
+        let e = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {e}");
+        assert!(e.contains("permission denied on"), "{args:?}: {e}");
+    }
     w.kill9();
     let _ = std::fs::remove_file(state.join("outbox.db-shm"));
     assert!(state.join("outbox.db-wal").exists());

@@ -118,6 +118,16 @@ pub fn status(o: Opts<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
     }
 }
 
+/// The exit code for a failure to ask the daemon: 3 not running, 4 not allowed (as
+/// `weir status`), 1 anything else.
+pub fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::NotRunning(_) => NOT_RUNNING,
+        ClientError::Permission(_) => UNKNOWN,
+        _ => exit::FAILURE,
+    }
+}
+
 /// Sends one request and returns the answer, or prints the error and returns the exit code.
 fn ask(config: &Path, req: &Request, err: &mut impl Write) -> Result<serde_json::Value, u8> {
     let (_, socket) = daemon_socket(config, err);
@@ -125,10 +135,7 @@ fn ask(config: &Path, req: &Request, err: &mut impl Write) -> Result<serde_json:
         .and_then(|c| c.request(req))
         .map_err(|e| {
             let _ = writeln!(err, "error: {e}");
-            match e {
-                ClientError::NotRunning(_) => NOT_RUNNING,
-                _ => exit::FAILURE,
-            }
+            exit_code(&e)
         })
 }
 
@@ -163,7 +170,7 @@ pub fn metrics(config: &Path, out: &mut impl Write, err: &mut impl Write) -> u8 
         }
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
-            exit::FAILURE
+            exit_code(&e)
         }
     }
 }

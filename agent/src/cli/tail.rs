@@ -9,9 +9,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::exit;
-use super::status::NOT_RUNNING;
 use crate::control::Request;
-use crate::control::client::{Client, ClientError};
+use crate::control::client::Client;
 use crate::control::tap::Kind;
 
 /// Options of `weir tail`.
@@ -115,11 +114,7 @@ pub fn tail(o: Opts<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
-            return if matches!(e, ClientError::NotRunning(_)) {
-                NOT_RUNNING
-            } else {
-                exit::FAILURE
-            };
+            return super::status::exit_code(&e);
         }
     };
     if let Err(e) = client.tail(&req) {
