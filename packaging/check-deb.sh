@@ -7,7 +7,7 @@
 #     `systemd-analyze security --offline=true` exposure at most 2.0;
 #  3. the amd64 package installed into a scratch root with dpkg --root (maintainer
 #     scripts run chrootless, against DPKG_ROOT): user, state directory, enabled
-#     unit, a valid config; then remove (state and config kept) and purge (gone).
+#     unit, a valid config with nothing simulated; then remove (state and config kept) and purge (gone).
 # Usage: packaging/check-deb.sh [target/deb]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,11 +30,11 @@ for arch in amd64 arm64 armhf; do
   dpkg-deb -c "$deb" | awk '{print $1, $6}'
   [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "$deb: Architecture is not $arch"
   files=$(dpkg-deb -c "$deb" | awk '{print $6}')
-  for f in ./usr/bin/weir ./lib/systemd/system/weir.service ./usr/lib/sysusers.d/weir.conf \
+  for f in ./usr/bin/weir ./usr/lib/systemd/system/weir.service ./usr/lib/sysusers.d/weir.conf \
            ./usr/lib/tmpfiles.d/weir.conf ./etc/weir/weir.toml ./usr/share/man/man1/weir.1.gz \
            ./usr/share/man/man1/weir-run.1.gz ./usr/share/bash-completion/completions/weir \
            ./usr/share/zsh/vendor-completions/_weir ./usr/share/fish/vendor_completions.d/weir.fish \
-           ./usr/share/doc/weir/copyright; do
+           ./usr/share/doc/weir/copyright ./usr/share/doc/weir/changelog.Debian.gz; do
     grep -qx "$f" <<<"$files" || fail "$deb lacks $f"
   done
   ! grep -q '^\./\(var\|run\|tmp\|home\)/' <<<"$files" || fail "$deb ships runtime state"
@@ -42,10 +42,14 @@ for arch in amd64 arm64 armhf; do
   dpkg-deb -e "$deb" "$ctrl"
   [ "$(cat "$ctrl/conffiles")" = /etc/weir/weir.toml ] || fail "$deb: conffiles is not /etc/weir/weir.toml"
   for s in postinst prerm postrm; do [ -x "$ctrl/$s" ] || fail "$deb: no executable $s"; done
-  grep -q '^Depends: libc6 (>= 2\.' "$ctrl/control" || fail "$deb: no libc6 dependency"
+  grep -q '^Depends: libc6 (>= 2\.[0-9]*), adduser$' "$ctrl/control" || fail "$deb: Depends is not libc6 and adduser"
+  grep -qx 'Suggests: mosquitto' "$ctrl/control" || fail "$deb: does not suggest mosquitto"
+  [ "$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/weir/changelog.Debian.gz | zcat | head -n1 | sed -n 's/^weir (\([^)]*\)).*/\1/p')" = "$version" ] \
+    || fail "$deb: changelog.Debian.gz does not start with version $version"
+  grep -q '^RestartPreventExitStatus=.*\b78\b' systemd/weir.service || fail "the unit restarts on a bad config (78)"
   x=$scratch/x-$arch
   dpkg-deb -x "$deb" "$x"
-  cmp -s "$x/lib/systemd/system/weir.service" systemd/weir.service || fail "$deb: the unit differs from systemd/weir.service"
+  cmp -s "$x/usr/lib/systemd/system/weir.service" systemd/weir.service || fail "$deb: the unit differs from systemd/weir.service"
   machine=$(readelf -h "$x/usr/bin/weir" | sed -n 's/ *Machine: *//p')
   case $arch in amd64) want='X86-64' ;; arm64) want='AArch64' ;; armhf) want='ARM' ;; esac
   [[ $machine == *"$want"* ]] || fail "$deb: binary is for '$machine', not $want"
@@ -72,7 +76,9 @@ weir_uid=$(awk -F: '$1 == "weir" {print $3}' "$root/etc/passwd")
 [ "$(stat -c %u "$root/var/lib/weir")" = "$weir_uid" ] || fail "/var/lib/weir not owned by weir (tmpfiles)"
 [ -L "$root/etc/systemd/system/multi-user.target.wants/weir.service" ] || fail "service not enabled"
 "$root/usr/bin/weir" --version
-"$root/usr/bin/weir" config check "$root/etc/weir/weir.toml"
+"$root/usr/bin/weir" config check "$root/etc/weir/weir.toml" | tee "$scratch/check"
+# A fresh install publishes nothing simulated under the Pi's real name.
+grep -qx '  nothing simulated' "$scratch/check" || fail "the packaged config runs simulated sensors"
 
 echo "== systemd-analyze on the installed unit"
 # verify needs the units weir.service refers to (targets) and the commands it runs:

@@ -2,14 +2,14 @@
 # Builds weir_<version>_<arch>.deb for Debian architectures amd64, arm64, armhf
 # (default: all three) into target/deb/, with dpkg-deb (no cargo-deb needed):
 #   /usr/bin/weir                               stripped release binary
-#   /lib/systemd/system/weir.service            the hardened unit (systemd/)
+#   /usr/lib/systemd/system/weir.service        the hardened unit (systemd/)
 #   /usr/lib/sysusers.d/weir.conf               the weir user, i2c/gpio groups
 #   /usr/lib/tmpfiles.d/weir.conf               /var/lib/weir
-#   /etc/weir/weir.toml                         conffile: `weir config example`,
-#                                               device = host name, no simulated sensors
+#   /etc/weir/weir.toml                         conffile: packaging/weir-toml.sh (the example,
+#                                               device = host name, local sensors commented out)
 #   /usr/share/man/man1/weir*.1.gz              man pages   } generated from the
 #   /usr/share/{bash-completion,zsh,fish}/...   completions } clap definition (dist/)
-#   /usr/share/doc/weir/copyright
+#   /usr/share/doc/weir/copyright, changelog.Debian.gz
 # and maintainer scripts (packaging/debian/): enable + start on install, stop on
 # remove, state deleted only on purge.
 #
@@ -55,20 +55,7 @@ gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
 cargo run --quiet -p weir-dist -- "$gen/dist" >&2
 host_weir=$(build_binary amd64)
-{
-  echo "# Installed by the weir package as /etc/weir/weir.toml (a conffile: your"
-  echo "# changes are kept on upgrade). Check before applying: weir config check,"
-  echo "# then: systemctl reload weir. Every key: weir config example; man weir."
-  echo "#"
-  # The example, adapted to a fresh install: the device is named after the host,
-  # and the simulated sensor is left commented out (a real Pi has real ones).
-  "$host_weir" config example | awk '
-    /^device = / { print "# " $0; next }
-    /^\[\[sim/   { sim = 1 }
-    /^\[/ && !/^\[\[sim/ { sim = 0 }
-    sim && !/^#/ && NF { print "# " $0; next }
-    { print }'
-} > "$gen/weir.toml"
+packaging/weir-toml.sh "$host_weir" > "$gen/weir.toml"
 "$host_weir" config check "$gen/weir.toml" >&2
 
 for arch in "${arches[@]}"; do
@@ -76,7 +63,7 @@ for arch in "${arches[@]}"; do
   pkg=$gen/weir_$arch
   rm -rf "$pkg"
   install -D -m 0755 "$bin" "$pkg/usr/bin/weir"
-  install -D -m 0644 systemd/weir.service "$pkg/lib/systemd/system/weir.service"
+  install -D -m 0644 systemd/weir.service "$pkg/usr/lib/systemd/system/weir.service"
   install -D -m 0644 systemd/sysusers.conf "$pkg/usr/lib/sysusers.d/weir.conf"
   install -D -m 0644 systemd/tmpfiles.conf "$pkg/usr/lib/tmpfiles.d/weir.conf"
   install -D -m 0644 "$gen/weir.toml" "$pkg/etc/weir/weir.toml"
@@ -86,6 +73,8 @@ for arch in "${arches[@]}"; do
   install -D -m 0644 "$gen/dist/_weir" "$pkg/usr/share/zsh/vendor-completions/_weir"
   install -D -m 0644 "$gen/dist/weir.fish" "$pkg/usr/share/fish/vendor_completions.d/weir.fish"
   install -D -m 0644 packaging/debian/copyright "$pkg/usr/share/doc/weir/copyright"
+  gzip -9n < packaging/debian/changelog > "$pkg/usr/share/doc/weir/changelog.Debian.gz"
+  chmod 0644 "$pkg/usr/share/doc/weir/changelog.Debian.gz"
 
   # The newest glibc symbol version the binary needs (readelf reads any ELF).
   glibc=$(readelf --dyn-syms -W "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)
@@ -97,8 +86,9 @@ Version: $debversion
 Architecture: $arch
 Maintainer: The Weir developers <weir@example.invalid>
 Installed-Size: $size
-Depends: libc6 (>= $glibc)
+Depends: libc6 (>= $glibc), adduser
 Recommends: systemd
+Suggests: mosquitto
 Section: net
 Priority: optional
 Homepage: https://example.invalid/weir

@@ -74,9 +74,14 @@ fn main() -> ExitCode {
         Command::Metrics { config } => {
             weir::cli::status::metrics(&config, &mut std::io::stdout(), &mut std::io::stderr())
         }
-        Command::LogLevel { config, filter } => weir::cli::status::log_level(
+        Command::LogLevel {
+            config,
+            filter,
+            allow_silence,
+        } => weir::cli::status::log_level(
             &config,
             filter.as_deref(),
+            allow_silence,
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         ),

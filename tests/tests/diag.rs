@@ -10,6 +10,8 @@ use weir_tests::snapshot::assert_snapshot;
 use weir_tests::{Config, cli_with, scratch, toml};
 
 const PASSWORD: &str = "Tr0ub4dor&3-not-for-support";
+/// The one before it, left in a comment.
+const OLD_PASSWORD: &str = "correct-horse-old-one";
 
 /// `weir <args>` run in `dir`: (exit code, stdout, stderr) with `dir` replaced by `<dir>`.
 fn weir(args: &[&str], dir: &Path) -> (i32, String, String) {
@@ -77,6 +79,10 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
         .agent(toml! { runtime_dir = dir.path().join("run").as_path() })
         .uplink(toml! { host = "broker.example", username = "pi-01", password = PASSWORD })
         .write();
+    // The one before it, commented out: redacted too.
+    let mut text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    text.push_str(&format!("# password = \"{OLD_PASSWORD}\"\n"));
+    write(&cfg, &text);
     let bundle = dir.path().join("bundle.tar.gz");
     let (code, out, err) = weir(
         &[
@@ -90,6 +96,11 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("wrote <dir>/bundle.tar.gz ("), "{out}");
+    // It says what it did, not more: no "holds no passwords" it cannot know.
+    assert!(
+        out.contains("(commented-out ones too) are redacted") && !out.contains("no passwords"),
+        "{out}"
+    );
     let x = dir.path().join("x");
     std::fs::create_dir_all(&x).unwrap_or_else(|e| panic!("{e}"));
     let st = Command::new("tar")
@@ -123,6 +134,10 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
         let data = std::fs::read(root.join(n)).unwrap_or_else(|e| panic!("{e}"));
         let text = String::from_utf8_lossy(&data);
         assert!(!text.contains(PASSWORD), "{n} holds the password:\n{text}");
+        assert!(
+            !text.contains(OLD_PASSWORD),
+            "{n} holds the commented-out password:\n{text}"
+        );
     }
     let manifest =
         std::fs::read_to_string(root.join("MANIFEST.txt")).unwrap_or_else(|e| panic!("{e}"));

@@ -135,10 +135,48 @@ fn tail_follows_readings_and_alerts_of_one_sensor_and_the_log_level_changes_live
     let out = cli_cfg(&["log-level", "info,weir=debug"], &cfg);
     assert_eq!(
         out.stdout,
-        "log filter changed from \"info\" to \"info,weir=debug\"\n"
+        "log filter changed from \"info\" to \"info,weir=debug\": \
+         DEBUG and up from weir; INFO and up from everything else\n"
     );
     // ...and after the change it is.
     publisher.publish("home/c/t", "warm");
     weir.wait_log("dead letter", WAIT);
+
+    // The level names people type: "warning" is WARN (tracing alone would read it as
+    // a module name and turn every line off, ERROR included).
+    let log_level = |args: &[&str]| {
+        let mut all = vec!["log-level"];
+        all.extend_from_slice(args);
+        let out = cli_cfg(&all, &cfg);
+        (out.code, out.stdout, out.stderr)
+    };
+    let (code, out, _) = log_level(&["warning"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "log filter changed from \"info,weir=debug\" to \"warn\": WARN and up from everything\n"
+    );
+    // A filter that would silence ERROR is refused and changes nothing...
+    let (code, _, err) = log_level(&["weir::uplink=debug"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("ERROR included") && err.contains("fix:"),
+        "{err}"
+    );
+    let (code, _, err) = log_level(&["loud"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("\"loud\" is not a level"), "{err}");
+    let (_, out, _) = log_level(&[]);
+    assert!(
+        out.starts_with("log filter \"warn\": WARN and up from everything (logging to "),
+        "{out}"
+    );
+    // ...unless it says so.
+    let (code, out, _) = log_level(&["--allow-silence", "weir=error"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.ends_with(": ERROR from weir; nothing from everything else\n"),
+        "{out}"
+    );
     weir.stop_ok(WAIT);
 }

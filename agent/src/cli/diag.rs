@@ -154,8 +154,10 @@ pub fn diag(args: &DiagArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Ok(bytes) => {
             let _ = writeln!(
                 out,
-                "wrote {} ({bytes} bytes, {} files); it holds no passwords, but does hold the \
-                 configuration and logs: share it with support only",
+                "wrote {} ({bytes} bytes, {} files). The values of configuration keys naming \
+                 a password, secret, token, psk or passphrase (commented-out ones too) are \
+                 redacted, and so is each such value wherever else it appears; it still holds \
+                 the configuration and logs: look through it, and share it with support only",
                 output.display(),
                 scrubbed.len()
             );
@@ -305,9 +307,14 @@ fn redact(text: &str) -> (String, Vec<String>) {
 
 /// Redacts each `key = value` of one line whose key is a secret, including keys inside an
 /// inline table (`credentials = { password = "x" }`).
+///
+/// Comments are redacted too: a commented-out `# password = "old"` is as secret as a
+/// live one. The text after a `#` is read as if it were uncommented.
 fn redact_line(line: &str, secrets: &mut Vec<String>) -> String {
     if line.trim_start().starts_with('#') {
-        return line.to_string();
+        let body = line.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
+        let prefix = &line[..line.len() - body.len()];
+        return format!("{prefix}{}", redact_line(body, secrets));
     }
     let mut out = String::new();
     let mut rest = line;
@@ -341,8 +348,30 @@ fn redact_line(line: &str, secrets: &mut Vec<String>) -> String {
         }
         rest = &value_text[vlen..];
     }
-    out.push_str(rest);
+    // A comment after the last value (find_unquoted stops at it).
+    match comment_start(rest) {
+        Some(h) => {
+            out.push_str(&rest[..h]);
+            out.push_str(&redact_line(&rest[h..], secrets));
+        }
+        None => out.push_str(rest),
+    }
     out
+}
+
+/// Byte offset of a `#` outside quotes.
+fn comment_start(s: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    for (i, ch) in s.char_indices() {
+        match quote {
+            Some(q) if ch == q => quote = None,
+            Some(_) => {}
+            None if ch == '"' || ch == '\'' => quote = Some(ch),
+            None if ch == '#' => return Some(i),
+            None => {}
+        }
+    }
+    None
 }
 
 /// Byte offset of the first `c` outside quotes.
@@ -461,9 +490,22 @@ mod tests {
             out,
             "[uplink]\nusername = \"pi\"\npassword_file = \"/etc/weir/pw\"\n\
              password = \"[redacted]\" # inline\ncreds = { token = \"[redacted]\", user = \"u\" }\n\
-             # password = \"in a comment\"\n"
+             # password = \"[redacted]\"\n"
         );
-        assert_eq!(secrets, ["hunter2, yes", "abc123"]);
+        assert_eq!(secrets, ["hunter2, yes", "abc123", "in a comment"]);
+    }
+
+    #[test]
+    fn secrets_in_comments_are_redacted_too() {
+        let text = "#password = \"old-one\"\n  ## token='tk-old'\nport = 1 # was: psk = \"k3y!\"\n\
+                    # see the manual = kept\nhost = \"a#b\" # password = 'x1234'\n";
+        let (out, secrets) = redact(text);
+        assert_eq!(
+            out,
+            "#password = \"[redacted]\"\n  ## token=\"[redacted]\"\nport = 1 # was: psk = \"[redacted]\"\n\
+             # see the manual = kept\nhost = \"a#b\" # password = \"[redacted]\"\n"
+        );
+        assert_eq!(secrets, ["old-one", "tk-old", "k3y!", "x1234"]);
     }
 
     #[test]

@@ -133,8 +133,14 @@ pub enum Command {
             env = "WEIR_CONFIG"
         )]
         config: PathBuf,
-        /// The new filter, e.g. "debug" or "info,weir=debug"; absent: print the current one.
+        /// The new filter: a level (error, warn or warning, info, debug, trace, off),
+        /// optionally with module=level pairs, e.g. "info,weir::uplink=debug"; absent:
+        /// print the current one.
         filter: Option<String>,
+        /// Accept a filter that sets no level for everything else (ERROR lines included
+        /// would then be off); without it such a filter is refused.
+        #[arg(long)]
+        allow_silence: bool,
     },
     /// Check or print configuration.
     #[command(subcommand)]

@@ -73,11 +73,18 @@ impl Target<'_> {
     }
 }
 
-/// Prints an outbox error; exit 65 when the file is damaged or newer, 1 otherwise.
+/// Prints an outbox error; its exit code ([`code`]).
 pub(super) fn fail(e: &OutboxError, err: &mut impl Write) -> u8 {
     let _ = writeln!(err, "error: {e}");
+    code(e)
+}
+
+/// Exit 65 when the file is damaged or newer, 4 when this user may not read it (as
+/// `weir status` when the socket refuses), 1 otherwise.
+fn code(e: &OutboxError) -> u8 {
     match e {
         OutboxError::Corrupt { .. } | OutboxError::NewerSchema { .. } => exit::DATA,
+        OutboxError::Permission { .. } => super::status::UNKNOWN,
         _ => exit::FAILURE,
     }
 }
@@ -254,10 +261,7 @@ pub fn verify(t: &Target<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 
             exit::OK
         }
         Err(e) => {
-            let code = match e {
-                OutboxError::Corrupt { .. } | OutboxError::NewerSchema { .. } => exit::DATA,
-                _ => exit::FAILURE,
-            };
+            let code = code(&e);
             if t.json {
                 let verdict = if code == exit::DATA {
                     "damaged"

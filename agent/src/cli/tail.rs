@@ -9,10 +9,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::exit;
-use super::status::NOT_RUNNING;
-use crate::config::Config;
 use crate::control::Request;
-use crate::control::client::{Client, ClientError};
+use crate::control::client::Client;
 use crate::control::tap::Kind;
 
 /// Options of `weir tail`.
@@ -106,27 +104,17 @@ pub fn readable(line: &Value) -> String {
 
 /// Follows the stream until the daemon stops or the output closes.
 pub fn tail(o: Opts<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
-    let cfg = match Config::load(o.config) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(err, "error: {e}");
-            return exit::CONFIG;
-        }
-    };
+    let (_, socket) = super::status::daemon_socket(o.config, err);
     let json = o.json || !std::io::IsTerminal::is_terminal(&std::io::stdout());
     let req = Request::Tail {
         kinds: o.kinds,
         sensor: o.sensor,
     };
-    let mut client = match Client::connect(&cfg.control_socket()) {
+    let mut client = match Client::connect(&socket) {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
-            return if matches!(e, ClientError::NotRunning(_)) {
-                NOT_RUNNING
-            } else {
-                exit::FAILURE
-            };
+            return super::status::exit_code(&e);
         }
     };
     if let Err(e) = client.tail(&req) {

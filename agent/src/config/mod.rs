@@ -6,6 +6,7 @@
 //! commented example (`weir config example`) is `example.toml` beside this file,
 //! and a test checks that it validates.
 
+mod hint;
 mod raw;
 mod sensors;
 mod span;
@@ -96,6 +97,8 @@ pub struct UplinkConfig {
     pub tls: Option<crate::uplink::tls::TlsSettings>,
     /// Username and password, when configured.
     pub credentials: Option<crate::uplink::tls::Credentials>,
+    /// The variable `password_env` names, when this process's environment lacks it.
+    pub password_env_unset: Option<String>,
     /// Payload encoding of alerts, panes, late readings and dead letters (status is JSON).
     pub format: crate::wire::Format,
 }
@@ -164,6 +167,13 @@ pub enum ConfigError {
     Invalid(Invalid),
 }
 
+/// How to give the service the variable `password_env` names. `LoadCredential=` sets
+/// no variable: it makes a file, which `password_file` reads.
+pub const PASSWORD_ENV_FIX: &str = "set it for the service: systemctl edit weir, then \
+    [Service] Environment=NAME=... or EnvironmentFile=/etc/weir/env (mode 0600); or use \
+    LoadCredential=mqtt-password:/etc/weir/mqtt-password with \
+    password_file = \"/run/credentials/weir.service/mqtt-password\" instead";
+
 /// A parse error with its position.
 #[derive(Debug)]
 pub struct SyntaxError {
@@ -176,6 +186,8 @@ pub struct SyntaxError {
     pub key: Option<String>,
     /// The parser's message.
     pub message: String,
+    /// What to write instead ([`hint::fix`]).
+    pub fix: String,
 }
 
 impl fmt::Display for SyntaxError {
@@ -184,7 +196,7 @@ impl fmt::Display for SyntaxError {
         if let Some(key) = &self.key {
             write!(f, "{key}: ")?;
         }
-        write!(f, "{}", self.message.trim_end())
+        write!(f, "{}\n  fix: {}", self.message.trim_end(), self.fix)
     }
 }
 
@@ -239,13 +251,51 @@ impl Config {
         self.runtime_dir.join(CONTROL_SOCKET)
     }
 
-    /// Checks config text; `path` is only used in error messages.
+    /// [`Config::load`] for `weir config check`: an unset `password_env` variable is
+    /// left in [`UplinkConfig::password_env_unset`] for a warning (the technician's
+    /// shell does not have the service's environment).
+    pub fn load_for_check(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_lenient(&text, Some(path))
+    }
+
+    /// Checks config text; `path` is only used in error messages. A `password_env`
+    /// naming an unset variable is an error here: weir could not log in.
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let c = Self::parse_lenient(text, path)?;
+        if let Some(v) = &c.uplink.password_env_unset {
+            let segs = [span::Seg::Key("uplink"), span::Seg::Key("password_env")];
+            return Err(ConfigError::Invalid(Invalid {
+                path: path.map(Path::to_path_buf),
+                line: span::line_of(text, &segs),
+                key: span::render(&segs),
+                problem: format!("environment variable {v} is not set"),
+                fix: PASSWORD_ENV_FIX.to_owned(),
+            }));
+        }
+        Ok(c)
+    }
+
+    fn parse_lenient(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| span::line_at(text, s.start));
+            let line_text = line.and_then(|l| text.lines().nth(l.saturating_sub(1)));
+            let mut key = e.span().and_then(|s| span::key_at(text, s.start));
+            // A table given twice: name it (the parser's message does not).
+            if key.is_none() && e.message().contains("duplicate key") {
+                key = line_text
+                    .map(str::trim)
+                    .filter(|l| l.starts_with('['))
+                    .map(|l| l.trim_matches(['[', ']']).to_owned());
+            }
             ConfigError::Syntax(SyntaxError {
                 path: path.map(Path::to_path_buf),
-                line: e.span().map(|s| span::line_at(text, s.start)),
-                key: e.span().and_then(|s| span::key_at(text, s.start)),
+                line,
+                key,
+                fix: hint::fix(e.message(), line_text),
                 message: e.message().to_string(),
             })
         })?;

@@ -604,9 +604,17 @@ fn uplink(raw: &RawConfig, device: &str) -> Result<UplinkConfig> {
             }
         },
     };
+    if let Some((problem, fix)) =
+        get(|r| r.host.as_ref()).and_then(|h| super::hint::bad_host(h, "uplink"))
+    {
+        return err(&with(u, Key("host")), problem, fix);
+    }
     let tls = uplink_tls(r)?;
     let credentials = uplink_credentials(r)?;
     Ok(UplinkConfig {
+        password_env_unset: r
+            .and_then(|r| r.password_env.clone())
+            .filter(|v| std::env::var_os(v).is_none()),
         format,
         tls,
         credentials,
@@ -712,16 +720,9 @@ fn uplink_credentials(r: Option<&super::raw::RawUplink>) -> Result<Option<Creden
                 );
             }
         },
-        (None, Some(v)) => match std::env::var(v) {
-            Ok(s) => Some(Secret::new(s)),
-            Err(_) => {
-                return err(
-                    &with(&p, Key("password_env")),
-                    format!("environment variable {v} is not set"),
-                    "set it for the service (systemd: EnvironmentFile= or LoadCredential=), or use password_file",
-                );
-            }
-        },
+        // Unset: recorded in UplinkConfig::password_env_unset; Config::parse refuses it,
+        // `weir config check` (a technician's shell lacks the service's environment) warns.
+        (None, Some(v)) => Some(Secret::new(std::env::var(v).unwrap_or_default())),
         (None, None) => None,
     };
     match (r.username.clone(), password) {
@@ -806,6 +807,13 @@ fn ingest(raw: &RawConfig, device: &str) -> Result<Option<IngestConfig>> {
             "must be at least 1",
             "set it to the broker's max_inflight_messages (mosquitto's default is 20)",
         );
+    }
+    if let Some((problem, fix)) = r
+        .host
+        .as_deref()
+        .and_then(|h| super::hint::bad_host(h, "ingest"))
+    {
+        return err(&with(p, Key("host")), problem, fix);
     }
     Ok(Some(IngestConfig {
         host: r.host.clone().unwrap_or_else(|| "localhost".into()),

@@ -94,7 +94,7 @@ async fn handle(mut stream: TcpStream, hub: &Hub) -> std::io::Result<()> {
         Route::Metrics => response(
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            &super::prom::render(&hub.status().await),
+            &(super::prom::render(&hub.status().await) + &super::prom::process_text()),
         ),
         Route::NotFound => response("404 Not Found", "text/plain", "try /metrics\n"),
         Route::MethodNotAllowed => response("405 Method Not Allowed", "text/plain", "GET only\n"),

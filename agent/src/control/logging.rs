@@ -49,7 +49,11 @@ impl LogControl {
     }
 
     /// Replaces the filter; returns the old one. An invalid filter changes nothing.
+    /// Level names are normalised first ([`Filter::parse`]: `warning` is `warn`); the
+    /// refusal of a filter that silences ERROR is the CLI's, which has the flag.
     pub fn set(&self, filter: &str) -> Result<String, String> {
+        let filter = Filter::parse(filter, true)?.text;
+        let filter = filter.as_str();
         let new =
             EnvFilter::try_new(filter).map_err(|e| format!("invalid filter {filter:?}: {e}"))?;
         if let Some(h) = &self.handle {
@@ -57,6 +61,107 @@ impl LogControl {
         }
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         Ok(std::mem::replace(&mut *cur, filter.into()))
+    }
+}
+
+/// A log filter as people type it, checked and normalised.
+///
+/// tracing's syntax reads a bare word that is not a level as a *target* name, and a
+/// filter with no bare level turns everything else off: `warning` would silence every
+/// line, ERROR included. So: a bare word must be a level (`error`, `warn` or
+/// `warning`, `info`, `debug`, `trace`, `off`, any case), a target is written
+/// `target=level`, and a filter that leaves ERROR off anywhere is refused unless it
+/// says `off` (or the caller allows it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// The filter for tracing's `EnvFilter`, level names normalised.
+    pub text: String,
+    /// What it means, in words: which levels from where.
+    pub meaning: String,
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+fn level(word: &str) -> Option<&'static str> {
+    let w = word.trim().to_ascii_lowercase();
+    let w = if w == "warning" { "warn".to_owned() } else { w };
+    LEVELS.iter().copied().find(|l| *l == w)
+}
+
+fn levels_from(level: &str) -> String {
+    match level {
+        "off" => "nothing".to_owned(),
+        "error" => "ERROR".to_owned(),
+        "trace" => "everything (TRACE and up)".to_owned(),
+        l => format!("{} and up", l.to_ascii_uppercase()),
+    }
+}
+
+impl Filter {
+    /// Parses `input`; `allow_silence` accepts a filter that turns ERROR off without
+    /// saying `off` (the CLI's `--allow-silence`).
+    pub fn parse(input: &str, allow_silence: bool) -> Result<Self, String> {
+        let mut global: Option<&'static str> = None;
+        let mut parts = Vec::new();
+        let mut targets = Vec::new();
+        for d in input.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            match d.rsplit_once('=') {
+                Some((target, lvl)) => {
+                    let target = target.trim();
+                    let l = level(lvl).ok_or_else(|| {
+                        format!(
+                            "{lvl:?} in {d:?} is not a level\n  fix: use one of error, warn (or warning), info, debug, trace, off"
+                        )
+                    })?;
+                    if target.is_empty() {
+                        return Err(format!(
+                            "{d:?} names no target\n  fix: write target=level, e.g. weir::uplink=debug"
+                        ));
+                    }
+                    parts.push(format!("{target}={l}"));
+                    targets.push((target.to_owned(), l));
+                }
+                None => {
+                    let l = level(d).ok_or_else(|| {
+                        format!(
+                            "{d:?} is not a level (tracing would read it as a module name and turn every other line off, errors included)\n  fix: use one of error, warn (or warning), info, debug, trace, off; for one module write module=level, e.g. \"info,weir::uplink=debug\""
+                        )
+                    })?;
+                    if global.is_some() {
+                        return Err(format!(
+                            "{input:?} gives two levels for everything\n  fix: keep one, e.g. \"{l}\""
+                        ));
+                    }
+                    global = Some(l);
+                    parts.push(l.to_owned());
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err("an empty filter turns every line off\n  fix: give a level, e.g. \"info\"; \"off\" to silence the log on purpose".to_owned());
+        }
+        if global.is_none() && !allow_silence {
+            return Err(format!(
+                "{input:?} sets no level for everything else, so every other line, ERROR included, would be off\n  fix: start with a level, e.g. \"warn,{input}\"; or \"off,{input}\" (or --allow-silence) to silence the rest on purpose"
+            ));
+        }
+        let mut meaning: Vec<String> = targets
+            .iter()
+            .map(|(t, l)| format!("{} from {t}", levels_from(l)))
+            .collect();
+        let rest = if targets.is_empty() {
+            "everything"
+        } else {
+            "everything else"
+        };
+        meaning.push(format!(
+            "{} from {rest}",
+            levels_from(global.unwrap_or("off"))
+        ));
+        Ok(Self {
+            text: parts.join(","),
+            meaning: meaning.join("; "),
+        })
     }
 }
 
@@ -83,6 +188,10 @@ fn stderr_id() -> Option<(u64, u64)> {
 
 /// Installs the global subscriber with `filter` (falling back to `info` when invalid).
 pub fn init(filter: &str) -> LogControl {
+    // `WEIR_LOG=warning` means WARN, not the module "warning"; an unparseable value
+    // falls back to info below.
+    let normalised = Filter::parse(filter, true).map(|f| f.text);
+    let filter = normalised.as_deref().unwrap_or("info");
     let (filter, text) = match EnvFilter::try_new(filter) {
         Ok(f) => (f, filter.to_string()),
         Err(_) => (EnvFilter::new("info"), "info".to_string()),
@@ -133,5 +242,61 @@ mod tests {
         assert_eq!(c.current(), "weir=debug");
         assert!(c.set("weir=loud").is_err());
         assert_eq!(c.current(), "weir=debug");
+        assert_eq!(c.set("WARNING"), Ok("weir=debug".to_string()));
+        assert_eq!(c.current(), "warn");
+    }
+
+    #[test]
+    fn the_level_names_people_type_are_accepted_and_normalised() {
+        for (typed, text) in [
+            ("warning", "warn"),
+            ("warn", "warn"),
+            ("Error", "error"),
+            ("info", "info"),
+            ("debug", "debug"),
+            ("trace", "trace"),
+            ("off", "off"),
+            ("info,weir::uplink=warning", "info,weir::uplink=warn"),
+        ] {
+            assert_eq!(
+                Filter::parse(typed, false).map(|f| f.text),
+                Ok(text.into()),
+                "{typed}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_filter_that_would_silence_errors_is_refused_unless_it_says_so() {
+        // tracing reads a bare non-level word as a target: everything else off.
+        let e = Filter::parse("loud", false).err().unwrap_or_default();
+        assert!(e.contains("not a level") && e.contains("fix:"), "{e}");
+        let e = Filter::parse("weir=debug", false).err().unwrap_or_default();
+        assert!(
+            e.contains("ERROR included") && e.contains("\"warn,weir=debug\""),
+            "{e}"
+        );
+        assert!(Filter::parse("", false).is_err());
+        assert!(Filter::parse("weir=debug", true).is_ok());
+        assert!(Filter::parse("off,weir=debug", false).is_ok());
+        assert!(Filter::parse("off", false).is_ok());
+        assert!(Filter::parse("info,weir=loud", false).is_err());
+    }
+
+    #[test]
+    fn every_accepted_filter_is_valid_for_tracing_and_keeps_errors_unless_off() {
+        for f in ["warning", "error", "info,weir::uplink=debug", "off"] {
+            let p = Filter::parse(f, false).unwrap_or_else(|e| panic!("{e}"));
+            assert!(EnvFilter::try_new(&p.text).is_ok(), "{}", p.text);
+        }
+        let f = Filter::parse("warning", false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.meaning, "WARN and up from everything");
+        let f = Filter::parse("info,weir::uplink=debug", false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            f.meaning,
+            "DEBUG and up from weir::uplink; INFO and up from everything else"
+        );
+        let f = Filter::parse("off", false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.meaning, "nothing from everything");
     }
 }

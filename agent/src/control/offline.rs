@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 
 use super::hub::{classes_json, watermarks_json};
@@ -64,11 +64,7 @@ fn read_db(path: &Path, cfg: &Config) -> Result<Db, String> {
         ));
     }
     let e = |e: rusqlite::Error| format!("{}: {e}", path.display());
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(e)?;
+    let conn = crate::outbox::read_only::open(path).map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
     let mut classes: [ClassStats; 3] = Default::default();
     let mut stmt = conn

@@ -1,6 +1,9 @@
 //! The status document in Prometheus text exposition format (version 0.0.4): every counter
-//! as `weir_<name>_total`, by-reason counters as one family with a `reason` label (for
-//! `evicted` and `expired` the reason is the outbox class), gauges without a suffix.
+//! as `weir_<name>_total` with a HELP text saying what it counts (the direction in the
+//! names of messages crossing a link: `weir_ingest_messages_received_total`,
+//! `weir_upstream_messages_sent_total`), by-reason counters as one family with a
+//! `reason` label, `evicted` and `expired` with a `class` label present with 0 for every
+//! class from the start; gauges without a suffix; the daemon adds the `process_*` metrics.
 //! Per-key watermarks are summarised by the worst lag (`weir status --json` lists them all:
 //! one series per key would not stay bounded for a scraper).
 
@@ -51,6 +54,231 @@ impl Out {
         self.family(name, "gauge", help);
         self.sample(name, &[], v);
     }
+}
+
+/// Plain counters: the status document's name, the metric's name (with the direction
+/// where messages cross a link), and what it counts.
+const COUNTERS: [(&str, &str, &str); 16] = [
+    (
+        "readings",
+        "weir_readings_total",
+        "Readings handed to the engine, from every source.",
+    ),
+    (
+        "mqtt_messages",
+        "weir_ingest_messages_received_total",
+        "MQTT messages received from the local broker on the ingest topics.",
+    ),
+    (
+        "ingest_redelivered",
+        "weir_ingest_messages_redelivered_total",
+        "Ingest messages the local broker sent again whose effect was already saved (acknowledged, not counted twice).",
+    ),
+    (
+        "windowed",
+        "weir_windowed_total",
+        "Readings added to at least one window.",
+    ),
+    (
+        "late",
+        "weir_late_total",
+        "Readings too late for all their windows (published on the late topic).",
+    ),
+    (
+        "panes_on_time",
+        "weir_panes_on_time_total",
+        "On-time window results (revision 0).",
+    ),
+    (
+        "panes_late",
+        "weir_panes_late_total",
+        "Late window results (revision 1 and up).",
+    ),
+    (
+        "alerts_raised",
+        "weir_alerts_raised_total",
+        "Alerts raised.",
+    ),
+    (
+        "alerts_cleared",
+        "weir_alerts_cleared_total",
+        "Alerts cleared.",
+    ),
+    (
+        "produced",
+        "weir_produced_total",
+        "Messages produced for the outbox: panes, alerts, late readings, dead letters.",
+    ),
+    (
+        "outbox_inserted",
+        "weir_outbox_inserted_total",
+        "Rows written to the outbox.",
+    ),
+    (
+        "outbox_superseded",
+        "weir_outbox_superseded_total",
+        "Unsent outbox rows replaced by a newer revision of the same window.",
+    ),
+    (
+        "published",
+        "weir_upstream_messages_sent_total",
+        "Messages published to the upstream broker (QoS 1).",
+    ),
+    (
+        "acked",
+        "weir_upstream_messages_acked_total",
+        "Outbox rows deleted on the upstream broker's PUBACK.",
+    ),
+    (
+        "uplink_connects",
+        "weir_upstream_connects_total",
+        "Successful connections to the upstream broker.",
+    ),
+    (
+        "uplink_errors",
+        "weir_upstream_errors_total",
+        "Upstream connection failures and drops.",
+    ),
+];
+
+/// Counters by reason or class: the status document's name, the label, its values
+/// known from the start (present with 0 so that rate() and alerts see the series
+/// before the first event), and what it counts.
+const BY: [(&str, &str, &[&str], &str); 5] = [
+    (
+        "deadletter",
+        "reason",
+        &[],
+        "Ingest payloads that could not be read, by reason (published on the deadletter topic).",
+    ),
+    (
+        "rejected",
+        "reason",
+        &[],
+        "Readings refused, by reason (e.g. future_skew: quarantined).",
+    ),
+    (
+        "dropped",
+        "reason",
+        &[],
+        "Readings or messages dropped for any other reason.",
+    ),
+    (
+        "evicted",
+        "class",
+        &["alert", "aggregate", "diagnostic"],
+        "Outbox rows evicted by the byte budget before delivery, by class.",
+    ),
+    (
+        "expired",
+        "class",
+        &["alert", "aggregate", "diagnostic"],
+        "Outbox rows expired by their class's TTL before delivery, by class.",
+    ),
+];
+
+fn counters_text(o: &mut Out, counters: &serde_json::Map<String, Value>) {
+    for (key, name, help) in COUNTERS {
+        if let Some(v) = counters.get(key) {
+            o.family(
+                name,
+                "counter",
+                &format!("{help} Since the pipeline started."),
+            );
+            o.sample(name, &[], num(v));
+        }
+    }
+    for (key, label, known, help) in BY {
+        let Some(by) = counters.get(key) else {
+            continue;
+        };
+        let name = format!("weir_{key}_total");
+        o.family(&name, "counter", help);
+        let mut values: std::collections::BTreeMap<&str, f64> =
+            known.iter().map(|k| (*k, 0.0)).collect();
+        if let Some(by) = by.as_object() {
+            for (k, n) in by {
+                values.insert(k.as_str(), num(n));
+            }
+        }
+        for (k, n) in values {
+            o.sample(&name, &[(label, k)], n);
+        }
+    }
+    // Counters this table does not know yet: still exported, under their own name.
+    let known = |k: &str| COUNTERS.iter().any(|c| c.0 == k) || BY.iter().any(|b| b.0 == k);
+    for (k, v) in counters.iter().filter(|(k, _)| !known(k)) {
+        let name = format!("weir_{}_total", sanitize(k));
+        match v {
+            Value::Object(by) => {
+                o.family(&name, "counter", &format!("{k} by reason."));
+                for (reason, n) in by {
+                    o.sample(&name, &[("reason", reason)], num(n));
+                }
+            }
+            n => {
+                o.family(
+                    &name,
+                    "counter",
+                    &format!("{k} since the pipeline started."),
+                );
+                o.sample(&name, &[], num(n));
+            }
+        }
+    }
+}
+
+/// The standard `process_*` metrics of the calling process, from /proc/self (Linux):
+/// start time, resident memory, CPU seconds. Appended by the daemon only: `weir
+/// metrics` with the daemon down is another process.
+pub fn process_text() -> String {
+    let mut o = Out(String::new());
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, r)| r.split_whitespace().collect());
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    // USER_HZ: /proc reports times in 1/100 s on every Linux architecture (the kernel
+    // converts from its own HZ for this ABI).
+    let ticks = 100.0;
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        o.family(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        o.sample("process_cpu_seconds_total", &[], (utime + stime) / ticks);
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+        t.lines().find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    });
+    if let (Some(start), Some(boot)) = (field(22), boot) {
+        o.gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / ticks,
+        );
+    }
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+        });
+    if let Some(kib) = rss_kib {
+        o.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            kib * 1024.0,
+        );
+    }
+    o.0
 }
 
 fn num(v: &Value) -> f64 {
@@ -175,7 +403,14 @@ pub fn render(doc: &Value) -> String {
         );
     }
     let engine = &doc["engine"];
-    if engine.is_object() {
+    if let Some(ms) = engine["last_checkpoint_ms"].as_f64() {
+        o.gauge(
+            "weir_last_checkpoint_timestamp_seconds",
+            "Wall time of the last committed checkpoint (state and results saved together).",
+            ms / 1000.0,
+        );
+    }
+    if engine.get("keys").is_some() {
         o.gauge(
             "weir_keys",
             "Keys (sensor, metric) with state.",
@@ -229,25 +464,7 @@ pub fn render(doc: &Value) -> String {
         }
     }
     if let Some(counters) = doc["counters"].as_object() {
-        for (k, v) in counters {
-            let name = format!("weir_{}_total", sanitize(k));
-            match v {
-                Value::Object(by) => {
-                    o.family(&name, "counter", &format!("{k} by reason."));
-                    for (reason, n) in by {
-                        o.sample(&name, &[("reason", reason)], num(n));
-                    }
-                }
-                n => {
-                    o.family(
-                        &name,
-                        "counter",
-                        &format!("{k} since the pipeline started."),
-                    );
-                    o.sample(&name, &[], num(n));
-                }
-            }
-        }
+        counters_text(&mut o, counters);
     }
     o.0
 }
@@ -285,6 +502,43 @@ mod tests {
             text.contains("weir_build_info{version=\"0.1.0\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn evictions_are_labelled_by_class_with_every_class_from_the_start() {
+        let doc = json!({"counters": {"evicted": {"aggregate": 3}, "expired": {}, "mqtt_messages": 2, "published": 1}});
+        let text = render(&doc);
+        for class in ["alert", "diagnostic"] {
+            assert!(
+                text.contains(&format!("weir_evicted_total{{class=\"{class}\"}} 0\n")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("weir_expired_total{{class=\"{class}\"}} 0\n")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("weir_evicted_total{class=\"aggregate\"} 3\n"),
+            "{text}"
+        );
+        assert!(!text.contains("reason=\"aggregate\""), "{text}");
+        assert!(
+            text.contains("weir_ingest_messages_received_total 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_upstream_messages_sent_total 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_process_metrics_describe_this_process() {
+        let text = process_text();
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+        assert!(text.contains("\nprocess_start_time_seconds "), "{text}");
     }
 
     #[test]

@@ -25,6 +25,14 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `1 key`, `2 keys`, `- keys` when unknown.
+fn count(v: &Value, one: &str, many: &str) -> String {
+    match v.as_u64() {
+        Some(1) => format!("1 {one}"),
+        _ => format!("{} {many}", s(v)),
+    }
+}
+
 /// Left-aligned columns, two spaces apart, each line indented by two.
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -199,9 +207,9 @@ pub fn render(doc: &Value) -> String {
         if running {
             let _ = write!(
                 line,
-                "{} keys, {} open windows, ",
-                s(&engine["keys"]),
-                s(&engine["open_windows"])
+                "{}, {}, ",
+                count(&engine["keys"], "key", "keys"),
+                count(&engine["open_windows"], "open window", "open windows")
             );
         }
         let _ = write!(
@@ -216,7 +224,11 @@ pub fn render(doc: &Value) -> String {
     }
     if let Some(w) = doc["watermarks"].as_array() {
         let shown = w.len().min(TOP_KEYS);
-        let _ = writeln!(o, "watermark lag, worst first ({} keys)", w.len());
+        let _ = writeln!(
+            o,
+            "watermark lag, worst first ({})",
+            count(&Value::from(w.len()), "key", "keys")
+        );
         let rows: Vec<Vec<String>> = w[..shown]
             .iter()
             .map(|k| {
@@ -358,6 +370,12 @@ mod tests {
         let text = render(&doc());
         assert!(
             text.contains("watermark lag, worst first (12 keys)\n"),
+            "{text}"
+        );
+        assert_eq!(count(&serde_json::json!(1), "key", "keys"), "1 key");
+        assert_eq!(count(&serde_json::json!(0), "key", "keys"), "0 keys");
+        assert!(
+            text.contains("engine    2 keys, 2 open windows, "),
             "{text}"
         );
         assert!(text.contains("  key   lag\n  s0/t  12s\n"), "{text}");

@@ -129,7 +129,7 @@ async fn connection(
             write_line(&mut write, &json!({"ok": true, "status": status})).await
         }
         Request::Metrics => {
-            let text = super::prom::render(&hub.status().await);
+            let text = super::prom::render(&hub.status().await) + &super::prom::process_text();
             write_line(&mut write, &json!({"ok": true, "text": text})).await
         }
         Request::LogLevel { filter: None } => {

@@ -70,6 +70,19 @@ pub enum OutboxError {
         /// The database file.
         path: PathBuf,
     },
+    /// This user may not read the database as it stands (a read-only tool run by a member
+    /// of the weir group, say): a matter of file permissions, not of the disk.
+    #[error(
+        "cannot read the outbox database {path}: {detail}. This is a file permission matter, \
+         not a disk fault: run the command as root or as the weir user (sudo -u weir weir ...), \
+         or start weir and ask it (weir status)"
+    )]
+    Permission {
+        /// The database file.
+        path: PathBuf,
+        /// Which permission is missing.
+        detail: String,
+    },
     /// Any other SQLite failure (busy beyond the timeout, I/O error, ...).
     #[error("outbox database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

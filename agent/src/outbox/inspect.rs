@@ -165,8 +165,12 @@ fn open_existing(path: &Path, mode: OpenFlags) -> Result<Connection, OutboxError
             ),
         });
     }
-    let conn = Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(at_open)?;
+    let conn = if mode == OpenFlags::SQLITE_OPEN_READ_ONLY {
+        super::read_only::open(path)?
+    } else {
+        Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(at_open)?
+    };
     // The daemon may be committing; wait for it rather than fail.
     conn.busy_timeout(Duration::from_secs(5)).map_err(at_open)?;
     let version: i64 = conn

@@ -94,6 +94,7 @@ mod checkpoint;
 mod error;
 mod handle;
 pub mod inspect;
+pub(crate) mod read_only;
 mod store;
 pub mod verify;
 

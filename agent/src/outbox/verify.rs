@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use super::{Class, ClassStats, OutboxError, SCHEMA_VERSION};
 
@@ -61,11 +61,7 @@ pub fn inspect(path: &Path) -> Result<Report, OutboxError> {
             ),
         });
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(at_open)?;
+    let conn = super::read_only::open(path)?;
     // The daemon may be committing; wait for it rather than fail.
     conn.busy_timeout(Duration::from_secs(5)).map_err(at_open)?;
     let schema_version: i64 = conn

@@ -437,6 +437,13 @@ fn on_frame(
     }))
 }
 
+/// The acknowledgements the engine queues for the connection: the sending half
+/// goes into every [`Ack`], the ingest task drains the other.
+struct AckQueue {
+    tx: mpsc::UnboundedSender<(AckKind, u16)>,
+    rx: mpsc::UnboundedReceiver<(AckKind, u16)>,
+}
+
 /// One connection, until it fails (`Err`) or the task is to end (`Ok(Stopped)`).
 async fn session(
     cfg: &IngestConfig,
@@ -444,10 +451,13 @@ async fn session(
     counters: &Counters,
     link: &IngestLink,
     stop: &CancellationToken,
-    acks: &mpsc::UnboundedSender<(AckKind, u16)>,
-    ack_rx: &mut mpsc::UnboundedReceiver<(AckKind, u16)>,
+    queue: &mut AckQueue,
     backoff: &mut Backoff,
 ) -> Result<Stopped, SessionError> {
+    let AckQueue {
+        tx: acks,
+        rx: ack_rx,
+    } = queue;
     let mut conn = tokio::select! {
         _ = stop.cancelled() => return Ok(Stopped),
         c = connect(cfg) => c?,
@@ -505,20 +515,14 @@ pub async fn run(
     link: Arc<IngestLink>,
     stop: CancellationToken,
 ) {
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let mut queue = AckQueue {
+        tx: ack_tx,
+        rx: ack_rx,
+    };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
-        let ended = session(
-            &cfg,
-            &tx,
-            &counters,
-            &link,
-            &stop,
-            &ack_tx,
-            &mut ack_rx,
-            &mut backoff,
-        )
-        .await;
+        let ended = session(&cfg, &tx, &counters, &link, &stop, &mut queue, &mut backoff).await;
         match ended {
             Ok(Stopped) => break,
             Err(e) => {
