@@ -483,7 +483,7 @@ fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>
                     hysteresis: d.hysteresis.unwrap_or(0.5),
                     warmup: d.warmup.unwrap_or(5),
                     clear_after,
-                    min_stddev: d.min_stddev.unwrap_or(1e-3),
+                    min_stddev: d.min_stddev.unwrap_or(1e-9),
                 }
             }
             Some("silence") => {
