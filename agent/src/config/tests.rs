@@ -31,7 +31,7 @@ fn the_example_config_is_valid_and_keeps_its_values() {
         }
     );
     let kinds: Vec<&str> = c.detectors.iter().map(|d| d.kind.name()).collect();
-    assert_eq!(kinds, ["threshold", "zscore", "silence", "flatline"]);
+    assert_eq!(kinds, ["threshold", "auto", "silence", "flatline"]);
     // The example shows every engine default.
     assert_eq!(c.engine, crate::engine::EngineConfig::default());
     assert_eq!(c.devices.i2c.len(), 1);
