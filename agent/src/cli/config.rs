@@ -22,6 +22,9 @@ pub fn check(file: &Path, out: &mut impl Write, err: &mut impl Write) -> u8 {
                 c.uplink.host,
                 c.uplink.port
             );
+            for w in c.warnings() {
+                let _ = writeln!(err, "warning: {w}");
+            }
             exit::OK
         }
         Err(e) => {

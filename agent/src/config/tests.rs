@@ -440,3 +440,18 @@ fn the_uplink_format_defaults_to_json_and_a_bad_one_names_its_line_and_the_choic
         e.fix
     );
 }
+
+#[test]
+fn an_idle_timeout_shorter_than_a_sampling_interval_is_warned_about() {
+    let text = "[agent]\ndevice = \"d1\"\n[engine]\nidle_timeout = \"30s\"\n\n[[sim]]\nname = \"slow\"\ninterval = \"1m\"\n";
+    let w = Config::parse(text, None).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("`slow`") && w[0].contains("idle_timeout above 60000 ms"),
+        "{}",
+        w[0]
+    );
+    let ok = text.replace("30s", "5m");
+    assert!(Config::parse(&ok, None).unwrap().warnings().is_empty());
+    assert!(Config::parse(EXAMPLE, None).unwrap().warnings().is_empty());
+}
