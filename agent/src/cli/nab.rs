@@ -118,32 +118,42 @@ fn annotate(s: &Series, first_id: usize) -> (Vec<Point>, Vec<usize>) {
         .collect();
     let mut points = Vec::with_capacity(n.saturating_sub(prob));
     let mut ids = Vec::new();
-    let mut w = 0;
+    // As NAB walks a file: a window becomes current at its first row (a
+    // window starting inside another replaces it, as in NAB), and stops
+    // being current at its last row, which later rows measure from.
+    let mut next = 0;
+    let mut cur: Option<(usize, usize, f64)> = None;
     let mut prev: Option<(usize, f64)> = None;
     for i in 0..n {
-        while w < spans.len() && spans[w].is_none_or(|(_, r)| r < i) {
-            if let Some((l, r)) = spans[w] {
-                prev = Some((r, (r - l + 1) as f64));
-            }
-            w += 1;
+        while next < spans.len() && spans[next].is_none() {
+            next += 1;
         }
-        let (wid, u) = match spans.get(w).copied().flatten() {
-            Some((l, r)) if l <= i => {
-                let width = (r - l + 1) as f64;
-                (Some(first_id + w), sigma(-((r - i + 1) as f64) / width))
+        if let Some(Some((l, r))) = spans.get(next).copied() {
+            if l == i {
+                cur = Some((first_id + next, r, (r - l + 1) as f64));
+                next += 1;
             }
-            _ => match prev {
+        }
+        let (wid, u) = match cur {
+            Some((id, r, width)) => (Some(id), sigma(-((r as f64 - i as f64 + 1.0) / width))),
+            None => match prev {
                 None => (None, -1.0),
                 Some((r, width)) => (None, sigma((i - r) as f64 / (width - 1.0))),
             },
         };
         if i >= prob {
             if let Some(id) = wid {
-                if ids.last() != Some(&id) {
+                if !ids.contains(&id) {
                     ids.push(id);
                 }
             }
             points.push((s.scores.get(i).copied().unwrap_or(0.0), wid, u));
+        }
+        if let Some((_, r, width)) = cur {
+            if r == i {
+                prev = Some((r, width));
+                cur = None;
+            }
         }
     }
     (points, ids)
