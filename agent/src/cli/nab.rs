@@ -352,12 +352,16 @@ mod tests {
         let mut labels = serde_json::Map::new();
         for (f, n) in [800usize, 3000, 6000].into_iter().enumerate() {
             let ts: Vec<i64> = (0..n as i64).map(|i| t0 + 60_000 * i).collect();
-            let windows: Vec<(i64, i64)> = (1..=3)
+            let mut windows: Vec<(i64, i64)> = (1..=3)
                 .map(|k| {
                     let a = n * k / 4;
                     (ts[a], ts[a + n / 20])
                 })
                 .collect();
+            // Overlapping windows (as SKAB's change points give): NAB lets the
+            // later one take over.
+            let a = n / 4 + n / 40;
+            windows.insert(1, (ts[a], ts[a + n / 20]));
             // Scores rounded to 0.01 so that ties occur, higher inside windows.
             let scores: Vec<f64> = ts
                 .iter()
