@@ -101,13 +101,7 @@ severity = "critical"
 
 [[detector]]
 name = "unusual"
-kind = "zscore"
-metric = "vibration"
-alpha = 0.2
-threshold = 4.0
-warmup = 4
-clear_after = 1
-min_stddev = 0.01
+kind = "auto"
 CONF
 
 "$weir" config check "$work/weir.toml"

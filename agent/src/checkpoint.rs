@@ -20,7 +20,7 @@ use crate::outbox::{Checkpoint, StoredCheckpoint};
 use crate::reading::{Key, TimestampMs};
 
 /// Version of the checkpoint encoding. Bump it when a snapshot type changes shape.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 
 /// Why a stored checkpoint cannot be used.
 #[derive(Debug, thiserror::Error)]

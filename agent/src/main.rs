@@ -21,6 +21,9 @@ fn main() -> ExitCode {
             format,
             flush,
             no_scores,
+            labels,
+            label_column,
+            ts_unit,
         } => weir::cli::backtest::backtest(
             &weir::cli::backtest::Options {
                 config: &config,
@@ -28,6 +31,9 @@ fn main() -> ExitCode {
                 format,
                 flush,
                 no_scores,
+                labels: labels.as_deref(),
+                label_column: label_column.as_deref(),
+                ts_unit,
             },
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),

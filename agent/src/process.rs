@@ -98,7 +98,15 @@ impl Processor {
                 // A refused reading (quarantined, over a limit) is not evidence of anything.
                 if !refused {
                     self.detectors.on_reading(&r, &mut self.alerts);
-                    if let (Some(scores), Some(s)) = (&mut self.scores, score) {
+                    if let (Some(scores), Some(mut s)) = (&mut self.scores, score) {
+                        // Per-reading statistical detectors judge a reading as
+                        // they learn it: their score is ready only now.
+                        if let Some((o, name)) = self.detectors.reading_score(&s.reading.key) {
+                            if o > s.score {
+                                s.score = o;
+                                s.detector = Some(name.to_string());
+                            }
+                        }
                         scores.push(s);
                     }
                 }

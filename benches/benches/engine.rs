@@ -28,6 +28,24 @@ fn engine(max_keys: usize) -> Engine {
     })
 }
 
+/// The default of `weir config example`: one `auto` detector on every key.
+fn auto(max_keys: usize) -> Detectors {
+    Detectors::new(
+        vec![DetectorSpec {
+            name: "unusual".into(),
+            sensor: Glob::new("*"),
+            metric: Glob::new("*"),
+            severity: Severity::Warning,
+            kind: DetectorKind::Auto {
+                threshold: 0.5,
+                sustain: 3,
+                clear_after: 30,
+            },
+        }],
+        max_keys,
+    )
+}
+
 fn detectors(max_keys: usize) -> Detectors {
     let spec = |name: &str, kind| DetectorSpec {
         name: name.into(),
@@ -107,14 +125,25 @@ fn bench(c: &mut Criterion) {
         let keys: Vec<Key> = (0..n)
             .map(|i| Key::new(format!("s{i}"), "temperature"))
             .collect();
-        let mut e = engine(n);
-        let mut d = detectors(n);
-        let mut t = 1_700_000_000_000i64;
-        // Warm up: every key has state and a baseline, as in steady operation.
-        run(&keys, &mut e, &mut d, &mut t);
-        g.bench_with_input(BenchmarkId::new("keys", n), &n, |b, _| {
-            b.iter(|| black_box(run(&keys, &mut e, &mut d, &mut t)));
-        });
+        for (name, make) in [
+            ("keys", detectors as fn(usize) -> Detectors),
+            ("auto/keys", auto),
+        ] {
+            let mut e = engine(n);
+            let mut d = make(n);
+            let mut t = 1_700_000_000_000i64;
+            // Warm up: every key has state and a baseline, as in steady operation.
+            run(&keys, &mut e, &mut d, &mut t);
+            if name == "auto/keys" {
+                eprintln!(
+                    "auto: {} bytes of detector state per key ({n} keys)",
+                    d.statistical_state_bytes() / n
+                );
+            }
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| black_box(run(&keys, &mut e, &mut d, &mut t)));
+            });
+        }
     }
     g.finish();
 }

@@ -6,11 +6,22 @@
 //! one line), or JSON lines with those fields. Timestamps are epoch seconds or
 //! milliseconds, or RFC 3339, as on MQTT. File order is arrival order.
 //!
+//! Numeric timestamps below 1e11 are read as epoch seconds, others as
+//! milliseconds, unless `--ts-unit` says which (the summary counts the ones
+//! read as seconds); strings are RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` taken
+//! as UTC.
+//!
 //! The wall clock (idle keys, held late panes, clock guards) is simulated: the
 //! `arrival` column when there is one (never going backwards), else the
-//! readings' own timestamps, never going backwards and never dragged forward
-//! by a reading more than `max_future_skew` ahead (which is then quarantined,
-//! as live). So a recording of any date replays the same way. Everything runs
+//! readings' own timestamps, never going backwards. A reading far ahead of the
+//! clock (more than `max_future_skew` and more than ten typical steps between
+//! readings) does not drag it forward and is quarantined, as live, unless the
+//! next far-ahead reading agrees with it: then the recording has a gap and the
+//! clock follows. So a recording sampled hourly replays as it was recorded,
+//! and a single reading stamped a year ahead is still caught.
+//!
+//! With `--labels` or `--label-column`, the run is also scored against
+//! labelled anomalies (see `backtest_eval.rs` and `nab.rs`). Everything runs
 //! through [`Processor`], the daemon's own core: for the same readings at the
 //! same wall-clock times, the output is what the daemon publishes.
 //!
@@ -20,6 +31,7 @@
 //! detectors' anomaly score in [0, 1]. As JSON lines, or CSV with fixed columns.
 //! Rows that are not readings become `deadletter` records, as on MQTT.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -32,7 +44,7 @@ use crate::config::Config;
 use crate::detect::Detectors;
 use crate::engine::Engine;
 use crate::metrics::Counters;
-use crate::outbox::NewMessage;
+use crate::outbox::{Class, NewMessage};
 use crate::process::{Processor, Score};
 use crate::reading::{Key, Reading, TimestampMs, TsSource};
 use crate::source::Input;
@@ -62,6 +74,21 @@ pub struct Options<'a> {
     pub flush: bool,
     /// Leave out the per-reading `score` records.
     pub no_scores: bool,
+    /// Labelled windows per sensor, NAB-style JSON.
+    pub labels: Option<&'a Path>,
+    /// A label column of the input (1 = anomalous row).
+    pub label_column: Option<&'a str>,
+    /// Unit of numeric timestamps; `None` guesses by magnitude.
+    pub ts_unit: Option<TsUnit>,
+}
+
+/// Unit of numeric timestamps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TsUnit {
+    /// Epoch seconds.
+    S,
+    /// Epoch milliseconds.
+    Ms,
 }
 
 /// Columns of the CSV output; a record leaves blank what it does not have.
@@ -116,6 +143,20 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
             }
         }
     };
+    let windows = match opts.labels.map(load_windows).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return exit::FAILURE;
+        }
+    };
+    let mut eval = (windows.is_some() || opts.label_column.is_some())
+        .then(|| super::backtest_eval::Eval::new(windows));
+    let label_col = opts.label_column.map(str::to_lowercase);
+    let mut ts_read = TsRead {
+        unit: opts.ts_unit,
+        as_seconds: 0,
+    };
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let skew = cfg.engine.max_future_skew_ms;
@@ -128,12 +169,12 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
         wire,
         counters.clone(),
     );
-    p.record_scores(!opts.no_scores);
+    p.record_scores(!opts.no_scores || eval.is_some());
     let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
     if opts.format == Format::Csv {
         let _ = writeln!(w, "{}", CSV_COLUMNS.join(","));
     }
-    let mut clock = SimClock { now: None, skew };
+    let mut clock = SimClock::new(skew);
     let mut msgs = Vec::new();
     let mut header: Option<Vec<String>> = None;
     let mut records = 0u64;
@@ -150,9 +191,9 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
             continue;
         }
         let row = if line.trim_start().starts_with('{') {
-            json_row(&line)
+            json_row(&line, label_col.as_deref())
         } else if let Some(h) = &header {
-            csv_row(h, &line)
+            csv_row(h, &line, label_col.as_deref())
         } else {
             header = Some(
                 split_csv(&line)
@@ -162,10 +203,21 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
             );
             continue;
         };
-        let (input, now) = to_input(row, &mut clock, n + 1);
+        let label = row.label;
+        let (input, now) = to_input(row, &mut clock, n + 1, &mut ts_read);
         p.input(input, now, &mut msgs);
         records += msgs.len() as u64;
-        result = result.and(write_all(&mut w, opts.format, &msgs, &p.take_scores(), now));
+        let scores = p.take_scores();
+        if let Some(e) = &mut eval {
+            for m in msgs.iter().filter(|m| m.class == Class::Alert) {
+                e.on_alert(&m.payload);
+            }
+            for s in &scores {
+                e.on_reading(&s.reading.key.sensor, s.reading.ts, s.score, label);
+            }
+        }
+        let scores: &[Score] = if opts.no_scores { &[] } else { &scores };
+        result = result.and(write_all(&mut w, opts.format, &msgs, scores, now));
         msgs.clear();
     }
     if opts.flush {
@@ -181,6 +233,19 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
         return exit::FAILURE;
     }
     let secs = started.elapsed().as_secs_f64();
+    if ts_read.as_seconds > 0 {
+        let _ = writeln!(
+            err,
+            "note: {} numeric timestamps below 1e11 were read as epoch seconds; pass --ts-unit ms if they are milliseconds",
+            ts_read.as_seconds
+        );
+    }
+    if let Some(e) = &eval {
+        if let Err(e) = e.report(err) {
+            let _ = writeln!(err, "cannot write the evaluation: {e}");
+            return exit::FAILURE;
+        }
+    }
     let readings = counters.readings.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(
         err,
@@ -198,19 +263,134 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
 struct SimClock {
     now: Option<TimestampMs>,
     skew: i64,
+    /// EW mean step between consecutive readings' timestamps (ms).
+    step: f64,
+    last_ts: Option<TimestampMs>,
+    /// A far-ahead reading not followed yet.
+    pending: Option<TimestampMs>,
 }
 
 impl SimClock {
+    fn new(skew: i64) -> Self {
+        Self {
+            now: None,
+            skew,
+            step: 0.0,
+            last_ts: None,
+            pending: None,
+        }
+    }
+
     fn advance(&mut self, ts: Option<TimestampMs>, arrival: Option<TimestampMs>) -> TimestampMs {
+        let limit = (self.skew as f64).max(10.0 * self.step) as i64;
         let next = match (self.now, arrival, ts) {
             (prev, Some(a), _) => prev.map_or(a, |p| p.max(a)),
-            (None, None, Some(t)) => t,
-            (Some(p), None, Some(t)) if t <= p.saturating_add(self.skew) => p.max(t),
+            (None, None, Some(t)) => {
+                self.follow(t);
+                t
+            }
+            (Some(p), None, Some(t)) if t <= p.saturating_add(limit) => {
+                self.follow(t);
+                p.max(t)
+            }
+            (Some(p), None, Some(t)) => match self.pending {
+                // Time goes on from the far-ahead reading by no more than it
+                // jumped: a gap or a sparse recording, not one bad clock.
+                Some(q) if t >= q && t - q <= (q - p).saturating_add(limit) => {
+                    self.pending = None;
+                    self.follow(t);
+                    t
+                }
+                Some(q) if t < q => p,
+                _ => {
+                    self.pending = Some(t);
+                    p
+                }
+            },
             (prev, _, _) => prev.unwrap_or(0),
         };
         self.now = Some(next);
         next
     }
+
+    /// A reading the clock follows: learn the typical step.
+    fn follow(&mut self, t: TimestampMs) {
+        if let Some(last) = self.last_ts {
+            let d = (t - last).max(0) as f64;
+            self.step += 0.1 * (d - self.step);
+        }
+        self.last_ts = Some(t);
+        self.pending = None;
+    }
+}
+
+/// Numeric timestamps: the unit asked for, and how many were guessed seconds.
+struct TsRead {
+    unit: Option<TsUnit>,
+    as_seconds: u64,
+}
+
+impl TsRead {
+    fn parse(&mut self, v: &Value) -> Result<TimestampMs, crate::source::payload::PayloadError> {
+        if let (Some(unit), Some(f)) = (self.unit, v.as_f64()) {
+            let ms = match unit {
+                TsUnit::S => f * 1000.0,
+                TsUnit::Ms => f,
+            }
+            .round();
+            // Through the string path, so the range check is the payload one.
+            return parse_timestamp(&Value::String(
+                chrono::DateTime::from_timestamp_millis(ms as i64)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default(),
+            ));
+        }
+        if let Some(f) = v.as_f64() {
+            if f.abs() < 1e11 {
+                self.as_seconds += 1;
+            }
+        }
+        match (parse_timestamp(v), v.as_str()) {
+            // `YYYY-MM-DD HH:MM:SS[.fff]`, as many loggers write: UTC.
+            (Err(e), Some(s)) if s.len() >= 19 && s.as_bytes().get(10) == Some(&b' ') => {
+                let iso = format!("{}T{}Z", &s[..10], &s[11..]);
+                parse_timestamp(&Value::String(iso)).map_err(|_| e)
+            }
+            (r, _) => r,
+        }
+    }
+}
+
+/// Labelled windows per sensor: `{"sensor": [[start, end], ...]}`.
+fn load_windows(path: &Path) -> Result<HashMap<String, Vec<(i64, i64)>>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read labels {}: {e}", path.display()))?;
+    let raw: HashMap<String, Vec<(Value, Value)>> = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "labels {}: {e}; expected {{\"<sensor>\": [[start, end], ...], ...}}",
+            path.display()
+        )
+    })?;
+    let mut ts = TsRead {
+        unit: None,
+        as_seconds: 0,
+    };
+    let mut out = HashMap::new();
+    for (series, wins) in raw {
+        let mut v = Vec::with_capacity(wins.len());
+        for (a, b) in wins {
+            let a = ts
+                .parse(&a)
+                .map_err(|e| format!("labels {}: {series}: {e}", path.display()))?;
+            let b = ts
+                .parse(&b)
+                .map_err(|e| format!("labels {}: {series}: {e}", path.display()))?;
+            v.push((a.min(b), a.max(b)));
+        }
+        v.sort_unstable();
+        out.insert(series, v);
+    }
+    Ok(out)
 }
 
 /// One input row's fields, as text or JSON values.
@@ -220,10 +400,15 @@ struct Row {
     value: Result<f64, (&'static str, String)>,
     ts: Option<Value>,
     arrival: Option<Value>,
+    label: bool,
     raw: String,
 }
 
-fn csv_row(header: &[String], line: &str) -> Row {
+fn is_label(s: &str) -> bool {
+    matches!(s.trim(), "1" | "1.0" | "true" | "True" | "TRUE")
+}
+
+fn csv_row(header: &[String], line: &str, label: Option<&str>) -> Row {
     let fields = split_csv(line);
     let get = |name: &str| {
         header
@@ -250,11 +435,12 @@ fn csv_row(header: &[String], line: &str) -> Row {
         },
         ts: get("ts").map(num_or_text),
         arrival: get("arrival").map(num_or_text),
+        label: label.and_then(get).is_some_and(is_label),
         raw: line.to_string(),
     }
 }
 
-fn json_row(line: &str) -> Row {
+fn json_row(line: &str, label: Option<&str>) -> Row {
     let v: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => {
@@ -264,6 +450,7 @@ fn json_row(line: &str) -> Row {
                 value: Err(("bad_json", format!("not valid JSON: {e}"))),
                 ts: None,
                 arrival: None,
+                label: false,
                 raw: line.to_string(),
             };
         }
@@ -280,15 +467,26 @@ fn json_row(line: &str) -> Row {
         },
         ts: v.get("ts").filter(|t| !t.is_null()).cloned(),
         arrival: v.get("arrival").filter(|t| !t.is_null()).cloned(),
+        label: label.and_then(|l| v.get(l)).is_some_and(|x| match x {
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() == Some(1.0),
+            Value::String(s) => is_label(s),
+            _ => false,
+        }),
         raw: line.to_string(),
     }
 }
 
 /// A row becomes a reading, or a dead letter saying why not; and the
 /// simulated time it arrived.
-fn to_input(row: Row, clock: &mut SimClock, line: usize) -> (Input, TimestampMs) {
-    let arrival = row.arrival.as_ref().and_then(|a| parse_timestamp(a).ok());
-    let ts = row.ts.as_ref().map(parse_timestamp);
+fn to_input(
+    row: Row,
+    clock: &mut SimClock,
+    line: usize,
+    ts_read: &mut TsRead,
+) -> (Input, TimestampMs) {
+    let arrival = row.arrival.as_ref().and_then(|a| ts_read.parse(a).ok());
+    let ts = row.ts.as_ref().map(|t| ts_read.parse(t));
     let now = clock.advance(ts.as_ref().and_then(|t| t.as_ref().ok().copied()), arrival);
     let dead = |reason: &'static str, detail: String| {
         Input::DeadLetter(DeadLetter {
@@ -367,19 +565,39 @@ fn write_all(
         }
     }
     for s in scores {
-        let v = serde_json::json!({
-            "type": "score",
-            "sensor": &*s.reading.key.sensor,
-            "metric": &*s.reading.key.metric,
-            "ts": s.reading.ts,
-            "value": s.reading.value,
-            "score": s.score,
-            "detector": s.detector,
-            "emitted_at": now,
-        });
         match format {
-            Format::Jsonl => writeln!(w, "{v}")?,
-            Format::Csv => csv_record(w, &v)?,
+            // Written by hand: this is one record per reading, the bulk of the
+            // output, and building a JSON value for each was most of the cost.
+            Format::Jsonl => {
+                w.write_all(b"{\"detector\":")?;
+                match &s.detector {
+                    Some(d) => serde_json::to_writer(&mut *w, d)?,
+                    None => w.write_all(b"null")?,
+                }
+                w.write_all(b",\"emitted_at\":")?;
+                write!(w, "{now},\"metric\":")?;
+                serde_json::to_writer(&mut *w, &*s.reading.key.metric)?;
+                write!(w, ",\"score\":{:?},\"sensor\":", s.score)?;
+                serde_json::to_writer(&mut *w, &*s.reading.key.sensor)?;
+                writeln!(
+                    w,
+                    ",\"ts\":{},\"type\":\"score\",\"value\":{:?}}}",
+                    s.reading.ts, s.reading.value
+                )?;
+            }
+            Format::Csv => {
+                let v = serde_json::json!({
+                    "type": "score",
+                    "sensor": &*s.reading.key.sensor,
+                    "metric": &*s.reading.key.metric,
+                    "ts": s.reading.ts,
+                    "value": s.reading.value,
+                    "score": s.score,
+                    "detector": s.detector,
+                    "emitted_at": now,
+                });
+                csv_record(w, &v)?;
+            }
         }
     }
     Ok(())
@@ -422,10 +640,7 @@ mod tests {
 
     #[test]
     fn the_simulated_clock_follows_timestamps_but_not_a_reading_from_the_future() {
-        let mut c = SimClock {
-            now: None,
-            skew: 1_000,
-        };
+        let mut c = SimClock::new(1_000);
         assert_eq!(c.advance(Some(5_000), None), 5_000);
         assert_eq!(c.advance(Some(4_000), None), 5_000, "never backwards");
         assert_eq!(c.advance(Some(5_900), None), 5_900);
@@ -443,10 +658,77 @@ mod tests {
     }
 
     #[test]
+    fn the_simulated_clock_follows_a_recording_sampled_hourly() {
+        // Before: every reading after the first was more than max_future_skew
+        // (5 minutes) ahead of the clock, and quarantined as future_skew.
+        let mut c = SimClock::new(300_000);
+        let hour = 3_600_000;
+        let mut held = 0;
+        for i in 0..100 {
+            let t = 1_700_000_000_000 + i * hour;
+            if c.advance(Some(t), None) != t {
+                held += 1;
+            }
+        }
+        assert!(held <= 1, "{held} of 100 readings were ahead of the clock");
+        // A gap of a day in a 1 Hz recording: the clock follows after one reading.
+        let mut c = SimClock::new(300_000);
+        for i in 0..100 {
+            c.advance(Some(i * 1000), None);
+        }
+        assert_eq!(c.advance(Some(86_400_000), None), 99_000);
+        assert_eq!(c.advance(Some(86_401_000), None), 86_401_000);
+        // One reading a year ahead among 1 Hz ones does not drag it.
+        assert_eq!(
+            c.advance(Some(86_401_000 + 31_536_000_000), None),
+            86_401_000
+        );
+        assert_eq!(c.advance(Some(86_402_000), None), 86_402_000);
+    }
+
+    #[test]
+    fn numeric_timestamps_take_the_unit_given_and_small_ones_are_counted_as_seconds() {
+        let mut t = TsRead {
+            unit: None,
+            as_seconds: 0,
+        };
+        assert_eq!(
+            t.parse(&Value::from(1_700_000_000)).unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(t.as_seconds, 1);
+        let mut t = TsRead {
+            unit: Some(TsUnit::Ms),
+            as_seconds: 0,
+        };
+        assert_eq!(t.parse(&Value::from(5_000)).unwrap(), 5_000);
+        let mut t = TsRead {
+            unit: Some(TsUnit::S),
+            as_seconds: 0,
+        };
+        assert_eq!(t.parse(&Value::from(1.5)).unwrap(), 1_500);
+        assert_eq!(
+            t.parse(&Value::from("2020-03-09 10:14:33")).unwrap(),
+            1_583_748_873_000,
+            "a logger's UTC date-time"
+        );
+        assert_eq!(t.as_seconds, 0);
+    }
+
+    #[test]
     fn a_row_becomes_a_reading_or_a_dead_letter_with_its_reason() {
         let h: Vec<String> = ["ts", "sensor", "metric", "value"].map(String::from).into();
-        let mut c = SimClock { now: None, skew: 0 };
-        match to_input(csv_row(&h, "1700000000000,gh,temp,21.5"), &mut c, 2) {
+        let mut c = SimClock::new(0);
+        let mut t = TsRead {
+            unit: None,
+            as_seconds: 0,
+        };
+        match to_input(
+            csv_row(&h, "1700000000000,gh,temp,21.5", None),
+            &mut c,
+            2,
+            &mut t,
+        ) {
             (Input::Reading(r), now) => {
                 assert_eq!(
                     (r.ts, r.value, now),
@@ -462,15 +744,19 @@ mod tests {
             ("yesterday,gh,temp,1", "bad_timestamp"),
             ("1700000000000,,temp,1", "unmapped_topic"),
         ] {
-            match to_input(csv_row(&h, line), &mut c, 3).0 {
+            match to_input(csv_row(&h, line, None), &mut c, 3, &mut t).0 {
                 Input::DeadLetter(d) => assert_eq!(d.reason, reason, "{line}"),
                 other => panic!("{line}: {other:?}"),
             }
         }
         match to_input(
-            json_row(r#"{"sensor":"a","metric":"b","value":1,"ts":"2023-11-14T22:13:20Z"}"#),
+            json_row(
+                r#"{"sensor":"a","metric":"b","value":1,"ts":"2023-11-14T22:13:20Z"}"#,
+                None,
+            ),
             &mut c,
             4,
+            &mut t,
         )
         .0
         {

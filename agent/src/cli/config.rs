@@ -30,6 +30,9 @@ pub fn check(file: &Path, out: &mut impl Write, err: &mut impl Write) -> u8 {
                 sources(&c),
                 simulated(&c)
             );
+            for w in c.warnings() {
+                let _ = writeln!(err, "warning: {w}");
+            }
             exit::OK
         }
         Err(e) => {

@@ -2,9 +2,11 @@
 //! subcommand. Each returns an [`ExitCode`] the binary passes on.
 
 pub mod backtest;
+mod backtest_eval;
 pub mod config;
 pub mod decode;
 pub mod diag;
+pub mod nab;
 pub mod outbox;
 mod outbox_purge;
 mod outbox_rows;
@@ -165,6 +167,21 @@ pub enum Command {
         /// Leave out the per-reading score records.
         #[arg(long)]
         no_scores: bool,
+        /// Score the run against labelled anomaly windows: a JSON file
+        /// {"<sensor>": [[start, end], ...], ...} (NAB-style; timestamps as in the input).
+        /// Prints per sensor and overall: windows detected and missed, false alarms,
+        /// detection delay, and NAB scores (standard, reward_low_FP_rate, reward_low_FN_rate).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Score against a label column of the input instead (1 = anomalous row): runs of
+        /// labelled rows per sensor are the windows; also prints row-level precision,
+        /// recall and F1 of the alerts.
+        #[arg(long)]
+        label_column: Option<String>,
+        /// Unit of numeric timestamps: "s" or "ms". Default: below 1e11 is seconds,
+        /// above is milliseconds (and the summary says how many were read as seconds).
+        #[arg(long, value_enum)]
+        ts_unit: Option<backtest::TsUnit>,
     },
     /// Local sensors: list with health, scan an I2C bus, read one.
     Sensors {

@@ -236,6 +236,33 @@ fn write_location(
 }
 
 impl Config {
+    /// Settings that are valid but probably not meant: each a sentence with
+    /// the fix. `weir config check` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(idle) = self.engine.idle_timeout_ms else {
+            return out;
+        };
+        let sims = self.sims.iter().map(|s| (&s.name, s.interval));
+        let i2c = self.devices.i2c.iter().map(|s| (&s.name, s.poll.interval));
+        let w1 = self
+            .devices
+            .onewire
+            .iter()
+            .map(|s| (&s.name, s.poll.interval));
+        for (name, interval) in sims.chain(i2c).chain(w1) {
+            let ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+            if ms > idle {
+                out.push(format!(
+                    "[engine] idle_timeout ({idle} ms) is shorter than sensor `{name}`'s sampling interval ({ms} ms): \
+                     its windows would fire after their first reading and it would be reported silent between readings; \
+                     set idle_timeout above {ms} ms"
+                ));
+            }
+        }
+        out
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

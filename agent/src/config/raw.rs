@@ -200,6 +200,12 @@ pub struct RawDetector {
     pub tolerance: Option<f64>,
     pub stuck_for: Option<String>,
     pub min_readings: Option<u32>,
+    // level_shift, seasonal, auto
+    pub drift: Option<f64>,
+    pub slots_per_day: Option<u32>,
+    pub weekly: Option<bool>,
+    pub min_samples: Option<u32>,
+    pub sustain: Option<u32>,
 }
 
 /// `clear_after` is a duration for per-reading detectors (`"5s"`) and a number of

@@ -31,7 +31,7 @@ fn the_example_config_is_valid_and_keeps_its_values() {
         }
     );
     let kinds: Vec<&str> = c.detectors.iter().map(|d| d.kind.name()).collect();
-    assert_eq!(kinds, ["threshold", "zscore", "silence", "flatline"]);
+    assert_eq!(kinds, ["threshold", "auto", "silence", "flatline"]);
     // The example shows every engine default.
     assert_eq!(c.engine, crate::engine::EngineConfig::default());
     assert_eq!(c.devices.i2c.len(), 1);
@@ -451,4 +451,19 @@ fn a_max_payload_bytes_above_what_ingest_can_read_whole_is_refused_with_the_limi
     let e = invalid(&base.replace("[ingest]\n", "[ingest]\nmax_payload_bytes = 2000000\n"));
     assert_eq!(e.key, "ingest.max_payload_bytes");
     assert!(e.to_string().contains("983032"), "{e}");
+}
+
+#[test]
+fn an_idle_timeout_shorter_than_a_sampling_interval_is_warned_about() {
+    let text = "[agent]\ndevice = \"d1\"\n[engine]\nidle_timeout = \"30s\"\n\n[[sim]]\nname = \"slow\"\ninterval = \"1m\"\n";
+    let w = Config::parse(text, None).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("`slow`") && w[0].contains("idle_timeout above 60000 ms"),
+        "{}",
+        w[0]
+    );
+    let ok = text.replace("30s", "5m");
+    assert!(Config::parse(&ok, None).unwrap().warnings().is_empty());
+    assert!(Config::parse(EXAMPLE, None).unwrap().warnings().is_empty());
 }

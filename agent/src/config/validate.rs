@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawClearAfter, RawConfig, RawSize};
+use super::raw::{RawClearAfter, RawConfig, RawDetector, RawSize};
 use super::span::Seg::{self, Index, Key};
 use super::{Config, IngestConfig, SimSource, UplinkConfig, WhenFull};
 use crate::detect::{DetectError, DetectorKind, DetectorSpec, Glob, Severity};
@@ -420,6 +420,39 @@ fn engine(raw: &RawConfig) -> Result<EngineConfig> {
     Ok(cfg)
 }
 
+const KINDS: &str = "use \"auto\" (no tuning), \"threshold\", \"zscore\", \"level_shift\", \"rate\", \"spread\", \"seasonal\", \"flatline\" or \"silence\"";
+
+/// The per-reading statistical detectors' kinds, with their defaults.
+fn online_kind(k: &str, d: &RawDetector, clear_after: Option<u32>) -> DetectorKind {
+    match k {
+        "level_shift" => DetectorKind::LevelShift {
+            threshold: d.threshold.unwrap_or(8.0),
+            drift: d.drift.unwrap_or(0.5),
+            clear_after: clear_after.unwrap_or(30),
+        },
+        "rate" => DetectorKind::Rate {
+            threshold: d.threshold.unwrap_or(6.0),
+            clear_after: clear_after.unwrap_or(10),
+        },
+        "spread" => DetectorKind::Spread {
+            threshold: d.threshold.unwrap_or(4.0),
+            clear_after: clear_after.unwrap_or(30),
+        },
+        "seasonal" => DetectorKind::Seasonal {
+            threshold: d.threshold.unwrap_or(4.0),
+            slots_per_day: d.slots_per_day.unwrap_or(24),
+            weekly: d.weekly.unwrap_or(false),
+            min_samples: d.min_samples.unwrap_or(3),
+            clear_after: clear_after.unwrap_or(10),
+        },
+        _ => DetectorKind::Auto {
+            threshold: d.threshold.unwrap_or(0.5),
+            sustain: d.sustain.unwrap_or(3),
+            clear_after: clear_after.unwrap_or(30),
+        },
+    }
+}
+
 fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>> {
     let mut out: Vec<DetectorSpec> = Vec::new();
     for (i, d) in raw.detector.iter().enumerate() {
@@ -483,7 +516,7 @@ fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>
                     hysteresis: d.hysteresis.unwrap_or(0.5),
                     warmup: d.warmup.unwrap_or(5),
                     clear_after,
-                    min_stddev: d.min_stddev.unwrap_or(1e-3),
+                    min_stddev: d.min_stddev.unwrap_or(1e-9),
                 }
             }
             Some("silence") => {
@@ -501,19 +534,29 @@ fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>
                 min_duration_ms: millis(&with(&p, Key("stuck_for")), d.stuck_for.as_deref(), "5m")?,
                 min_readings: d.min_readings.unwrap_or(3),
             },
+            Some(k @ ("level_shift" | "rate" | "spread" | "seasonal" | "auto")) => {
+                let clear_after = match &d.clear_after {
+                    None => None,
+                    Some(RawClearAfter::Windows(n)) => Some(*n),
+                    Some(RawClearAfter::Duration(_)) => {
+                        return err(
+                            &clear_path,
+                            "this detector clears after a number of normal readings",
+                            "write e.g. clear_after = 30",
+                        );
+                    }
+                };
+                online_kind(k, d, clear_after)
+            }
             Some(k) => {
                 return err(
                     &with(&p, Key("kind")),
                     format!("unknown detector kind \"{k}\""),
-                    "use \"threshold\", \"zscore\", \"silence\" or \"flatline\"",
+                    KINDS,
                 );
             }
             None => {
-                return err(
-                    &with(&p, Key("kind")),
-                    "detector kind is missing",
-                    "add kind = \"threshold\", \"zscore\" or \"silence\"",
-                );
+                return err(&with(&p, Key("kind")), "detector kind is missing", KINDS);
             }
         };
         let spec = DetectorSpec {
@@ -533,6 +576,7 @@ fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>
                 DetectError::Alpha { .. } => "alpha",
                 DetectError::ZThreshold { .. } => "threshold",
                 DetectError::MinStddev { .. } => "min_stddev",
+                DetectError::OutOfRange { field, .. } => field,
                 DetectError::Negative { field, .. } => field,
                 DetectError::BadName(_) | DetectError::DuplicateName(_) => "name",
             };

@@ -23,9 +23,12 @@
 mod alert;
 mod flatline;
 mod glob;
+mod online;
+mod seasonal;
 mod silence;
 mod spec;
 mod state;
+mod stats;
 mod threshold;
 mod zscore;
 
@@ -45,6 +48,7 @@ pub use spec::{DetectError, DetectorKind, DetectorSpec, Severity, validate_specs
 pub use state::{DetectorKeyState, DetectorsState};
 
 use flatline::FlatlineState;
+use online::OnlineState;
 use silence::SilenceState;
 use threshold::ThresholdState;
 use zscore::ZScoreState;
@@ -56,6 +60,7 @@ struct KeyStates {
     zscore: Vec<(usize, ZScoreState)>,
     silence: Vec<(usize, SilenceState)>,
     flatline: Vec<(usize, FlatlineState)>,
+    online: Vec<(usize, OnlineState)>,
 }
 
 /// All detectors for all keys.
@@ -69,6 +74,7 @@ pub struct Detectors {
     any_zscore: bool,
     any_silence: bool,
     any_flatline: bool,
+    any_online: bool,
     // Keys whose states may have changed since the last `take_dirty`.
     dirty: HashSet<Key>,
 }
@@ -88,6 +94,7 @@ impl Detectors {
         let any_flatline = specs
             .iter()
             .any(|s| matches!(s.kind, DetectorKind::Flatline { .. }));
+        let any_online = specs.iter().any(|s| OnlineState::new(&s.kind).is_some());
         Self {
             specs,
             keys: HashMap::new(),
@@ -97,6 +104,7 @@ impl Detectors {
             any_zscore,
             any_silence,
             any_flatline,
+            any_online,
             dirty: HashSet::new(),
         }
     }
@@ -107,7 +115,7 @@ impl Detectors {
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
         // Without a threshold, silence or flatline spec, readings have nothing
         // to say: do not even spend a key slot on them.
-        if !(self.any_threshold || self.any_silence || self.any_flatline) {
+        if !(self.any_threshold || self.any_silence || self.any_flatline || self.any_online) {
             return;
         }
         self.with_states(&r.key, |specs, states| {
@@ -118,6 +126,9 @@ impl Detectors {
                 st.on_reading(r, out);
             }
             for (i, st) in &mut states.flatline {
+                st.observe(&specs[*i], r, out);
+            }
+            for (i, st) in &mut states.online {
                 st.observe(&specs[*i], r, out);
             }
         });
@@ -151,6 +162,23 @@ impl Detectors {
             .iter()
             .map(|(i, st)| (st.score(&self.specs[*i], r.value), *i));
         t.chain(z)
+            .fold(None, |best: Option<(f64, usize)>, (s, i)| match best {
+                Some((b, _)) if b >= s => best,
+                _ => Some((s, i)),
+            })
+            .map(|(s, i)| (s, self.specs[i].name.as_str()))
+    }
+
+    /// The score the key's latest reading got from its per-reading statistical
+    /// detectors (level shift, rate, spread, seasonal, auto), which judge a
+    /// reading as they learn it: call after [`Detectors::on_reading`]. The
+    /// highest, with its detector; `None` for a key without such detectors.
+    pub fn reading_score(&self, key: &Key) -> Option<(f64, &str)> {
+        let states = self.keys.get(key)?;
+        states
+            .online
+            .iter()
+            .map(|(i, st)| (st.score(), *i))
             .fold(None, |best: Option<(f64, usize)>, (s, i)| match best {
                 Some((b, _)) if b >= s => best,
                 _ => Some((s, i)),
@@ -200,8 +228,19 @@ impl Detectors {
             let z = states.zscore.iter().filter_map(|(_, st)| st.active());
             let s = states.silence.iter().filter_map(|(_, st)| st.active());
             let f = states.flatline.iter().filter_map(|(_, st)| st.active());
-            t.chain(z).chain(s).chain(f)
+            let o = states.online.iter().filter_map(|(_, st)| st.active());
+            t.chain(z).chain(s).chain(f).chain(o)
         })
+    }
+
+    /// Bytes held by the per-reading statistical detectors' states (level
+    /// shift, rate, spread, seasonal, auto) over all keys, open alerts apart:
+    /// the per-key memory `docs/detection.md` states.
+    pub fn statistical_state_bytes(&self) -> usize {
+        self.keys
+            .values()
+            .flat_map(|s| s.online.iter().map(|(_, st)| st.bytes()))
+            .sum()
     }
 
     /// Keys holding detector state (including keys no detector applies to).
@@ -249,6 +288,11 @@ fn fresh_states(specs: &[DetectorSpec], key: &Key) -> KeyStates {
             DetectorKind::ZScore { .. } => states.zscore.push((i, ZScoreState::default())),
             DetectorKind::Silence => states.silence.push((i, SilenceState::default())),
             DetectorKind::Flatline { .. } => states.flatline.push((i, FlatlineState::default())),
+            ref kind => {
+                if let Some(st) = OnlineState::new(kind) {
+                    states.online.push((i, st));
+                }
+            }
         }
     }
     states

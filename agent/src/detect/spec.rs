@@ -75,6 +75,57 @@ pub enum DetectorKind {
         /// How many readings at least must not move.
         min_readings: u32,
     },
+    /// Per reading: a change in mean. Two-sided CUSUM of residuals standardised
+    /// against a slow, winsorised baseline; raise when a sum exceeds `threshold`,
+    /// then restart from the new level; clear after `clear_after` readings with
+    /// both sums below `threshold / 2`.
+    LevelShift {
+        /// Decision level h, in standard deviations accumulated.
+        threshold: f64,
+        /// Allowance k per reading, in standard deviations (half the shift to catch).
+        drift: f64,
+        /// Normal readings needed to clear.
+        clear_after: u32,
+    },
+    /// Per reading: the rate of change per second against its usual spread.
+    Rate {
+        /// Raise when |z| of the rate is above this.
+        threshold: f64,
+        /// Readings with |z| below `threshold / 2` needed to clear.
+        clear_after: u32,
+    },
+    /// Per reading: short-term (about 40 readings) against long-term (about
+    /// 1,000) variance of first differences: a sensor getting noisier.
+    Spread {
+        /// Raise when the variance ratio is above this.
+        threshold: f64,
+        /// Readings with a ratio below `sqrt(threshold)` needed to clear.
+        clear_after: u32,
+    },
+    /// Per reading: expected value and spread per time-of-day slot (and
+    /// day-of-week with `weekly`), learned online.
+    Seasonal {
+        /// Raise when |z| against the slot is above this.
+        threshold: f64,
+        /// Slots per day (1 to 96, dividing the day into whole milliseconds).
+        slots_per_day: u32,
+        /// One set of slots per day of the week.
+        weekly: bool,
+        /// Visits a slot needs before it judges (cold start).
+        min_samples: u32,
+        /// Readings with |z| below `threshold / 2` needed to clear.
+        clear_after: u32,
+    },
+    /// Per reading: every statistic above combined into one score in [0, 1]
+    /// (see `detect/online.rs`); no tuning needed.
+    Auto {
+        /// Score at or above which a reading is abnormal (0.5 = 1 in 10,000).
+        threshold: f64,
+        /// Consecutive abnormal readings needed to raise.
+        sustain: u32,
+        /// Readings with a score below `threshold / 2` needed to clear.
+        clear_after: u32,
+    },
 }
 
 impl DetectorKind {
@@ -85,6 +136,11 @@ impl DetectorKind {
             Self::ZScore { .. } => "zscore",
             Self::Silence => "silence",
             Self::Flatline { .. } => "flatline",
+            Self::LevelShift { .. } => "level_shift",
+            Self::Rate { .. } => "rate",
+            Self::Spread { .. } => "spread",
+            Self::Seasonal { .. } => "seasonal",
+            Self::Auto { .. } => "auto",
         }
     }
 }
@@ -185,6 +241,18 @@ pub enum DetectError {
         name: String,
         /// Parameter name.
         field: &'static str,
+    },
+    /// A per-reading detector's parameter outside its range.
+    #[error("detector `{name}`: `{field}` is {value}, it must be {rule}")]
+    OutOfRange {
+        /// Detector name.
+        name: String,
+        /// Parameter name.
+        field: &'static str,
+        /// Value given.
+        value: f64,
+        /// What is allowed.
+        rule: &'static str,
     },
     /// `min_stddev` not positive.
     #[error(
@@ -312,8 +380,76 @@ impl DetectorSpec {
                 }
             }
             DetectorKind::Silence => {}
+            DetectorKind::LevelShift {
+                threshold, drift, ..
+            } => {
+                finite("threshold", threshold)?;
+                finite("drift", drift)?;
+                self.range("threshold", threshold, threshold > 0.0, "> 0 (e.g. 8)")?;
+                self.range("drift", drift, drift >= 0.0, ">= 0 (e.g. 0.5)")?;
+            }
+            DetectorKind::Rate { threshold, .. } => {
+                finite("threshold", threshold)?;
+                self.range("threshold", threshold, threshold > 0.0, "> 0 (e.g. 6)")?;
+            }
+            DetectorKind::Spread { threshold, .. } => {
+                finite("threshold", threshold)?;
+                self.range("threshold", threshold, threshold > 1.0, "> 1 (e.g. 4)")?;
+            }
+            DetectorKind::Seasonal {
+                threshold,
+                slots_per_day,
+                min_samples,
+                ..
+            } => {
+                finite("threshold", threshold)?;
+                self.range("threshold", threshold, threshold > 0.0, "> 0 (e.g. 4)")?;
+                let ok = (1..=96).contains(&slots_per_day) && 86_400_000 % slots_per_day == 0;
+                self.range(
+                    "slots_per_day",
+                    f64::from(slots_per_day),
+                    ok,
+                    "1 to 96 and divide the day evenly (e.g. 24 or 48)",
+                )?;
+                self.range(
+                    "min_samples",
+                    f64::from(min_samples),
+                    min_samples >= 1,
+                    ">= 1",
+                )?;
+            }
+            DetectorKind::Auto { threshold, .. } => {
+                finite("threshold", threshold)?;
+                self.range(
+                    "threshold",
+                    threshold,
+                    threshold > 0.0 && threshold < 1.0,
+                    "between 0 and 1 (e.g. 0.5)",
+                )?;
+            }
         }
         Ok(())
+    }
+}
+
+impl DetectorSpec {
+    fn range(
+        &self,
+        field: &'static str,
+        value: f64,
+        ok: bool,
+        rule: &'static str,
+    ) -> Result<(), DetectError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(DetectError::OutOfRange {
+                name: self.name.clone(),
+                field,
+                value,
+                rule,
+            })
+        }
     }
 }
 

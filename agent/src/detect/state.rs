@@ -42,7 +42,8 @@ impl KeyStates {
         let z = self.zscore.iter().map(|s| (1, s.0));
         let q = self.silence.iter().map(|s| (2, s.0));
         let f = self.flatline.iter().map(|s| (3, s.0));
-        t.chain(z).chain(q).chain(f).collect()
+        let o = self.online.iter().map(|s| (4 + s.1.code(), s.0));
+        t.chain(z).chain(q).chain(f).chain(o).collect()
     }
 }
 
@@ -105,6 +106,11 @@ impl Detectors {
                 }
             }
             for (i, st) in &mut states.flatline {
+                if let Some(a) = st.active_mut() {
+                    a.kind = kind(*i);
+                }
+            }
+            for (i, st) in &mut states.online {
                 if let Some(a) = st.active_mut() {
                     a.kind = kind(*i);
                 }

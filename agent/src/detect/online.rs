@@ -1,0 +1,445 @@
+//! Per-reading statistical detectors: level shift (CUSUM), rate of change,
+//! spread (variance change), seasonal baseline, and `auto`, which combines
+//! them into one calibrated score. Each judges every reading of its key, with
+//! no look-ahead and a fixed state (sizes in `docs/detection.md`).
+//!
+//! Invariants of [`OnlineState`]:
+//! - `core` matches the spec's kind (set at admission, never changed).
+//! - `active` is `Some` exactly while an episode is raised; `streak` counts
+//!   consecutive normal readings while raised and consecutive abnormal ones
+//!   while not.
+//! - `last_raised_ts` never decreases, so episode ids never repeat.
+//! - `score` is the score the latest reading got, in [0, 1].
+//!
+//! Every baseline absorbs every reading, winsorised (see [`super::stats`]):
+//! what an alert flagged cannot freeze the baseline, a persisting level
+//! becomes the new normal and the alert clears.
+
+use serde::{Deserialize, Serialize};
+
+use crate::reading::{Reading, TimestampMs};
+
+use super::alert::{self, Alert};
+use super::seasonal::Seasonal;
+use super::spec::{DetectorKind, DetectorSpec};
+use super::stats::{self, Baseline, Cusum, SPREAD_WARMUP, Spread, t4_two_sided};
+
+/// Readings a per-reading baseline absorbs before it judges.
+const WARMUP: u32 = 30;
+/// Memory of the spike and rate baselines, per reading (about 50 readings).
+const FAST_ALPHA: f64 = 0.02;
+
+/// Rate of change per second against its usual distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Rate {
+    prev: Option<(f64, TimestampMs)>,
+    base: Baseline,
+}
+
+impl Rate {
+    /// z of this reading's rate (0 while warming up or at a repeated timestamp),
+    /// and the rate itself (units per second).
+    fn step(&mut self, x: f64, ts: TimestampMs) -> (f64, f64) {
+        let Some((px, pts)) = self.prev else {
+            self.prev = Some((x, ts));
+            return (0.0, 0.0);
+        };
+        if ts <= pts {
+            // Repeated or out-of-order timestamp: no rate to speak of.
+            return (0.0, 0.0);
+        }
+        self.prev = Some((x, ts));
+        let rate = (x - px) / ((ts - pts) as f64 / 1000.0);
+        let z = if self.base.n >= WARMUP {
+            self.base.z(rate)
+        } else {
+            0.0
+        };
+        self.base.update(rate, FAST_ALPHA);
+        (z, rate)
+    }
+}
+
+/// The components of `auto`: about 800 bytes (see `docs/detection.md`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Auto {
+    spike: Baseline,
+    cusum: Cusum,
+    rate: Rate,
+    spread: Spread,
+    seasonal: Seasonal,
+    /// The behaviour that raised the open episode (for the cleared reason).
+    behaviour: u8,
+}
+
+/// Slots per day of `auto`'s seasonal component, and visits before it judges.
+const AUTO_SLOTS: u32 = 24;
+const AUTO_SEASON_VISITS: u32 = 3;
+/// CUSUM allowance and decision level inside `auto`.
+const AUTO_K: f64 = 0.5;
+const AUTO_H: f64 = 20.0;
+
+/// Behaviours `auto` names, by component.
+const BEHAVIOURS: [&str; 6] = [
+    "spike",
+    "level shift",
+    "drift",
+    "sudden change",
+    "noise",
+    "broken daily pattern",
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Core {
+    LevelShift(Cusum),
+    Rate(Rate),
+    Spread(Spread),
+    Seasonal(Seasonal),
+    Auto(Box<Auto>),
+}
+
+/// Per (per-reading detector, key) state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct OnlineState {
+    core: Core,
+    #[serde(with = "super::alert::boxed")]
+    active: Option<Box<Alert>>,
+    streak: u32,
+    last_raised_ts: Option<TimestampMs>,
+    score: f32,
+}
+
+/// One reading's judgement, before the lifecycle acts on it.
+struct Verdict {
+    abnormal: bool,
+    normal: bool,
+    score: f64,
+    baseline: Option<f64>,
+}
+
+impl OnlineState {
+    /// A fresh state for `kind`, or `None` if it is not a per-reading kind.
+    pub(super) fn new(kind: &DetectorKind) -> Option<Self> {
+        let core = match kind {
+            DetectorKind::LevelShift { .. } => Core::LevelShift(Cusum::default()),
+            DetectorKind::Rate { .. } => Core::Rate(Rate::default()),
+            DetectorKind::Spread { .. } => Core::Spread(Spread::default()),
+            DetectorKind::Seasonal { .. } => Core::Seasonal(Seasonal::default()),
+            DetectorKind::Auto { .. } => Core::Auto(Box::default()),
+            _ => return None,
+        };
+        Some(Self {
+            core,
+            active: None,
+            streak: 0,
+            last_raised_ts: None,
+            score: 0.0,
+        })
+    }
+
+    /// Which statistic this state holds, distinct per kind (for restores).
+    pub(super) fn code(&self) -> u8 {
+        match self.core {
+            Core::LevelShift(_) => 0,
+            Core::Rate(_) => 1,
+            Core::Spread(_) => 2,
+            Core::Seasonal(_) => 3,
+            Core::Auto(_) => 4,
+        }
+    }
+
+    /// Bytes this state holds, inline and on the heap (an open alert apart).
+    pub(super) fn bytes(&self) -> usize {
+        let heap = match &self.core {
+            Core::Seasonal(s) => s.heap_bytes(),
+            Core::Auto(a) => std::mem::size_of::<Auto>() + a.seasonal.heap_bytes(),
+            _ => 0,
+        };
+        std::mem::size_of::<Self>() + heap
+    }
+
+    /// The raised alert of the current episode, if any.
+    pub(super) fn active(&self) -> Option<&Alert> {
+        self.active.as_deref()
+    }
+
+    /// The same, to restore its static fields after a checkpoint.
+    pub(super) fn active_mut(&mut self) -> Option<&mut Alert> {
+        self.active.as_deref_mut()
+    }
+
+    /// The score the latest reading got, in [0, 1].
+    pub(super) fn score(&self) -> f64 {
+        f64::from(self.score)
+    }
+
+    /// Judges one reading: updates the statistics, then the episode.
+    pub(super) fn observe(&mut self, spec: &DetectorSpec, r: &Reading, out: &mut Vec<Alert>) {
+        let x = r.value;
+        let (v, sustain, clear_after, threshold, why): (Verdict, u32, u32, f64, Why) =
+            match (&mut self.core, &spec.kind) {
+                (
+                    Core::LevelShift(c),
+                    &DetectorKind::LevelShift {
+                        threshold,
+                        drift,
+                        clear_after,
+                    },
+                ) => {
+                    let st = c.step(x, drift);
+                    if st.s > threshold {
+                        c.reset();
+                    }
+                    let v = Verdict {
+                        abnormal: st.s > threshold,
+                        normal: st.s < threshold / 2.0,
+                        score: st.s / (st.s + threshold),
+                        baseline: Some(st.from),
+                    };
+                    (v, 1, clear_after, threshold, Why::Shift(st))
+                }
+                (
+                    Core::Rate(rt),
+                    &DetectorKind::Rate {
+                        threshold,
+                        clear_after,
+                    },
+                ) => {
+                    let (z, rate) = rt.step(x, r.ts);
+                    let v = z_verdict(z, threshold, None);
+                    (v, 1, clear_after, threshold, Why::Rate(z, rate))
+                }
+                (
+                    Core::Spread(s),
+                    &DetectorKind::Spread {
+                        threshold,
+                        clear_after,
+                    },
+                ) => {
+                    let warm = s.n >= SPREAD_WARMUP;
+                    let ratio = s.step(x);
+                    let ratio = if warm { ratio } else { 1.0 };
+                    let v = Verdict {
+                        abnormal: ratio > threshold,
+                        normal: ratio < threshold.sqrt().max(1.0),
+                        score: ratio / (ratio + threshold),
+                        baseline: None,
+                    };
+                    (v, 1, clear_after, threshold, Why::Spread(ratio))
+                }
+                (
+                    Core::Seasonal(s),
+                    &DetectorKind::Seasonal {
+                        threshold,
+                        slots_per_day,
+                        weekly,
+                        min_samples,
+                        clear_after,
+                    },
+                ) => {
+                    let st = s.step(x, r.ts, slots_per_day, weekly, min_samples);
+                    let v = z_verdict(st.z, threshold, st.warm.then_some(st.expected));
+                    (v, 1, clear_after, threshold, Why::Season(st.z, st.expected))
+                }
+                (
+                    Core::Auto(a),
+                    &DetectorKind::Auto {
+                        threshold,
+                        sustain,
+                        clear_after,
+                    },
+                ) => {
+                    let (score, behaviour) = a.step(x, r.ts);
+                    let v = Verdict {
+                        abnormal: score >= threshold,
+                        normal: score < threshold / 2.0,
+                        score,
+                        baseline: Some(a.spike.mean),
+                    };
+                    if self.active.is_none() {
+                        a.behaviour = behaviour;
+                    }
+                    let b = a.behaviour;
+                    (v, sustain, clear_after, threshold, Why::Auto(score, b))
+                }
+                _ => return,
+            };
+        self.score = v.score.clamp(0.0, 1.0) as f32;
+        self.lifecycle(spec, r, v, sustain, clear_after, threshold, why, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn lifecycle(
+        &mut self,
+        spec: &DetectorSpec,
+        r: &Reading,
+        v: Verdict,
+        sustain: u32,
+        clear_after: u32,
+        threshold: f64,
+        why: Why,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(raised) = self.active.take() else {
+            self.streak = if v.abnormal { self.streak + 1 } else { 0 };
+            if self.streak >= sustain.max(1) {
+                let raised = alert::raise(
+                    spec,
+                    &r.key,
+                    r.ts,
+                    &mut self.last_raised_ts,
+                    alert::Raise {
+                        value: r.value,
+                        baseline: v.baseline,
+                        threshold,
+                        reason: why.raised(r.value),
+                    },
+                );
+                out.push(raised.clone());
+                self.active = Some(Box::new(raised));
+                self.streak = 0;
+            }
+            return;
+        };
+        if !v.normal {
+            self.streak = 0;
+            self.active = Some(raised);
+            return;
+        }
+        self.streak = self.streak.saturating_add(1);
+        if self.streak < clear_after.max(1) {
+            self.active = Some(raised);
+            return;
+        }
+        let reason = format!(
+            "{} over: readings normal again for {} readings",
+            why.name(),
+            self.streak
+        );
+        out.push(alert::clear(*raised, r.value, v.baseline, reason, r.ts));
+        self.streak = 0;
+    }
+}
+
+fn z_verdict(z: f64, threshold: f64, baseline: Option<f64>) -> Verdict {
+    let (z2, t2) = (z * z, threshold * threshold);
+    Verdict {
+        abnormal: z.abs() > threshold,
+        normal: z.abs() < threshold / 2.0,
+        score: if z2.is_finite() { z2 / (z2 + t2) } else { 1.0 },
+        baseline,
+    }
+}
+
+/// What a reason says, built only when an alert goes out.
+enum Why {
+    Shift(stats::CusumStep),
+    Rate(f64, f64),
+    Spread(f64),
+    Season(f64, f64),
+    Auto(f64, u8),
+}
+
+impl Why {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Shift(st) if st.run > 60 => "drift",
+            Self::Shift(_) => "level shift",
+            Self::Rate(..) => "sudden change",
+            Self::Spread(_) => "noise",
+            Self::Season(..) => "broken daily pattern",
+            Self::Auto(_, b) => BEHAVIOURS
+                .get(usize::from(*b))
+                .copied()
+                .unwrap_or("anomaly"),
+        }
+    }
+
+    fn raised(&self, x: f64) -> String {
+        let name = self.name();
+        match self {
+            Self::Shift(st) => {
+                let dir = if st.sign > 0.0 { "up" } else { "down" };
+                format!(
+                    "{name}: readings moved {dir} from about {:.4} to about {:.4} over {} readings",
+                    st.from, st.to, st.run
+                )
+            }
+            Self::Rate(z, rate) => format!(
+                "{name}: value {x} changing at {rate:.4}/s, {:.1} times the usual spread of its rate",
+                z.abs()
+            ),
+            Self::Spread(ratio) => format!(
+                "{name}: readings are {:.1} times as noisy as usual (variance ratio {ratio:.1})",
+                ratio.sqrt()
+            ),
+            Self::Season(z, expected) => format!(
+                "{name}: value {x} where about {expected:.4} is usual at this time of day ({:.1} stddev)",
+                z.abs()
+            ),
+            Self::Auto(score, _) => format!("{name}: value {x}, anomaly score {score:.2}"),
+        }
+    }
+}
+
+impl Auto {
+    /// Scores one reading in [0, 1]: each component's statistic becomes a tail
+    /// probability under its own null, the smallest (Bonferroni-corrected for
+    /// five tests) is the reading's p, and the score is `-log10(p) / 8`,
+    /// capped at 1 (0.5 is a 1-in-10,000 reading for this sensor, 1 is
+    /// 1 in 10^8). Returns the score and the behaviour that gave it.
+    fn step(&mut self, x: f64, ts: TimestampMs) -> (f64, u8) {
+        let mut ps = [1.0f64; 6];
+        // Broken daily pattern first: once the time-of-day slot is warm, the
+        // other components see the reading with the usual daily swing taken
+        // out, so a daily cycle is not mistaken for shifts and drifts.
+        let season = self
+            .seasonal
+            .step(x, ts, AUTO_SLOTS, false, AUTO_SEASON_VISITS);
+        if season.warm {
+            ps[5] = t4_two_sided(season.z);
+        }
+        let y = x - season.offset;
+        // Spike: the reading against a fast baseline, heavy-tailed null.
+        if self.spike.n >= WARMUP {
+            ps[0] = t4_two_sided(self.spike.z(y));
+        }
+        self.spike.update(y, FAST_ALPHA);
+        // Level shift or drift: CUSUM tail, P(S > s) ~ exp(-2 k s) under the null.
+        let st = self.cusum.step(y, AUTO_K);
+        if self.cusum.base.n > stats::CUSUM_WARMUP {
+            let p = (-2.0 * AUTO_K * st.s).exp();
+            ps[if st.run > 60 { 2 } else { 1 }] = p;
+        }
+        if st.s > AUTO_H {
+            // A confirmed shift: it is the new normal for the spike baseline too.
+            self.cusum.reset();
+            self.spike.reseed(self.cusum.base.mean);
+        }
+        let (zr, _) = self.rate.step(y, ts);
+        ps[3] = t4_two_sided(zr);
+        let warm = self.spread.n >= SPREAD_WARMUP;
+        let ratio = self.spread.step(y);
+        if warm {
+            let z = self.spread.ratio_z(ratio);
+            ps[4] = if z > 0.0 { t4_two_sided(z) / 2.0 } else { 1.0 };
+        }
+        let (best, p) = ps
+            .iter()
+            .enumerate()
+            .fold((0, 1.0), |b, (i, &p)| if p < b.1 { (i, p) } else { b });
+        // A shift against the daily pattern while the slot itself is clearly
+        // off is the pattern breaking, not the level moving.
+        let best = if (best == 1 || best == 2) && ps[5] < 0.05 {
+            5
+        } else {
+            best
+        };
+        let p = (p * 5.0).clamp(1e-300, 1.0);
+        ((-p.log10() / 8.0).clamp(0.0, 1.0) + 0.0, best as u8)
+    }
+}
+
+#[cfg(test)]
+#[path = "online_tests.rs"]
+mod tests;
