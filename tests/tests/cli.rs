@@ -23,7 +23,9 @@ fn the_printed_example_passes_config_check() {
     );
     // The summary counts every kind of source and names what is simulated.
     assert!(
-        check.stdout.contains("1 [[sim]] sensor, 1 I2C (1 simulated)")
+        check
+            .stdout
+            .contains("1 [[sim]] sensor, 1 I2C (1 simulated)")
             && check.stdout.contains("2 sensors simulated"),
         "{}",
         check.stdout

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use weir_tests::{Broker, Consumer, Weir, free_port, scratch, wait_for};
+use weir_tests::{Broker, Config, Consumer, Weir, free_port, scratch, toml, wait_for};
 
 const KEYS: usize = 8;
 /// Readings per window per key (event time advances 100 ms per reading).
@@ -34,40 +34,14 @@ fn windows() -> i64 {
 }
 
 fn config(dir: &std::path::Path, local: u16, upstream: u16) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "crash"
-state_dir = "{state}"
-checkpoint_interval = "200ms"
-
-[engine]
-max_out_of_orderness = "500ms"
-allowed_lateness = "10s"
-max_future_skew = "1d"
-[engine.window]
-size = "1s"
-
-[uplink]
-host = "127.0.0.1"
-port = {upstream}
-reconnect_min = "100ms"
-reconnect_max = "300ms"
-
-[ingest]
-host = "127.0.0.1"
-port = {local}
-
-[[ingest.topic]]
-filter = "crash/+"
-sensor = "{{2}}"
-metric = "v"
-"#,
-        state = dir.join("state").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Config::new("crash", dir)
+        .upstream(upstream)
+        .set("uplink", "reconnect_max", "300ms")
+        .ingest(local, "weir-crash-ingest")
+        .topic("crash/+", "{2}", "v")
+        .set("agent", "checkpoint_interval", "200ms")
+        .engine(toml! { max_out_of_orderness = "500ms", allowed_lateness = "10s", max_future_skew = "1d" })
+        .write()
 }
 
 /// The readings in publishing order: per key, event times 100 ms apart with
@@ -307,41 +281,16 @@ fn identical_plain_readings_past_a_packet_id_wrap_survive_sigkills() {
     let mut upstream = Broker::new(dir.path(), free_port());
     upstream.start();
     let consumer = Consumer::connect(upstream.port, "weir/wrap/#", Some("wrap-consumer"));
-    let text = format!(
-        r#"
-[agent]
-device = "wrap"
-state_dir = "{state}"
-checkpoint_interval = "200ms"
-
-[engine]
-idle_timeout = "2s"
-allowed_lateness = "1h"
-[engine.window]
-size = "10s"
-
-[uplink]
-host = "127.0.0.1"
-port = {upstream}
-reconnect_min = "100ms"
-reconnect_max = "300ms"
-
-[ingest]
-host = "127.0.0.1"
-port = {local}
-broker_max_inflight = 1000
-
-[[ingest.topic]]
-filter = "wrap/+"
-sensor = "{{2}}"
-metric = "open"
-"#,
-        state = dir.path().join("state").display(),
-        upstream = upstream.port,
-        local = local.port,
-    );
-    let cfg = dir.path().join("weir.toml");
-    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    // Plain payloads get the arrival time; idle keys close their windows soon.
+    let cfg = Config::new("wrap", dir.path())
+        .upstream(upstream.port)
+        .ingest(local.port, "wrap-ingest")
+        .topic("wrap/+", "{2}", "open")
+        .set("agent", "checkpoint_interval", "200ms")
+        .engine(toml! { idle_timeout = "2s", allowed_lateness = "1h" })
+        .set("engine.window", "size", "10s")
+        .set("ingest", "broker_max_inflight", 1000)
+        .write();
     let mut weir = Weir::start(&cfg, dir.path());
     wait_for(Duration::from_secs(60), || {
         weir.log().contains("ingest connected").then_some(())

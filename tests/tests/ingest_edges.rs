@@ -10,45 +10,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use weir_tests::{Broker, Consumer, Weir, now_ms, scratch, wait_for};
+use weir_tests::{Broker, Config, Consumer, Weir, now_ms, scratch, toml, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn config(dir: &Path, port: u16, device: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "{device}"
-state_dir = "{state}"
-shutdown_grace = "2s"
-[engine]
-max_out_of_orderness = "0s"
-allowed_lateness = "2h"
-max_future_skew = "1h"
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {port}
-reconnect_min = "100ms"
-reconnect_max = "1s"
-
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "{device}-ingest"
-max_payload_bytes = 512
-
-[[ingest.topic]]
-filter = "dev/+"
-sensor = "{{2}}"
-metric = "v"
-"#,
-        state = dir.join("state").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Config::new(device, dir)
+        .upstream(port)
+        .ingest(port, &format!("{device}-ingest"))
+        .topic("dev/+", "{2}", "v")
+        .set("agent", "shutdown_grace", "2s")
+        .engine(
+            toml! { max_out_of_orderness = "0s", allowed_lateness = "2h", max_future_skew = "1h" },
+        )
+        .set("ingest", "max_payload_bytes", 512)
+        .write()
 }
 
 /// Publishes with the Mosquitto client (no packet-size limit of its own), QoS 1.
