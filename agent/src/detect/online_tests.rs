@@ -326,7 +326,15 @@ fn state_sizes_are_what_the_docs_say() {
     .into_iter()
     .map(|(n, b)| (n.to_string(), b))
     .collect();
-    assert_eq!(sizes, expected, "update docs/detection.md too");
+    // The docs give the 64-bit figures; a 32-bit target (armv7) packs some
+    // fields tighter and must not exceed them.
+    if cfg!(target_pointer_width = "64") {
+        assert_eq!(sizes, expected, "update docs/detection.md too");
+    } else {
+        for ((name, got), (_, doc)) in sizes.iter().zip(&expected) {
+            assert!(got <= doc, "{name}: {got} bytes above the documented {doc}");
+        }
+    }
 }
 
 #[test]
