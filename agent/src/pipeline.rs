@@ -337,9 +337,9 @@ async fn restore(
     };
     match outbox.load_checkpoint().await {
         Ok(None) => fresh(Vec::new()),
-        Ok(Some(stored)) => {
+        Ok(Some(mut stored)) => {
             // Held readings have an encoding of their own: kept whatever the rest.
-            let held = stored.hold.clone();
+            let held = std::mem::take(&mut stored.hold);
             match checkpoint::restore(&stored, cfg.engine.clone(), cfg.detectors.clone(), max_keys)
             {
                 Ok((engine, detectors, seen)) => {

@@ -130,10 +130,7 @@ fn twenty_sigkills_under_disordered_load_lose_nothing_and_count_nothing_twice() 
     Consumer::connect(local.port, "crash/+", Some("weir-crash-ingest")).disconnect();
     let mut weir = Weir::start(&cfg, dir.path());
     let publisher = Consumer::connect(local.port, "crash/none", None);
-    wait_for(Duration::from_secs(60), || {
-        weir.log().contains("ingest connected").then_some(())
-    })
-    .unwrap_or_else(|| panic!("weir never connected to the local broker:\n{}", weir.log()));
+    weir.wait_log("ingest connected", Duration::from_secs(60));
 
     // A steady load in the background, spread over the kills.
     let total = input.len();
@@ -292,10 +289,7 @@ fn identical_plain_readings_past_a_packet_id_wrap_survive_sigkills() {
         .set("ingest", "broker_max_inflight", 1000)
         .write();
     let mut weir = Weir::start(&cfg, dir.path());
-    wait_for(Duration::from_secs(60), || {
-        weir.log().contains("ingest connected").then_some(())
-    })
-    .unwrap_or_else(|| panic!("weir never connected to the local broker:\n{}", weir.log()));
+    weir.wait_log("ingest connected", Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
 
     // `mosquitto_pub -l` publishes one message per line, QoS 1, as fast as the broker takes them.

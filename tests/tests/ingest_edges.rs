@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use weir_tests::{Broker, Config, Consumer, Weir, now_ms, scratch, toml, wait_for};
+use weir_tests::{Broker, Config, Consumer, Weir, now_ms, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -46,20 +46,13 @@ fn mosquitto_pub(port: u16, topic: &str, args: &[&str]) {
     assert!(st.success(), "mosquitto_pub {args:?}: {st}");
 }
 
-fn wait_connected(weir: &Weir) {
-    wait_for(WAIT, || {
-        weir.log().contains("ingest connected").then_some(())
-    })
-    .unwrap_or_else(|| panic!("weir never connected:\n{}", weir.log()));
-}
-
 #[test]
 fn a_payload_of_several_mebibytes_is_dead_lettered_and_ingest_goes_on() {
     let dir = scratch();
     let broker = Broker::start_new(dir.path());
     let consumer = Consumer::connect(broker.port, "weir/big/#", None);
     let mut weir = Weir::start(&config(dir.path(), broker.port, "big"), dir.path());
-    wait_connected(&weir);
+    weir.wait_log("ingest connected", WAIT);
     std::thread::sleep(Duration::from_millis(300));
 
     let big = dir.path().join("big.bin");
@@ -110,7 +103,7 @@ fn a_payload_of_several_mebibytes_is_dead_lettered_and_ingest_goes_on() {
         "one connection, no reconnect loop:\n{log_before}"
     );
     let mut weir = Weir::start(&config(dir.path(), broker.port, "big"), dir.path());
-    wait_connected(&weir);
+    weir.wait_log("ingest connected", WAIT);
     std::thread::sleep(Duration::from_secs(2));
     let dead = consumer
         .messages()
@@ -135,7 +128,7 @@ fn a_retained_reading_is_counted_once_across_four_starts() {
     mosquitto_pub(broker.port, "dev/door", &["-r", "-m", &payload]);
     for start in 0..4 {
         let mut weir = Weir::start(&cfg, dir.path());
-        wait_connected(&weir);
+        weir.wait_log("ingest connected", WAIT);
         // Let the retained copy arrive and be checkpointed.
         std::thread::sleep(Duration::from_secs(2));
         if start == 3 {

@@ -147,30 +147,22 @@ impl Outbox {
         let Some((taken_ms, meta)) = meta else {
             return Ok(None);
         };
-        let mut stmt = self
-            .conn
-            .prepare("SELECT sensor, metric, state FROM checkpoint_key ORDER BY sensor, metric")
+        let keys = self
+            .all(
+                "SELECT sensor, metric, state FROM checkpoint_key ORDER BY sensor, metric",
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .map_err(err)?;
-        let keys = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT pkid, fingerprint FROM checkpoint_seen ORDER BY pkid")
-            .map_err(err)?;
-        let seen = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(err)?
-            .collect::<Result<Vec<_>, _>>()
+        let seen = self
+            .all(
+                "SELECT pkid, fingerprint FROM checkpoint_seen ORDER BY pkid",
+                |r| Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)? as u64)),
+            )
             .map_err(err)?;
         // A version-2 file opened read-only (`weir status` with the daemon down, before a
         // newer daemon upgraded it) has no such tables (both came with version 3), and no
         // such records.
-        let has_ingest: bool = self
+        let has_v3: bool = self
             .conn
             .query_row(
                 "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'checkpoint_ingest'",
@@ -178,28 +170,23 @@ impl Outbox {
                 |r| r.get(0),
             )
             .map_err(err)?;
-        let mut ingest = Vec::new();
-        let mut hold = Vec::new();
-        if has_ingest {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT seq, reading FROM checkpoint_hold ORDER BY seq")
+        let (hold, ingest) = if has_v3 {
+            let hold = self
+                .all(
+                    "SELECT seq, reading FROM checkpoint_hold ORDER BY seq",
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .map_err(err)?;
-            hold = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
+            let ingest = self
+                .all(
+                    "SELECT space, id, value FROM checkpoint_ingest ORDER BY space, id",
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .map_err(err)?;
-            let mut stmt = self
-                .conn
-                .prepare("SELECT space, id, value FROM checkpoint_ingest ORDER BY space, id")
-                .map_err(err)?;
-            ingest = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-        }
+            (hold, ingest)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Ok(Some(StoredCheckpoint {
             taken_ms,
             meta,
@@ -208,5 +195,14 @@ impl Outbox {
             ingest,
             hold,
         }))
+    }
+
+    /// Every row of `sql` (no parameters), mapped by `f`.
+    fn all<T>(
+        &self,
+        sql: &str,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        self.conn.prepare(sql)?.query_map([], f)?.collect()
     }
 }
