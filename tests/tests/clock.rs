@@ -18,57 +18,29 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch, signal, wait_for, weir_command};
+use weir_tests::{
+    Broker, Config, Consumer, Msg, Weir, now_ms, scratch, signal, toml, wait_for, weir_command,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 const HOUR: i64 = 3_600_000;
 
 fn config(dir: &Path, port: u16, device: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "{device}"
-state_dir = "{state}"
-runtime_dir = "{run}"
-shutdown_grace = "2s"
-[engine]
-max_out_of_orderness = "100ms"
-allowed_lateness = "0s"
-max_future_skew = "1m"
-idle_timeout = "10m"
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {port}
-status_interval = "500ms"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "{device}-ingest"
-
-[[ingest.topic]]
-filter = "home/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-
-[[sim]]
-name = "local"
-metric = "temperature"
-interval = "50ms"
-seed = 3
-base = 20.0
-noise = 0.1
-"#,
-        state = dir.join("state").display(),
-        run = dir.join("run").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+    Config::new(device, dir)
+        .agent(toml! { runtime_dir = dir.join("run").as_path(), shutdown_grace = "2s" })
+        .engine(toml! {
+            max_out_of_orderness = "100ms", allowed_lateness = "0s",
+            max_future_skew = "1m", idle_timeout = "10m",
+        })
+        .upstream(port)
+        .set("uplink", "status_interval", "500ms")
+        .ingest(port, &format!("{device}-ingest"))
+        .topic("home/+/+", "{2}", "{3}")
+        .sim(toml! {
+            name = "local", metric = "temperature", interval = "50ms",
+            seed = 3, base = 20.0, noise = 0.1,
+        })
+        .write()
 }
 
 /// The test's clock: the system clock plus `offset_ms`, synchronised or not.

@@ -7,48 +7,27 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, now_ms, scratch};
+use weir_tests::{Broker, Config, Consumer, Msg, Weir, now_ms, scratch, toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A config whose MQTT ingest maps `sensors/<sensor>/<metric>`, with the given
-/// `[engine]` body (window included).
-fn config(dir: &Path, port: u16, engine: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[agent]
-device = "edge"
-state_dir = "{state}"
-shutdown_grace = "3s"
-
-{engine}
-
-[uplink]
-port = {port}
-host = "127.0.0.1"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-status_interval = "1s"
-
-[ingest]
-host = "127.0.0.1"
-port = {port}
-client_id = "edge-ingest"
-[[ingest.topic]]
-filter = "sensors/+/+"
-sensor = "{{2}}"
-metric = "{{3}}"
-"#,
-        state = dir.join("state").display()
-    );
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+/// A config whose MQTT ingest maps `sensors/<sensor>/<metric>`; `engine` sets
+/// the `[engine]` and `[engine.window]` keys of the scenario.
+fn config(dir: &Path, port: u16, engine: impl FnOnce(Config) -> Config) -> PathBuf {
+    engine(
+        Config::new("edge", dir)
+            .set("agent", "shutdown_grace", "3s")
+            .upstream(port)
+            .set("uplink", "status_interval", "1s")
+            .ingest(port, "edge-ingest")
+            .topic("sensors/+/+", "{2}", "{3}"),
+    )
+    .write()
 }
 
 /// Starts a broker, a consumer of everything Weir publishes, and Weir; waits
 /// until Weir is online.
-fn start(dir: &Path, engine: &str) -> (Broker, Consumer, Weir) {
+fn start(dir: &Path, engine: impl FnOnce(Config) -> Config) -> (Broker, Consumer, Weir) {
     let broker = Broker::start_new(dir);
     let consumer = Consumer::connect(broker.port, "weir/edge/#", None);
     let weir = Weir::start(&config(dir, broker.port, engine), dir);
@@ -98,16 +77,14 @@ fn num(pane: &Value, field: &str) -> f64 {
 #[test]
 fn readings_one_gap_apart_with_no_out_of_orderness_make_one_session_in_either_order() {
     let dir = scratch();
-    let (_broker, consumer, weir) = start(
-        dir.path(),
-        r#"[engine]
-max_out_of_orderness = "0ms"
-allowed_lateness = "0ms"
-[engine.window]
-kind = "session"
-gap = "500ms"
-max_length = "1h""#,
-    );
+    let (_broker, consumer, weir) = start(dir.path(), |c| {
+        c.engine(toml! { max_out_of_orderness = "0ms", allowed_lateness = "0ms" })
+            .table(
+                "engine.window",
+                toml! { kind = "session", gap = "500ms", max_length = "1h" },
+            )
+            .unset("engine.window", "size")
+    });
     // Whole seconds a while ago, within the clock guards. Sessions are cut at
     // whole hours (max_length): with a whole-second t0 no cut falls inside
     // [t0, t0 + 1000).
@@ -141,13 +118,9 @@ max_length = "1h""#,
 #[test]
 fn readings_at_the_ends_of_the_double_range_give_finite_right_aggregates() {
     let dir = scratch();
-    let (_broker, consumer, weir) = start(
-        dir.path(),
-        r#"[engine]
-max_out_of_orderness = "0ms"
-[engine.window]
-size = "1s""#,
-    );
+    let (_broker, consumer, weir) = start(dir.path(), |c| {
+        c.engine(toml! { max_out_of_orderness = "0ms" })
+    });
     let t0 = (now_ms() / 1000 - 30) * 1000;
     // 1e288 is the largest magnitude a reading may have (MAX_ABS_VALUE):
     // squares of its deviations, and sums of 1e288 and more, overflow a double.

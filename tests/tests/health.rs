@@ -15,51 +15,37 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weir_tests::{Broker, Consumer, Msg, Weir, free_port, now_ms, scratch, wait_for, weir_command};
+use weir_tests::{
+    Broker, Config, Consumer, Msg, Weir, free_port, now_ms, scratch, toml, wait_for, weir_command,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A config in `dir`: device `h`, 1 s windows, checkpoints every 100 ms, the
-/// upstream broker at `up`; `engine` goes into `[engine]`, `extra` at the end.
-fn config(dir: &Path, state: &Path, up: u16, engine: &str, extra: &str) -> PathBuf {
-    let cfg = dir.join("weir.toml");
-    let text = format!(
-        r#"
-[agent]
-device = "h"
-state_dir = "{state}"
-runtime_dir = "{dir}/run"
-shutdown_grace = "500ms"
-checkpoint_interval = "100ms"
-[engine]
-max_out_of_orderness = "0s"
-allowed_lateness = "0s"
-{engine}
-[engine.window]
-size = "1s"
-[uplink]
-host = "127.0.0.1"
-port = {up}
-reconnect_min = "100ms"
-reconnect_max = "500ms"
-status_interval = "1s"
-{extra}
-"#,
-        state = state.display(),
-        dir = dir.display(),
-    );
-    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
-    cfg
-}
-
-fn ingest(port: u16, client_id: &str) -> String {
-    format!(
-        "[ingest]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{client_id}\"\n\
-         [[ingest.topic]]\nfilter = \"dev/+/+\"\nsensor = \"{{2}}\"\nmetric = \"{{3}}\"\n"
+/// upstream broker at `up`; `extra` adds the scenario's sources and settings.
+fn config(dir: &Path, state: &Path, up: u16, extra: impl FnOnce(Config) -> Config) -> PathBuf {
+    extra(
+        Config::new("h", dir)
+            .agent(toml! {
+                state_dir = state, runtime_dir = dir.join("run").as_path(),
+                shutdown_grace = "500ms", checkpoint_interval = "100ms",
+            })
+            .engine(toml! { max_out_of_orderness = "0s", allowed_lateness = "0s" })
+            .upstream(up)
+            .uplink(toml! { reconnect_max = "500ms", status_interval = "1s" }),
     )
+    .write()
 }
 
-const SIM: &str = "[[sim]]\nname = \"s\"\nmetric = \"t\"\ninterval = \"100ms\"\n";
+/// MQTT ingest of `dev/<sensor>/<metric>` from the broker at `port`.
+fn ingest(port: u16, client_id: &str) -> impl FnOnce(Config) -> Config {
+    move |c| c.ingest(port, client_id).topic("dev/+/+", "{2}", "{3}")
+}
+
+/// One simulated sensor `s`, reading every 100 ms.
+fn sim(c: Config) -> Config {
+    c.sim(toml! { name = "s", metric = "t", interval = "100ms" })
+}
 
 /// `weir status --json` with `args`: the exit code and the document.
 fn status(cfg: &Path, args: &[&str]) -> (Option<i32>, Value) {
@@ -94,7 +80,7 @@ fn metrics(cfg: &Path) -> String {
 /// Runs weir with the upstream down until the outbox holds a few aggregate rows, then
 /// stops it: an outbox file with rows, for the damage tests.
 fn outbox_with_rows(dir: &Path, state: &Path) -> PathBuf {
-    let cfg = config(dir, state, free_port(), "", SIM);
+    let cfg = config(dir, state, free_port(), sim);
     let mut weir = Weir::start(&cfg, dir);
     let filled = wait_for(WAIT, || {
         let (_, doc) = status(&cfg, &[]);
@@ -128,7 +114,7 @@ fn a_damaged_outbox_found_at_start_exits_65_naming_the_file() {
         &db,
         "UPDATE outbox SET bytes = bytes + 0.5 WHERE id = (SELECT min(id) FROM outbox)",
     );
-    let cfg = config(d, &state, free_port(), "", SIM);
+    let cfg = config(d, &state, free_port(), sim);
     let out = weir_command()
         .args(["run", "--config"])
         .arg(&cfg)
@@ -155,7 +141,7 @@ fn a_row_the_uplink_cannot_read_makes_status_unhealthy_naming_the_outbox() {
         "UPDATE outbox SET topic = CAST(topic AS BLOB) WHERE id = (SELECT min(id) FROM outbox)",
     );
     let upstream = Broker::start_new(d);
-    let cfg = config(d, &state, upstream.port, "", SIM);
+    let cfg = config(d, &state, upstream.port, sim);
     let weir = Weir::start(&cfg, d);
     let seen = wait_for(WAIT, || {
         let (code, doc) = status(&cfg, &[]);
@@ -205,8 +191,7 @@ fn the_local_broker_down_is_unhealthy_in_status_json_and_metrics_and_recovers() 
         d,
         &d.join("state"),
         upstream.port,
-        "",
-        &ingest(local.port, "health-ingest"),
+        ingest(local.port, "health-ingest"),
     );
     let weir = Weir::start(&cfg, d);
     let args = ["--ingest-down-after", "1s"];
@@ -318,7 +303,7 @@ fn a_full_disk_holds_results_without_a_stalled_engine_and_the_watchdog_stays_fed
     let state = d.join("state");
     let _fs = mounts::Mount::tmpfs(&state, "2m", false);
     // The upstream is down: rows pile up and nothing frees space.
-    let cfg = config(d, &state, free_port(), "", SIM);
+    let cfg = config(d, &state, free_port(), sim);
     let notify = NotifySocket::bind(d);
     // WatchdogSec=1s: systemd wants a ping at least every second, weir sends one every 500 ms.
     const WATCHDOG_USEC: u64 = 1_000_000;
@@ -422,14 +407,13 @@ fn a_restart_after_a_stop_longer_than_idle_timeout_blames_no_sensor_for_the_down
     Consumer::connect(local.port, "dev/+/+", Some("silence-ingest")).disconnect();
     let upstream = Broker::start_new(d);
     let consumer = Consumer::connect(upstream.port, "weir/h/#", None);
-    let cfg = config(
-        d,
-        &d.join("state"),
-        upstream.port,
-        &format!("idle_timeout = \"{IDLE_MS}ms\""),
-        &(ingest(local.port, "silence-ingest")
-            + "[[detector]]\nname = \"sensor-silent\"\nkind = \"silence\"\nsensor = \"*\"\nmetric = \"*\"\n"),
-    );
+    let cfg = config(d, &d.join("state"), upstream.port, |c| {
+        ingest(local.port, "silence-ingest")(c)
+            .set("engine", "idle_timeout", format!("{IDLE_MS}ms"))
+            .detector(
+                toml! { name = "sensor-silent", kind = "silence", sensor = "*", metric = "*" },
+            )
+    });
     let publisher = Consumer::connect(local.port, "unused/#", None);
 
     // Both sensors report, their readings are checkpointed, weir stops.
