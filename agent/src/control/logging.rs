@@ -10,11 +10,12 @@ use std::sync::Mutex;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::{Registry, reload};
 
 /// Changes the log filter of the running process.
 pub struct LogControl {
-    handle: Option<reload::Handle<EnvFilter, Registry>>,
+    handle: Option<reload::Handle<Targets, Registry>>,
     current: Mutex<String>,
     /// Where logs go: `journald` or `stderr`.
     pub target: &'static str,
@@ -54,8 +55,9 @@ impl LogControl {
     pub fn set(&self, filter: &str) -> Result<String, String> {
         let filter = Filter::parse(filter, true)?.text;
         let filter = filter.as_str();
-        let new =
-            EnvFilter::try_new(filter).map_err(|e| format!("invalid filter {filter:?}: {e}"))?;
+        let new: Targets = filter
+            .parse()
+            .map_err(|e| format!("invalid filter {filter:?}: {e}"))?;
         if let Some(h) = &self.handle {
             h.reload(new).map_err(|e| e.to_string())?;
         }
@@ -74,7 +76,7 @@ impl LogControl {
 /// says `off` (or the caller allows it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
-    /// The filter for tracing's `EnvFilter`, level names normalised.
+    /// The filter for tracing-subscriber's `Targets`, level names normalised.
     pub text: String,
     /// What it means, in words: which levels from where.
     pub meaning: String,
@@ -192,9 +194,9 @@ pub fn init(filter: &str) -> LogControl {
     // falls back to info below.
     let normalised = Filter::parse(filter, true).map(|f| f.text);
     let filter = normalised.as_deref().unwrap_or("info");
-    let (filter, text) = match EnvFilter::try_new(filter) {
+    let (filter, text) = match filter.parse::<Targets>() {
         Ok(f) => (f, filter.to_string()),
-        Err(_) => (EnvFilter::new("info"), "info".to_string()),
+        Err(_) => (Targets::new().with_default(tracing::Level::INFO), "info".to_string()),
     };
     let (layer, handle) = reload::Layer::new(filter);
     let journal = is_journal_stream(std::env::var("JOURNAL_STREAM").ok().as_deref(), stderr_id())
@@ -287,7 +289,7 @@ mod tests {
     fn every_accepted_filter_is_valid_for_tracing_and_keeps_errors_unless_off() {
         for f in ["warning", "error", "info,weir::uplink=debug", "off"] {
             let p = Filter::parse(f, false).unwrap_or_else(|e| panic!("{e}"));
-            assert!(EnvFilter::try_new(&p.text).is_ok(), "{}", p.text);
+            assert!(p.text.parse::<Targets>().is_ok(), "{}", p.text);
         }
         let f = Filter::parse("warning", false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f.meaning, "WARN and up from everything");
