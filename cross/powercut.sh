@@ -14,6 +14,7 @@
 #                                  commits never fsync: the test must then fail.
 #   POWERCUT_SEED=N                the random moments (default: a fixed seed).
 #   WEIR_BIN=path                  an aarch64 weir already built (default: build it).
+#   POWERCUT_WORK=dir              where the kernel and initramfs go (default .emu/powercut).
 # Needs: cross/setup.sh's toolchain, qemu-system-arm, kmod, cpio, e2fsprogs, mosquitto.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ ARCH=arm64
 KABI=${KABI:-$(apt-cache depends linux-image-arm64:arm64 | sed -n 's/.*Depends: linux-image-\(.*\)-arm64.*/\1/p' | head -1)}
 KPKG=${KPKG:-$(apt-cache show "linux-image-$KABI-arm64:arm64" | sed -n 's/^Version: //p' | head -1)}
 KVER=$KABI-$ARCH
-WORK=$root/.emu; D=$WORK/powercut; DEBS=$WORK/debs; mkdir -p "$D" "$DEBS"
+WORK=$root/.emu; D=${POWERCUT_WORK:-$WORK/powercut}; DEBS=$WORK/debs; mkdir -p "$D" "$DEBS"
 (cd "$DEBS" && for p in "linux-image-$KVER:$ARCH=$KPKG" "busybox-static:$ARCH"; do
    ls "${p%%[:=]*}"_*"_${ARCH}.deb" >/dev/null 2>&1 || apt-get download "$p"; done) 2>&1 \
   | grep -v '^W: Download is performed unsandboxed' || true
