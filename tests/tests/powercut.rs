@@ -371,6 +371,7 @@ fn outcome(boot: usize, booted: Duration, cut_after: Option<Duration>, console: 
             // "rc=0 /state/weir/outbox.db: ok (integrity_check ok, ...) class rows ..."
             let l = l.trim_start_matches("PC-VERIFY ");
             let l = l.split(" class ").next().unwrap_or(l);
+            let l = l.split(". Check it").next().unwrap_or(l);
             l.replace(" /state/weir/outbox.db:", "")
         })
         .unwrap_or_else(|| "(no line)".into());
