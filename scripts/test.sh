@@ -21,4 +21,6 @@ packaging/deb.sh
 packaging/check-deb.sh
 echo "== real kernel: aarch64 weir in QEMU against i2c-stub (BME280) and gpio-sim"
 cross/hwtest.sh
+echo "== power cuts: aarch64 weir in QEMU, its state on an ext4 virtual disk, SIGKILLed 10 times under load"
+cross/powercut.sh 10
 echo "== CI: all green in $SECONDS s"

@@ -32,6 +32,37 @@ const CACHE_SIZE: i64 = -512;
 /// 64 pages of 4 KiB: a checkpoint every 256 KiB of WAL.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 64;
 
+/// Test only: `WEIR_TEST_SQLITE_SYNCHRONOUS=OFF` (or `NORMAL`, `FULL`, `EXTRA`) replaces
+/// every `synchronous` level the outbox sets, so the power-cut test (`cross/powercut.sh`,
+/// docs/storage.md) can show that it fails without the fsyncs. Any other value is ignored.
+/// Never set it on a device: with `OFF` a power cut loses what was acknowledged.
+pub const TEST_SYNCHRONOUS_ENV: &str = "WEIR_TEST_SQLITE_SYNCHRONOUS";
+
+/// The `synchronous` level to set for `wanted`: `wanted` itself unless
+/// [`TEST_SYNCHRONOUS_ENV`] overrides it (warned once per process).
+fn synchronous(wanted: &str) -> &str {
+    static OVERRIDE: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    let forced = *OVERRIDE.get_or_init(|| {
+        let forced = synchronous_override(std::env::var(TEST_SYNCHRONOUS_ENV).ok().as_deref());
+        if let Some(level) = forced {
+            tracing::warn!(
+                level,
+                "{TEST_SYNCHRONOUS_ENV} is set: every outbox commit runs with synchronous={level} (test only)"
+            );
+        }
+        forced
+    });
+    forced.unwrap_or(wanted)
+}
+
+/// The level named by the value of [`TEST_SYNCHRONOUS_ENV`], if it names one.
+fn synchronous_override(value: Option<&str>) -> Option<&'static str> {
+    let value = value?.trim();
+    ["OFF", "NORMAL", "FULL", "EXTRA"]
+        .into_iter()
+        .find(|l| l.eq_ignore_ascii_case(value))
+}
+
 const SCHEMA_SQL: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -118,7 +149,7 @@ impl Outbox {
         }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(at_open)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        conn.pragma_update(None, "synchronous", synchronous("NORMAL"))
             .map_err(at_open)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(at_open)?;
@@ -303,7 +334,7 @@ impl Outbox {
 
     fn set_synchronous(&self, level: &str) -> Result<(), OutboxError> {
         self.conn
-            .pragma_update(None, "synchronous", level)
+            .pragma_update(None, "synchronous", synchronous(level))
             .map_err(|e| OutboxError::from_sqlite(&self.path, e))
     }
 
@@ -660,4 +691,19 @@ fn u64_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<u64> {
     let v: Option<i64> = r.get(idx)?;
     // Negative values cannot be written by this module; clamp rather than fail an ack.
     Ok(v.unwrap_or(0).max(0) as u64)
+}
+
+#[cfg(test)]
+mod synchronous_tests {
+    use super::synchronous_override;
+
+    #[test]
+    fn the_test_override_names_a_level_or_nothing() {
+        assert_eq!(synchronous_override(None), None);
+        assert_eq!(synchronous_override(Some("off")), Some("OFF"));
+        assert_eq!(synchronous_override(Some(" FULL ")), Some("FULL"));
+        assert_eq!(synchronous_override(Some("")), None);
+        assert_eq!(synchronous_override(Some("0")), None);
+        assert_eq!(synchronous_override(Some("sometimes")), None);
+    }
 }
