@@ -8,9 +8,9 @@
 
 use std::sync::Mutex;
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::{Registry, reload};
 
 /// Changes the log filter of the running process.
@@ -196,7 +196,10 @@ pub fn init(filter: &str) -> LogControl {
     let filter = normalised.as_deref().unwrap_or("info");
     let (filter, text) = match filter.parse::<Targets>() {
         Ok(f) => (f, filter.to_string()),
-        Err(_) => (Targets::new().with_default(tracing::Level::INFO), "info".to_string()),
+        Err(_) => (
+            Targets::new().with_default(tracing::Level::INFO),
+            "info".to_string(),
+        ),
     };
     let (layer, handle) = reload::Layer::new(filter);
     let journal = is_journal_stream(std::env::var("JOURNAL_STREAM").ok().as_deref(), stderr_id())
