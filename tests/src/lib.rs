@@ -28,9 +28,11 @@
 
 pub mod broker;
 pub mod config;
+pub mod postgres;
 pub mod process;
 pub mod publisher;
 pub mod recorder;
+pub mod sink;
 pub mod snapshot;
 pub mod state;
 
