@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             weir::cli::config::check(&file, &mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Config(ConfigCommand::Example) => {
-            weir::cli::config::example(&mut std::io::stdout())
+            weir::cli::config::example(&mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Backtest {
             config,

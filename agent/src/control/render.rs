@@ -6,6 +6,10 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::health::human_ms;
+use crate::cli::human::wrap;
+
+/// The widest line, where text can be broken.
+const WIDTH: usize = 80;
 
 /// Rows of the watermark table shown; the rest are counted.
 pub const TOP_KEYS: usize = 10;
@@ -121,13 +125,17 @@ pub fn render(doc: &Value) -> String {
         (true, false) => "UNHEALTHY",
     };
     let _ = writeln!(o, "health    {verdict}");
+    // Within 80 columns: the problem and its fix are sentences, broken at spaces.
     for p in &problems {
-        let _ = writeln!(o, "  ! {}: {}", s(&p["code"]), s(&p["detail"]));
-        let _ = writeln!(o, "    -> {}", s(&p["action"]));
+        let problem = format!("  ! {}: {}", s(&p["code"]), s(&p["detail"]));
+        let _ = writeln!(o, "{}", wrap(&problem, WIDTH, "    "));
+        let action = format!("    -> {}", s(&p["action"]));
+        let _ = writeln!(o, "{}", wrap(&action, WIDTH, "       "));
     }
     let clock = &doc["clock"];
     if clock.is_object() {
-        let _ = writeln!(o, "clock     {}", clock_line(clock));
+        let line = format!("clock     {}", clock_line(clock));
+        let _ = writeln!(o, "{}", wrap(&line, WIDTH, "          "));
     }
     let up = &doc["upstream"];
     if up.is_object() {
@@ -146,7 +154,8 @@ pub fn render(doc: &Value) -> String {
             ago(now, &up["last_puback_ms"])
         );
         if let Some(e) = up["last_error"].as_str() {
-            let _ = writeln!(o, "          last error: {e}");
+            let line = format!("          last error: {e}");
+            let _ = writeln!(o, "{}", wrap(&line, WIDTH, "            "));
         }
     }
     let ingest = &doc["ingest"];
@@ -169,7 +178,8 @@ pub fn render(doc: &Value) -> String {
             s(&ingest["reconnects"])
         );
         if let Some(e) = ingest["last_error"].as_str() {
-            let _ = writeln!(o, "          last error: {e}");
+            let line = format!("          last error: {e}");
+            let _ = writeln!(o, "{}", wrap(&line, WIDTH, "            "));
         }
     }
     let outbox = &doc["outbox"];
@@ -194,7 +204,9 @@ pub fn render(doc: &Value) -> String {
                 vec![
                     name.to_string(),
                     s(&c["rows"]),
-                    s(&c["bytes"]),
+                    c["bytes"]
+                        .as_u64()
+                        .map_or("-".into(), crate::cli::human::bytes),
                     c["oldest_age_ms"].as_i64().map_or("-".into(), human_ms),
                 ]
             })
@@ -351,12 +363,18 @@ mod tests {
             text.contains("health    UNHEALTHY\n  ! upstream_down: d\n    -> a\n"),
             "{text}"
         );
+        let mut long = doc();
+        long["health"]["problems"][0]["detail"] = json!("word ".repeat(30).trim_end());
+        let text = render(&long);
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        assert!(text.contains("\n  ! upstream_down: word word"), "{text}");
+        assert!(text.contains("\n    word word"), "{text}");
         assert!(
             text.contains("upstream  h:1883 DOWN for 1m 0s, last PUBACK never\n"),
             "{text}"
         );
         assert!(
-            text.contains("  class      rows  bytes  oldest unsent\n  alert      0     0      -\n  aggregate  3     456    5s\n"),
+            text.contains("  class      rows  bytes  oldest unsent\n  alert      0     0 B    -\n  aggregate  3     456 B  5s\n"),
             "{text}"
         );
         assert!(
