@@ -72,6 +72,8 @@ pub struct Live {
     pub upstream: String,
     /// The outbox file.
     pub outbox_path: PathBuf,
+    /// The outbox's byte budget (`[outbox] max_bytes`).
+    pub outbox_max_bytes: u64,
     /// Counters.
     pub counters: Arc<Counters>,
     /// Engine gauges.
@@ -185,6 +187,7 @@ impl Hub {
         let stats = tokio::time::timeout(ANSWER_TIMEOUT, live.outbox.stats()).await;
         doc["outbox"] = json!({
             "path": live.outbox_path.display().to_string(),
+            "max_bytes": live.outbox_max_bytes,
             "blocked": blocked != 0,
             "blocked_reason": usize::try_from(blocked).ok().and_then(|b| b.checked_sub(1)).and_then(|i| BLOCKED_REASONS.get(i)),
         });
