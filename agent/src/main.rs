@@ -77,6 +77,19 @@ fn main() -> ExitCode {
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),
         ),
+        Command::Top {
+            config,
+            interval,
+            once,
+        } => weir::cli::top::top(
+            weir::cli::top::Opts {
+                config: &config,
+                interval,
+                once,
+            },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
         Command::Metrics { config } => {
             weir::cli::status::metrics(&config, &mut std::io::stdout(), &mut std::io::stderr())
         }

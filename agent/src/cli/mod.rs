@@ -16,6 +16,7 @@ pub mod run;
 pub mod sensors;
 pub mod status;
 pub mod tail;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -146,6 +147,28 @@ pub enum Command {
         /// JSON lines even on a terminal.
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of the running daemon: rates, backlog, links, lag, once a second.
+    ///
+    /// Readings per second in, panes and alerts out, PUBACKs, dead letters and drops; the
+    /// backlog and its trend; both links; the worst watermark lag; the health verdict. It
+    /// fits 80x24 and is redrawn in place on a terminal; piped, each frame follows the last.
+    /// Exit 3 when weir is not running.
+    Top {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG"
+        )]
+        config: PathBuf,
+        /// Time between frames (the rates are over it).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Print one frame after one interval, then exit (for scripts).
+        #[arg(long)]
+        once: bool,
     },
     /// Print the running daemon's counters and gauges for Prometheus.
     ///
