@@ -213,6 +213,23 @@ pub fn render(doc: &Value) -> String {
             .collect();
         table(&mut o, &["class", "rows", "bytes", "oldest unsent"], &rows);
     }
+    let disk = &doc["disk"];
+    if let (Some(free), Some(total)) = (disk["free_bytes"].as_u64(), disk["total_bytes"].as_u64()) {
+        let _ = writeln!(
+            o,
+            "disk      {} free of {} ({}%) on {}",
+            crate::cli::human::bytes(free),
+            crate::cli::human::bytes(total),
+            free.saturating_mul(100).checked_div(total).unwrap_or(0),
+            s(&disk["path"])
+        );
+    } else if let Some(e) = disk["error"].as_str() {
+        let _ = writeln!(
+            o,
+            "disk      cannot tell the free space of {}: {e}",
+            s(&disk["path"])
+        );
+    }
     let engine = &doc["engine"];
     if engine.is_object() {
         let mut line = String::from("engine    ");
