@@ -90,6 +90,7 @@ fn scrape(port: u16) -> String {
 /// The fields that differ between runs.
 const VOLATILE: &[&str] = &[
     "free_bytes",
+    "last_error_ms",
     "total_bytes",
     "now_ms",
     "started_at",

@@ -140,7 +140,11 @@ pub fn render(doc: &Value) -> String {
     let up = &doc["upstream"];
     if up.is_object() {
         let state = if up["connected"] == true {
-            "connected".to_string()
+            match up["up_since_ms"].as_i64() {
+                // As the ingest line: how long; the time itself is `up_since_ms` in --json.
+                Some(t) => format!("connected for {}", human_ms(now - t)),
+                None => "connected".to_string(),
+            }
         } else {
             format!(
                 "DOWN for {}",
@@ -154,7 +158,11 @@ pub fn render(doc: &Value) -> String {
             ago(now, &up["last_puback_ms"])
         );
         if let Some(e) = up["last_error"].as_str() {
-            let line = format!("          last error: {e}");
+            let when = up["last_error_ms"]
+                .as_i64()
+                .map(|t| format!(" {} ago", human_ms(now - t)))
+                .unwrap_or_default();
+            let line = format!("          last error{when}: {e}");
             let _ = writeln!(o, "{}", wrap(&line, WIDTH, "            "));
         }
     }
@@ -356,7 +364,7 @@ mod tests {
             "running": true, "version": "0.1.0", "pid": 42, "uptime_s": 75, "now_ms": 100_000,
             "pipeline": "running", "config": "/etc/weir/weir.toml", "device": "pi",
             "upstream": {"address": "h:1883", "connected": false, "down_since_ms": 40_000,
-                "last_puback_ms": null, "last_error": "connection refused"},
+                "last_puback_ms": null, "last_error": "connection refused", "last_error_ms": 70_000},
             "outbox": {"path": "/var/lib/weir/outbox.db", "blocked": false, "classes": {
                 "alert": {"rows": 0, "bytes": 0, "oldest_age_ms": null},
                 "aggregate": {"rows": 3, "bytes": 456, "oldest_age_ms": 5000}}},
@@ -389,6 +397,18 @@ mod tests {
         assert!(
             text.contains("upstream  h:1883 DOWN for 1m 0s, last PUBACK never\n"),
             "{text}"
+        );
+        assert!(
+            text.contains("\n          last error 30s ago: connection refused\n"),
+            "{text}"
+        );
+        let mut up = doc();
+        up["upstream"] = json!({"address": "h:1883", "connected": true, "up_since_ms": 10_000,
+            "last_puback_ms": 99_000});
+        assert!(
+            render(&up).contains("upstream  h:1883 connected for 1m 30s, last PUBACK 1s ago\n"),
+            "{}",
+            render(&up)
         );
         assert!(
             text.contains("  class      rows  bytes  oldest unsent\n  alert      0     0 B    -\n  aggregate  3     456 B  5s\n"),
