@@ -47,6 +47,7 @@ fn every_help_text_fits_80_columns_with_a_short_summary_per_command() {
         &["status"],
         &["tail"],
         &["metrics"],
+        &["top"],
         &["log-level"],
         &["config"],
         &["config", "check"],

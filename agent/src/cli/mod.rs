@@ -14,6 +14,7 @@ mod outbox_rows;
 pub mod progress;
 pub mod run;
 pub mod sensors;
+mod sensors_live;
 pub mod status;
 pub mod tail;
 pub mod top;
@@ -148,9 +149,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A live view of the running daemon: rates, backlog, links, lag, once a second.
+    /// Live view of the running daemon: rates, backlog, links, lag.
     ///
-    /// Readings per second in, panes and alerts out, PUBACKs, dead letters and drops; the
+    /// Redrawn once a second (--interval). Readings per second in, panes and alerts out, PUBACKs, dead letters and drops; the
     /// backlog and its trend; both links; the worst watermark lag; the health verdict. It
     /// fits 80x24 and is redrawn in place on a terminal; piped, each frame follows the last.
     /// Exit 3 when weir is not running.
@@ -381,7 +382,10 @@ pub struct DiagArgs {
 /// `weir sensors ...`
 #[derive(Debug, Subcommand)]
 pub enum SensorsCommand {
-    /// The configured sensors and the health the daemon last recorded.
+    /// Every sensor with the health the daemon last recorded.
+    ///
+    /// I2C, GPIO, 1-Wire and simulated sensors, each MQTT topic, and the sensors the running
+    /// weir has seen on those topics.
     List,
     /// Probe an I2C bus like i2cdetect and name known chips (default: every configured bus).
     Scan {
@@ -389,14 +393,20 @@ pub enum SensorsCommand {
         #[arg(long)]
         bus: Option<PathBuf>,
     },
-    /// Take one reading (GPIO: the level, then each edge up to --count) for a wiring check.
+    /// Take one reading of a sensor, for a wiring check.
+    ///
+    /// I2C and 1-Wire: one read through the daemon's own driver. GPIO: the level, then each
+    /// edge up to --count. Simulated and MQTT sensors: the next live readings (up to
+    /// --count) from the running weir; with weir stopped, a simulated sensor shows its
+    /// generator's first sample.
     Read {
         /// The sensor's name in the config.
         name: String,
-        /// GPIO: readings to wait for (the level now counts as one).
+        /// GPIO, simulated and MQTT sensors: readings to wait for (GPIO: the level now
+        /// counts as one).
         #[arg(long, default_value_t = 1)]
         count: usize,
-        /// GPIO: give up after this long.
+        /// GPIO, simulated and MQTT sensors: give up after this long.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
