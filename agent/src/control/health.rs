@@ -129,7 +129,10 @@ pub fn evaluate(doc: &Value, limits: &Limits) -> Vec<Problem> {
         });
     }
     let disk = &doc["disk"];
-    let budget = doc["outbox"]["max_bytes"].as_u64();
+    // A full disk that already blocks the outbox is said once, by outbox_blocked.
+    let budget = doc["outbox"]["max_bytes"]
+        .as_u64()
+        .filter(|_| doc["outbox"]["blocked_reason"] != "disk_full");
     if let (Some(free), Some(budget)) = (disk["free_bytes"].as_u64(), budget) {
         let waiting: u64 = doc["outbox"]["classes"]
             .as_object()
@@ -271,6 +274,10 @@ mod tests {
                 "outbox": {"max_bytes": 64u64 << 20, "classes": {"aggregate": {"bytes": 4u64 << 20}}}})
         };
         assert!(codes(&doc(60 << 20)).is_empty());
+        let mut full = doc(0);
+        full["outbox"]["blocked"] = json!(true);
+        full["outbox"]["blocked_reason"] = json!("disk_full");
+        assert_eq!(codes(&full), ["outbox_blocked"]);
         let p = evaluate(&doc((60 << 20) - 1), &Limits::default());
         assert_eq!(p[0].code, "disk_low");
         assert!(
