@@ -50,10 +50,7 @@ fn top_once_shows_one_frame_of_live_rates_within_80_by_24() {
         .and_then(|r| r.parse::<f64>().ok());
     assert!(readings.is_some_and(|r| r > 0.0), "{text}");
     assert!(
-        text.contains(&format!(
-            "\nupstream  127.0.0.1:{} connected\n",
-            broker.port
-        )),
+        text.contains(&format!("\nupstream  127.0.0.1:{} up ", broker.port)),
         "{text}"
     );
     assert!(text.contains("\ningest    not configured\n"), "{text}");
