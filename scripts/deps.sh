@@ -3,6 +3,7 @@
 #   mosquitto, mosquitto-clients   a real broker for the demo and end-to-end tests
 #   python3-prometheus-client      the reference exposition-format parser the metrics
 #                                  test checks `weir metrics` with
+#   lintian                        Debian's policy checker for the packages
 #   rustc-web 1.85 (held)          Debian's rustc, our ARM toolchain's version: the
 #                                  test run checks the workspace still builds with it
 # Usage: scripts/deps.sh [demo|test]   (demo needs only the broker)
@@ -20,6 +21,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosqu
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 if [ "$want" = test ]; then
   [ -f /usr/lib/python3/dist-packages/prometheus_client/parser.py ] || missing+=(python3-prometheus-client)
+  # Debian's package checker: packaging/check-deb.sh runs it on every .deb.
+  command -v lintian >/dev/null || missing+=(lintian)
   # bookworm-security carries a newer rustc-web for amd64 only; 1.85 is the one whose
   # ARM standard library Debian ships, so pin exactly that.
   v185=$(apt-cache madison rustc-web 2>/dev/null | awk '$3 ~ /^1\.85\./ {print $3; exit}')
