@@ -10,6 +10,7 @@
 #   /usr/share/man/man1/weir*.1.gz              man pages   } generated from the
 #   /usr/share/{bash-completion,zsh,fish}/...   completions } clap definition (dist/)
 #   /usr/share/doc/weir/copyright, changelog.Debian.gz
+#   /usr/share/lintian/overrides/weir           each override justified in the file
 # and maintainer scripts (packaging/debian/): enable + start on install, stop on
 # remove, state deleted only on purge.
 #
@@ -73,6 +74,7 @@ for arch in "${arches[@]}"; do
   install -D -m 0644 "$gen/dist/_weir" "$pkg/usr/share/zsh/vendor-completions/_weir"
   install -D -m 0644 "$gen/dist/weir.fish" "$pkg/usr/share/fish/vendor_completions.d/weir.fish"
   install -D -m 0644 packaging/debian/copyright "$pkg/usr/share/doc/weir/copyright"
+  install -D -m 0644 packaging/debian/lintian-overrides "$pkg/usr/share/lintian/overrides/weir"
   gzip -9n < packaging/debian/changelog > "$pkg/usr/share/doc/weir/changelog.Debian.gz"
   chmod 0644 "$pkg/usr/share/doc/weir/changelog.Debian.gz"
 

@@ -42,6 +42,8 @@ cat > "$work/weir.toml" <<CONF
 [agent]
 device = "demo"
 state_dir = "$work/state"
+# Its own control socket: never the system one (/run/weir) of an installed weir.
+runtime_dir = "$work/run"
 
 [engine]
 max_out_of_orderness = "1s"

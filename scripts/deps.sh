@@ -5,6 +5,7 @@
 #                                  test checks `weir metrics` with
 #   postgresql                     initdb/pg_ctl/psql for the weir-sink test's private
 #                                  cluster (tests/tests/sink.rs; no service is started)
+#   lintian                        Debian's policy checker for the packages
 #   rustc-web 1.85 (held)          Debian's rustc, our ARM toolchain's version: the
 #                                  test run checks the workspace still builds with it
 # Usage: scripts/deps.sh [demo|test]   (demo needs only the broker)
@@ -23,6 +24,8 @@ command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 if [ "$want" = test ]; then
   [ -f /usr/lib/python3/dist-packages/prometheus_client/parser.py ] || missing+=(python3-prometheus-client)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+  # Debian's package checker: packaging/check-deb.sh runs it on every .deb.
+  command -v lintian >/dev/null || missing+=(lintian)
   # bookworm-security carries a newer rustc-web for amd64 only; 1.85 is the one whose
   # ARM standard library Debian ships, so pin exactly that.
   v185=$(apt-cache madison rustc-web 2>/dev/null | awk '$3 ~ /^1\.85\./ {print $3; exit}')

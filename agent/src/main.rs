@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             weir::cli::config::check(&file, &mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Config(ConfigCommand::Example) => {
-            weir::cli::config::example(&mut std::io::stdout())
+            weir::cli::config::example(&mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Backtest {
             config,
@@ -73,6 +73,19 @@ fn main() -> ExitCode {
                 kinds,
                 sensor,
                 json,
+            },
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        ),
+        Command::Top {
+            config,
+            interval,
+            once,
+        } => weir::cli::top::top(
+            weir::cli::top::Opts {
+                config: &config,
+                interval,
+                once,
             },
             &mut std::io::stdout().lock(),
             &mut std::io::stderr(),

@@ -226,6 +226,7 @@ pub async fn run(
         device: cfg.device.clone(),
         upstream: format!("{}:{}", cfg.uplink.host, cfg.uplink.port),
         outbox_path: cfg.outbox.path.clone(),
+        outbox_max_bytes: cfg.outbox.max_bytes,
         counters: counters.clone(),
         gauges: gauges.clone(),
         link: link.clone(),

@@ -49,14 +49,18 @@ pub fn weir_bin() -> PathBuf {
 pub fn weir_command() -> Command {
     let runner = std::env::var("WEIR_RUNNER").unwrap_or_default();
     let mut words = runner.split_whitespace();
-    match words.next() {
+    let mut c = match words.next() {
         Some(prog) => {
             let mut c = Command::new(prog);
             c.args(words).arg(weir_bin());
             c
         }
         None => Command::new(weir_bin()),
-    }
+    };
+    // Times for people are shown in the local zone: UTC, so snapshots do not depend on
+    // the machine's zone.
+    c.env("TZ", "UTC");
+    c
 }
 
 /// What one run of a `weir` command gave.

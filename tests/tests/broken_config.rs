@@ -28,7 +28,8 @@ fn text(b: &[u8]) -> String {
 /// Parses `text` with the Prometheus project's own Python parser (Debian's
 /// python3-prometheus-client, installed by scripts/deps.sh) and checks what a
 /// scraper relies on: every family has HELP, the evicted and expired counters are
-/// labelled by class with every class present, the process metrics are there while
+/// labelled by class with every class present, the by-reason counters present with their
+/// known reasons from the start, the outbox budget, the process metrics are there while
 /// the daemon runs, and the MQTT counters say their direction.
 fn check_exposition(text: &str) {
     const PY: &str = r#"
@@ -42,6 +43,13 @@ for name in ("weir_evicted", "weir_expired"):
     if name in fams:
         classes = sorted(s.labels["class"] for s in fams[name].samples)
         assert classes == ["aggregate", "alert", "diagnostic"], (name, classes)
+assert fams["weir_outbox_max_bytes"].samples[0].value > 0, "weir_outbox_max_bytes"
+for name, reason in (("weir_deadletter", "bad_json"), ("weir_rejected", "future_skew"), ("weir_dropped", "sim_channel_full")):
+    if name in fams:
+        reasons = [s.labels["reason"] for s in fams[name].samples]
+        assert reason in reasons, (name, reasons)
+    else:
+        assert up == 0, f"{name} missing while running"
 if up == 1:
     for name in ("process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds", "weir_ingest_messages_received", "weir_upstream_messages_sent"):
         assert name in fams, f"{name} missing: {sorted(fams)}"

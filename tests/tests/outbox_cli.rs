@@ -75,7 +75,14 @@ fn redact_lines(text: &str, extra: &[&str]) -> String {
 fn ages(text: &str) -> String {
     mask(text, "Z (", ')', "<age>")
         .lines()
-        .map(|l| l.trim_end().to_string() + "\n")
+        .map(|l| {
+            // `stats` shows the oldest and newest rows' ages after the bytes column.
+            let l = match l.find(" B  ") {
+                Some(i) if l.ends_with(" ago") => format!("{}<ages>", &l[..i + 4]),
+                _ => l.to_string(),
+            };
+            l.trim_end().to_string() + "\n"
+        })
         .collect()
 }
 

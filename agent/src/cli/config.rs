@@ -87,10 +87,9 @@ fn plural(n: usize, what: &str) -> String {
 }
 
 /// Prints the commented example.
-pub fn example(out: &mut impl Write) -> u8 {
-    match out.write_all(EXAMPLE.as_bytes()) {
+pub fn example(out: &mut impl Write, err: &mut impl Write) -> u8 {
+    match out.write_all(EXAMPLE.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => exit::OK,
-        // A closed pipe (`weir config example | head`) is not an error worth a message.
-        Err(_) => exit::FAILURE,
+        Err(e) => super::output_failed(&e, "the example", err),
     }
 }

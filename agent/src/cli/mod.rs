@@ -6,6 +6,7 @@ mod backtest_eval;
 pub mod config;
 pub mod decode;
 pub mod diag;
+pub mod human;
 pub mod nab;
 pub mod outbox;
 mod outbox_purge;
@@ -13,8 +14,10 @@ mod outbox_rows;
 pub mod progress;
 pub mod run;
 pub mod sensors;
+mod sensors_live;
 pub mod status;
 pub mod tail;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -41,9 +44,37 @@ pub mod exit {
     pub const BUSY: u8 = 75;
 }
 
+/// `weir --version`: the version, the commit and the target it was built for.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("WEIR_COMMIT"),
+    ", ",
+    env!("WEIR_TARGET"),
+    ")"
+);
+
+/// The exit code after writing the output failed with `e`: a reader that went away
+/// (`weir ... | head`) ends the command quietly with success, as it would end a Unix tool
+/// killed by SIGPIPE without a word; any other error (a full disk) is said and fails.
+pub fn output_failed(e: &std::io::Error, what: &str, err: &mut impl std::io::Write) -> u8 {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return exit::OK;
+    }
+    let _ = writeln!(err, "error: writing {what}: {e}");
+    exit::FAILURE
+}
+
 /// Weir: sensors in, event-time windows and anomaly alerts out over MQTT.
+///
+/// One binary is both the daemon (`weir run`, started by systemd) and the field
+/// technician's tools. Readings from I2C, GPIO and 1-Wire sensors, simulated sensors and a
+/// local MQTT broker go through event-time windows and anomaly detectors; alerts and window
+/// results wait in a SQLite outbox until the upstream broker acknowledges them. Exit codes:
+/// 0 ok, 1 failure, 2 usage, 3 not running, 4 permission denied, 65 bad data, 73 read-only,
+/// 75 busy, 78 bad configuration.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about, propagate_version = true)]
+#[command(name = "weir", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -67,7 +98,9 @@ pub enum Command {
         #[arg(long, env = "WEIR_LOG", default_value = "info")]
         log: String,
     },
-    /// Is weir running and healthy: uptime, upstream link, backlog per class, watermark lag,
+    /// Is weir running and healthy (exit 0), and if not, why.
+    ///
+    /// Uptime, upstream link, backlog per class, watermark lag,
     /// sensor health, raised alerts and every drop by reason. Exit 0 healthy, 1 running but
     /// unhealthy (the reasons are printed), 3 not running (then read-only from the state
     /// database), 4 the daemon cannot be asked (permissions).
@@ -93,8 +126,10 @@ pub enum Command {
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         backlog_age: std::time::Duration,
     },
-    /// Follow the running daemon's live stream: alerts, aggregates (window panes), late
-    /// readings, dead letters, readings (all when none is named). JSON lines when piped.
+    /// Follow the running daemon's live stream of readings and results.
+    ///
+    /// Alerts, aggregates (window panes), late readings, dead letters, readings (all when
+    /// none is named). One line per event for people, JSON lines when piped.
     Tail {
         /// Configuration file.
         #[arg(
@@ -114,7 +149,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the running daemon's counters and gauges in Prometheus text format.
+    /// Live view of the running daemon: rates, backlog, links, lag.
+    ///
+    /// Redrawn once a second (--interval). Readings per second in, panes and alerts out, PUBACKs, dead letters and drops; the
+    /// backlog and its trend; both links; the worst watermark lag; the health verdict. It
+    /// fits 80x24 and is redrawn in place on a terminal; piped, each frame follows the last.
+    /// Exit 3 when weir is not running.
+    Top {
+        /// Configuration file.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/weir/weir.toml",
+            env = "WEIR_CONFIG"
+        )]
+        config: PathBuf,
+        /// Time between frames (the rates are over it).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Print one frame after one interval, then exit (for scripts).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print the running daemon's counters and gauges for Prometheus.
+    ///
+    /// In the Prometheus text format. With weir down, `weir_up 0` and what the state
+    /// database says, so a node_exporter textfile never keeps a stale `weir_up 1`.
     Metrics {
         /// Configuration file.
         #[arg(
@@ -125,7 +185,7 @@ pub enum Command {
         )]
         config: PathBuf,
     },
-    /// Show the running daemon's log filter, or change it without a restart.
+    /// Show or change the running daemon's log filter, without a restart.
     LogLevel {
         /// Configuration file.
         #[arg(
@@ -147,9 +207,10 @@ pub enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Replay recorded readings through the engine and detectors of a config, as fast as
-    /// possible, and print the panes, late and quarantined readings, alerts and
-    /// per-reading anomaly scores the daemon would produce.
+    /// Replay recorded readings through a config's engine and detectors.
+    ///
+    /// As fast as possible; prints the panes, late and quarantined readings, alerts and
+    /// per-reading anomaly scores the daemon would produce, and with labels, scores them.
     Backtest {
         /// Configuration file whose [engine] and [[detector]] sections run.
         #[arg(short, long)]
@@ -183,7 +244,7 @@ pub enum Command {
         #[arg(long, value_enum)]
         ts_unit: Option<backtest::TsUnit>,
     },
-    /// Local sensors: list with health, scan an I2C bus, read one.
+    /// Sensors: list them with their health, scan an I2C bus, read one.
     Sensors {
         /// Configuration file.
         #[arg(
@@ -201,14 +262,19 @@ pub enum Command {
         #[command(subcommand)]
         command: SensorsCommand,
     },
-    /// Turn one postcard payload (`[uplink] format = "postcard"`) back into exactly the JSON
-    /// the json format publishes; a JSON payload is printed unchanged.
+    /// Turn one postcard payload back into JSON.
+    ///
+    /// Postcard is `[uplink] format = "postcard"`; the result is exactly the JSON the json
+    /// format publishes. A JSON payload is printed unchanged.
     Decode {
         /// The payload, raw bytes as received (e.g. `mosquitto_sub -N -C 1 -t ... > msg.bin`);
         /// standard input when absent or "-".
         file: Option<PathBuf>,
     },
-    /// The outbox database: what is waiting, in what order, export, purge, verify.
+    /// The outbox database: inspect, export, purge, verify.
+    ///
+    /// What is waiting and in what order it will be sent, every row as JSON lines, deleting
+    /// old rows by hand (recorded), and an integrity check.
     Outbox {
         /// Configuration file naming the outbox ([outbox] path).
         #[arg(
@@ -229,18 +295,24 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
-    /// Write a diagnostics bundle (tar.gz) for support: version, the configuration with secrets
-    /// redacted, status, outbox stats, config check, sensor health, recent logs, the system.
+    /// Write a diagnostics bundle (tar.gz) for support.
+    ///
+    /// Version, the configuration with secrets redacted, status, outbox stats, config check,
+    /// sensor health, recent logs, the system.
     Diag(DiagArgs),
 }
 
 /// `weir outbox ...`
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
-    /// Open the database read-only (safe while weir runs), run SQLite's integrity check, check
-    /// the schema version, and print rows and bytes per class and the oldest row. Exit 0 when
+    /// Check the database: integrity, schema version, rows per class.
+    ///
+    /// Opens it read-only (safe while weir runs), runs SQLite's integrity check, checks
+    /// the schema version, and prints rows and bytes per class and the oldest row. Exit 0 when
     /// sound, 65 when damaged or from a newer weir, 1 when it cannot be opened.
     Verify,
+    /// What is waiting: rows, bytes and ages per class, busiest topics, the budget.
+    ///
     /// Rows, bytes, oldest and newest per class, the topics with the most rows, the budget in
     /// use and every purge done by hand. Read-only, safe while weir runs.
     Stats {
@@ -248,8 +320,10 @@ pub enum OutboxCommand {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
-    /// The next rows in the order the uplink will send them (alerts first, then aggregates, then
-    /// diagnostics; oldest first within a class), payloads decoded to JSON. Read-only.
+    /// The next rows in the order the uplink will send them.
+    ///
+    /// Alerts first, then aggregates, then diagnostics; oldest first within a class;
+    /// payloads decoded to JSON. Read-only.
     Peek {
         /// How many rows.
         #[arg(short = 'n', default_value_t = 10)]
@@ -258,8 +332,10 @@ pub enum OutboxCommand {
         #[arg(long, value_enum)]
         class: Option<outbox::ClassArg>,
     },
-    /// Every row as JSON lines (id, class, topic, created_ms, supersede_key, bytes, decoded
-    /// payload), in send order. Read-only, safe while weir runs.
+    /// Every row as JSON lines, in send order.
+    ///
+    /// Each line: id, class, topic, created_ms, supersede_key, bytes, the decoded
+    /// payload. Read-only, safe while weir runs.
     Export {
         /// Only this class.
         #[arg(long, value_enum)]
@@ -268,7 +344,9 @@ pub enum OutboxCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Delete the rows produced longer ago than DURATION (e.g. 2d, 12h), after a confirmation.
+    /// Delete the rows older than a given age, after a confirmation.
+    ///
+    /// Deletes the rows produced longer ago than DURATION (e.g. 2d, 12h).
     /// Refuses while weir runs (stop it first: it keeps the byte accounting in memory). Each
     /// purge is recorded in the database and shown by `weir outbox stats`. Exit 75 while weir
     /// runs, 2 without --yes when standard input is not a terminal.
@@ -304,7 +382,10 @@ pub struct DiagArgs {
 /// `weir sensors ...`
 #[derive(Debug, Subcommand)]
 pub enum SensorsCommand {
-    /// The configured sensors and the health the daemon last recorded.
+    /// Every sensor with the health the daemon last recorded.
+    ///
+    /// I2C, GPIO, 1-Wire and simulated sensors, each MQTT topic, and the sensors the running
+    /// weir has seen on those topics.
     List,
     /// Probe an I2C bus like i2cdetect and name known chips (default: every configured bus).
     Scan {
@@ -312,14 +393,20 @@ pub enum SensorsCommand {
         #[arg(long)]
         bus: Option<PathBuf>,
     },
-    /// Take one reading (GPIO: the level, then each edge up to --count) for a wiring check.
+    /// Take one reading of a sensor, for a wiring check.
+    ///
+    /// I2C and 1-Wire: one read through the daemon's own driver. GPIO: the level, then each
+    /// edge up to --count. Simulated and MQTT sensors: the next live readings (up to
+    /// --count) from the running weir; with weir stopped, a simulated sensor shows its
+    /// generator's first sample.
     Read {
         /// The sensor's name in the config.
         name: String,
-        /// GPIO: readings to wait for (the level now counts as one).
+        /// GPIO, simulated and MQTT sensors: readings to wait for (GPIO: the level now
+        /// counts as one).
         #[arg(long, default_value_t = 1)]
         count: usize,
-        /// GPIO: give up after this long.
+        /// GPIO, simulated and MQTT sensors: give up after this long.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
@@ -328,7 +415,7 @@ pub enum SensorsCommand {
 /// `weir config ...`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Check a configuration file; exit 0 if valid, 78 with the line, key and fix if not.
+    /// Check a configuration file: exit 0 if valid, 78 with the line, key and fix if not.
     Check {
         /// Configuration file.
         #[arg(default_value = "/etc/weir/weir.toml")]

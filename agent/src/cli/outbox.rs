@@ -6,14 +6,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
 pub use super::outbox_purge::{PurgeArgs, purge};
 pub use super::outbox_rows::{export, peek, row_json};
 
-use super::exit;
+use super::{exit, human};
 use crate::config::Config;
 use crate::outbox::inspect::{self, Stats};
 use crate::outbox::verify::{Report, inspect};
@@ -160,26 +159,37 @@ fn percent(part: u64, whole: u64) -> u64 {
 
 fn stats_human(s: &Stats, budget: Option<u64>, now: i64) -> String {
     let (rows, bytes) = totals(s);
-    let mut o = format!("{}: {rows} rows, {bytes} bytes waiting", s.path.display());
+    let mut o = format!(
+        "{}: {}, {} waiting",
+        s.path.display(),
+        human::plural(rows, "row", "rows"),
+        human::bytes(bytes)
+    );
     match budget {
         Some(b) => o.push_str(&format!(
-            " ({}% of the {b}-byte budget)\n",
+            "; {} budget, {}% used\n",
+            human::bytes(b),
             percent(bytes, b)
         )),
         None => o.push_str(" (budget unknown: no configuration names this file)\n"),
     }
     o.push_str(&format!(
-        "{:<11} {:>9} {:>12}  {:<40}  newest\n",
+        "{:<11} {:>7} {:>9}  {:<18}  newest\n",
         "class", "rows", "bytes", "oldest"
     ));
     for c in Class::ALL {
         let st = &s.classes[c.index()];
-        let show = |ms: Option<i64>| ms.map_or("-".to_string(), |ms| when(ms, now));
+        // Ages here (the lines stay within 80 columns); `peek` and `--json` give the times.
+        let show = |ms: Option<i64>| {
+            ms.map_or("-".to_string(), |ms| {
+                format!("{} ago", human::duration_ms(now.saturating_sub(ms)))
+            })
+        };
         o.push_str(&format!(
-            "{:<11} {:>9} {:>12}  {:<40}  {}\n",
+            "{:<11} {:>7} {:>9}  {:<18}  {}\n",
             c.as_str(),
             st.rows,
-            st.bytes,
+            human::bytes(st.bytes),
             show(st.oldest_created_ms),
             show(s.newest_ms[c.index()])
         ));
@@ -188,14 +198,14 @@ fn stats_human(s: &Stats, budget: Option<u64>, now: i64) -> String {
         o.push_str("top topics: none (the outbox is empty)\n");
     } else {
         o.push_str(&format!(
-            "top topics by rows:\n{:>9} {:>12}  {:<11} topic\n",
+            "top topics by rows:\n{:>7} {:>9}  {:<11} topic\n",
             "rows", "bytes", "class"
         ));
         for t in &s.top_topics {
             o.push_str(&format!(
-                "{:>9} {:>12}  {:<11} {}\n",
+                "{:>7} {:>9}  {:<11} {}\n",
                 t.rows,
-                t.bytes,
+                human::bytes(t.bytes),
                 t.class.as_str(),
                 t.topic
             ));
@@ -207,13 +217,14 @@ fn stats_human(s: &Stats, budget: Option<u64>, now: i64) -> String {
         o.push_str("purged by hand (weir outbox purge):");
         for p in &s.purges {
             o.push_str(&format!(
-                "\n  #{} {} by {}: {} {} rows, {} bytes produced before {}",
+                "\n  #{} {} by {}: {} {} {}, {} produced before {}",
                 p.purge,
                 rfc3339(p.at_ms),
                 p.by,
                 p.rows,
                 p.class.as_str(),
-                p.bytes,
+                if p.rows == 1 { "row" } else { "rows" },
+                human::bytes(p.bytes),
                 rfc3339(p.cutoff_ms)
             ));
         }
@@ -221,10 +232,9 @@ fn stats_human(s: &Stats, budget: Option<u64>, now: i64) -> String {
     o
 }
 
-/// `2026-01-02T03:04:05Z`.
+/// `2026-01-02T03:04:05Z`, in the local time zone.
 pub(super) fn rfc3339(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
-    humantime::format_rfc3339_seconds(at).to_string()
+    human::local_time(ms)
 }
 
 /// `weir outbox verify`: exit 0 when sound, 65 when corrupt or from a newer Weir, 1 when the
@@ -303,11 +313,11 @@ fn json_report(r: &Report) -> serde_json::Value {
 /// The report as a table; `now` (ms) gives ages.
 fn human(r: &Report, now: i64) -> String {
     let mut s = format!(
-        "{}: ok (integrity_check ok, schema version {}; file {} bytes, WAL {} bytes)\n",
+        "{}: ok (integrity_check ok, schema version {}; file {}, WAL {})\n",
         r.path.display(),
         r.schema_version,
-        r.file_bytes.0,
-        r.file_bytes.1
+        human::bytes(r.file_bytes.0),
+        human::bytes(r.file_bytes.1)
     );
     s.push_str(&format!(
         "{:<11} {:>9} {:>12}  oldest\n",
@@ -325,10 +335,14 @@ fn human(r: &Report, now: i64) -> String {
             "{:<11} {:>9} {:>12}  {oldest}\n",
             c.as_str(),
             st.rows,
-            st.bytes
+            human::bytes(st.bytes)
         ));
     }
-    s.push_str(&format!("{:<11} {rows:>9} {bytes:>12}\n", "total"));
+    s.push_str(&format!(
+        "{:<11} {rows:>9} {:>12}\n",
+        "total",
+        human::bytes(bytes)
+    ));
     match &r.oldest {
         Some(o) => s.push_str(&format!(
             "oldest row: id {}, {}, {}, produced {}",
@@ -342,14 +356,12 @@ fn human(r: &Report, now: i64) -> String {
     s
 }
 
-/// `2026-01-02T03:04:05Z (3m 20s ago)`.
+/// `2026-01-02T03:04:05Z (3m 20s ago)`, in the local time zone.
 pub(super) fn when(ms: i64, now: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
-    let age = Duration::from_secs(now.saturating_sub(ms).max(0).unsigned_abs() / 1000);
     format!(
         "{} ({} ago)",
-        humantime::format_rfc3339_seconds(at),
-        humantime::format_duration(age)
+        human::local_time(ms),
+        human::duration_ms(now.saturating_sub(ms))
     )
 }
 
@@ -383,15 +395,18 @@ mod tests {
         let text = human(&r, 201_000);
         assert!(text.starts_with("/var/lib/weir/outbox.db: ok"), "{text}");
         assert!(
-            text.contains("aggregate           2          300  1970-01-01T00:00:01Z (3m 20s ago)"),
+            text.contains(&format!(
+                "aggregate           2        300 B  {} (3m 20s ago)",
+                human::local_time(1000)
+            )),
             "{text}"
         );
         assert!(
-            text.contains("alert               0            0  -"),
+            text.contains("alert               0          0 B  -"),
             "{text}"
         );
         assert!(
-            text.contains("total               2          300"),
+            text.contains("total               2        300 B"),
             "{text}"
         );
         assert!(

@@ -144,10 +144,10 @@ pub fn purge(
     } else {
         let _ = write!(
             out,
-            "purged {} rows ({} bytes) produced before {before}:\n{}\
+            "purged {} ({}) produced before {before}:\n{}\
              recorded in {} (see `weir outbox stats`)\n",
-            done.total_rows(),
-            done.total_bytes(),
+            super::human::plural(done.total_rows(), "row", "rows"),
+            super::human::bytes(done.total_bytes()),
             table(&done),
             path.display()
         );
@@ -162,7 +162,7 @@ fn table(c: &PurgeCounts) -> String {
             "  {:<11} {:>9} {:>12}\n",
             cl.as_str(),
             c.rows[cl.index()],
-            c.bytes[cl.index()]
+            super::human::bytes(c.bytes[cl.index()])
         ));
     }
     s

@@ -83,12 +83,12 @@ pub fn peek(
         let v = row_json(r);
         let _ = writeln!(
             out,
-            "{:>3}. id {} {} {} ({} bytes), produced {}",
+            "{:>3}. id {} {} {} ({}), produced {}",
             i + 1,
             r.id,
             r.class.as_str(),
             r.topic,
-            r.bytes,
+            super::human::bytes(r.bytes),
             when(r.created_ms, now)
         );
         if let Some(k) = &r.supersede_key {
@@ -165,8 +165,7 @@ pub fn export(
         for r in &rows {
             if let Err(e) = writeln!(sink, "{}", row_json(r)) {
                 bar.finish();
-                let _ = writeln!(err, "error: writing the export: {e}");
-                return exit::FAILURE;
+                return super::output_failed(&e, "the export", err);
             }
         }
         done += rows.len() as u64;
@@ -175,8 +174,7 @@ pub fn export(
     }
     bar.finish();
     if let Err(e) = sink.flush() {
-        let _ = writeln!(err, "error: writing the export: {e}");
-        return exit::FAILURE;
+        return super::output_failed(&e, "the export", err);
     }
     if let Some(o) = output {
         let _ = writeln!(err, "exported {done} rows to {}", o.display());

@@ -1,12 +1,14 @@
 //! `weir sensors list|scan|read`: the field technician's wiring checks.
 //!
 //! - `list`: the configured sensors and the health the running daemon last
-//!   recorded (`<state_dir>/sensors.json`).
+//!   recorded (`<state_dir>/sensors.json`); simulated sensors, MQTT topics and the
+//!   sensors seen on them come from `sensors_live`.
 //! - `scan`: probes an I2C bus like `i2cdetect` and names known chips by their
 //!   id registers; without `--bus`, every bus in the config (a `sim = true`
 //!   sensor's bus is its simulator).
 //! - `read NAME`: one reading through the same code the daemon runs; for a
-//!   GPIO input, the level now and then each debounced edge, up to `--count`.
+//!   GPIO input, the level now and then each debounced edge, up to `--count`; a
+//!   simulated or MQTT sensor, the next live readings from the running daemon.
 //!
 //! Exit codes: 0 ok, 1 the sensor or bus failed, 78 bad config, 2 usage.
 
@@ -56,6 +58,7 @@ pub fn list(config: &Path, o: Opts, out: &mut impl Write, err: &mut impl Write) 
         .unwrap_or(Value::Null);
     let d = &cfg.devices;
     let mut rows: Vec<(String, String, String, String)> = Vec::new();
+    let others = super::sensors_live::rows(&cfg);
     for s in &d.i2c {
         let at = format!(
             "{} {} {:#04x}{}",
@@ -90,12 +93,15 @@ pub fn list(config: &Path, o: Opts, out: &mut impl Write, err: &mut impl Write) 
         )
     };
     if o.json {
-        let v: Vec<Value> = rows
+        let mut v: Vec<Value> = rows
             .iter()
             .map(|(n, s, at, m)| {
                 json!({"name": n, "source": s, "at": at, "metrics": m, "status": health.get(n.as_str()).cloned().unwrap_or(Value::Null)})
             })
             .collect();
+        v.extend(others.iter().map(|[n, s, at, m, h, _]| {
+            json!({"name": n, "source": s, "at": at, "metrics": m, "status": if h == "live" { json!({"health": "live"}) } else { Value::Null }})
+        }));
         let _ = writeln!(out, "{}", Value::Array(v));
         return exit::OK;
     }
@@ -107,6 +113,10 @@ pub fn list(config: &Path, o: Opts, out: &mut impl Write, err: &mut impl Write) 
     for (n, s, at, m) in &rows {
         let (h, e) = state(n);
         let _ = writeln!(out, "{n:<20} {s:<8} {at:<34} {m:<32} {h:<9} {e}");
+    }
+    for [n, s, at, m, h, e] in &others {
+        let line = format!("{n:<20} {s:<8} {at:<34} {m:<32} {h:<9} {e}");
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     if health.is_null() && !rows.is_empty() {
         let _ = writeln!(
@@ -271,7 +281,11 @@ pub fn read(
     if let Some(g) = d.gpio.iter().find(|g| g.name == name) {
         return read_gpio(g.clone(), count, timeout, o, out, err);
     }
-    let names: Vec<&str> = d.names().collect();
+    if let Some(code) = super::sensors_live::read(&cfg, name, count, timeout, o, out, err) {
+        return code;
+    }
+    let mut names: Vec<&str> = cfg.sims.iter().map(|s| s.name.as_str()).collect();
+    names.extend(d.names());
     let _ = writeln!(
         err,
         "error: no sensor named {name:?} in {} (configured: {})",

@@ -93,6 +93,9 @@ pub fn status(o: Opts<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
     match answer {
         Ok(mut v) => {
             let mut doc = v["status"].take();
+            if let Some(cfg) = &cfg {
+                doc["disk"] = disk(&cfg.state_dir);
+            }
             let healthy = annotate(&mut doc, &o.limits);
             print(&doc, o.json, out);
             if healthy { exit::OK } else { UNHEALTHY }
@@ -107,6 +110,7 @@ pub fn status(o: Opts<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
                 return exit::CONFIG;
             };
             let mut doc = offline::status(&cfg, o.config, now_ms());
+            doc["disk"] = disk(&cfg.state_dir);
             annotate(&mut doc, &o.limits);
             print(&doc, o.json, out);
             NOT_RUNNING
@@ -115,6 +119,22 @@ pub fn status(o: Opts<'_>, out: &mut impl Write, err: &mut impl Write) -> u8 {
             let _ = writeln!(err, "error: {e}");
             UNKNOWN
         }
+    }
+}
+
+/// Free space on the state directory's filesystem, as this process sees it (the same
+/// machine as the daemon): `{path, free_bytes, total_bytes}`, or `{path, error}`.
+fn disk(state_dir: &Path) -> serde_json::Value {
+    match rustix::fs::statvfs(state_dir) {
+        Ok(s) => serde_json::json!({
+            "path": state_dir.display().to_string(),
+            "free_bytes": s.f_bavail.saturating_mul(s.f_frsize),
+            "total_bytes": s.f_blocks.saturating_mul(s.f_frsize),
+        }),
+        Err(e) => serde_json::json!({
+            "path": state_dir.display().to_string(),
+            "error": std::io::Error::from(e).to_string(),
+        }),
     }
 }
 

@@ -112,6 +112,15 @@ impl Client {
         Self::checked(line)
     }
 
+    /// Gives up a read after `d` (`None`: wait for ever); a read that gives up fails with
+    /// an I/O error of kind `WouldBlock` or `TimedOut`.
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> Result<(), ClientError> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(d)
+            .map_err(|e| self.io(e))
+    }
+
     /// Starts a tail: after this, [`Client::next_line`] returns the events until the
     /// daemon stops.
     pub fn tail(&mut self, req: &Request) -> Result<(), ClientError> {

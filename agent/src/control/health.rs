@@ -117,6 +117,44 @@ pub fn evaluate(doc: &Value, limits: &Limits) -> Vec<Problem> {
             });
         }
     }
+    let clock = &doc["clock"];
+    if clock.is_object() && clock["trusted"] == false {
+        out.push(Problem {
+            code: "clock_unsynchronised",
+            detail: format!(
+                "the system clock is not synchronised ({}); readings without a timestamp of their own are held until it is",
+                clock["sync_source"].as_str().unwrap_or("source unknown")
+            ),
+            action: "check time synchronisation: timedatectl status, systemctl status systemd-timesyncd (or chrony); nothing is lost, the held readings are stamped when the clock is set",
+        });
+    }
+    let disk = &doc["disk"];
+    // A full disk that already blocks the outbox is said once, by outbox_blocked.
+    let budget = doc["outbox"]["max_bytes"]
+        .as_u64()
+        .filter(|_| doc["outbox"]["blocked_reason"] != "disk_full");
+    if let (Some(free), Some(budget)) = (disk["free_bytes"].as_u64(), budget) {
+        let waiting: u64 = doc["outbox"]["classes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, c)| c["bytes"].as_u64())
+            .sum();
+        // The outbox may still grow to its budget: the disk must hold the rest of it.
+        if free < budget.saturating_sub(waiting) {
+            out.push(Problem {
+                code: "disk_low",
+                detail: format!(
+                    "{} free on {}, less than the outbox may still need ({} budget, {} used)",
+                    crate::cli::human::bytes(free),
+                    disk["path"].as_str().unwrap_or("the state directory"),
+                    crate::cli::human::bytes(budget),
+                    crate::cli::human::bytes(waiting)
+                ),
+                action: "free space on that filesystem (df -h, du -sh /var/log/journal) or lower [outbox] max_bytes; when it is full weir pauses ingest rather than lose results",
+            });
+        }
+    }
     let outbox = &doc["outbox"];
     if outbox["blocked"] == true {
         let reason = outbox["blocked_reason"].as_str().unwrap_or("error");
@@ -227,6 +265,37 @@ mod tests {
             "{}",
             p.detail
         );
+    }
+
+    #[test]
+    fn a_disk_that_cannot_hold_the_rest_of_the_budget_is_low() {
+        let doc = |free: u64| {
+            json!({"disk": {"path": "/var/lib/weir", "free_bytes": free, "total_bytes": 1u64 << 30},
+                "outbox": {"max_bytes": 64u64 << 20, "classes": {"aggregate": {"bytes": 4u64 << 20}}}})
+        };
+        assert!(codes(&doc(60 << 20)).is_empty());
+        let mut full = doc(0);
+        full["outbox"]["blocked"] = json!(true);
+        full["outbox"]["blocked_reason"] = json!("disk_full");
+        assert_eq!(codes(&full), ["outbox_blocked"]);
+        let p = evaluate(&doc((60 << 20) - 1), &Limits::default());
+        assert_eq!(p[0].code, "disk_low");
+        assert!(
+            p[0].detail.contains("/var/lib/weir")
+                && p[0].detail.contains("64 MiB budget, 4 MiB used"),
+            "{}",
+            p[0].detail
+        );
+    }
+
+    #[test]
+    fn an_unsynchronised_clock_is_a_problem_a_trusted_one_is_not() {
+        let doc =
+            |trusted: bool| json!({"clock": {"trusted": trusted, "sync_source": "timesyncd"}});
+        assert!(codes(&doc(true)).is_empty());
+        let p = evaluate(&doc(false), &Limits::default());
+        assert_eq!(p[0].code, "clock_unsynchronised");
+        assert!(p[0].detail.contains("timesyncd"), "{}", p[0].detail);
     }
 
     #[test]

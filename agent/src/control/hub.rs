@@ -72,6 +72,8 @@ pub struct Live {
     pub upstream: String,
     /// The outbox file.
     pub outbox_path: PathBuf,
+    /// The outbox's byte budget (`[outbox] max_bytes`).
+    pub outbox_max_bytes: u64,
     /// Counters.
     pub counters: Arc<Counters>,
     /// Engine gauges.
@@ -101,6 +103,8 @@ pub struct Hub {
     /// Cancelled when the process is shutting down (not merely reloading).
     stopping: tokio_util::sync::CancellationToken,
     live: Mutex<Option<Live>>,
+    /// The upstream link of the last pipeline, kept across a reload (see [`Hub::attach`]).
+    earlier_link: Mutex<Option<Arc<LinkStatus>>>,
 }
 
 impl Hub {
@@ -117,6 +121,7 @@ impl Hub {
             tap: Arc::default(),
             stopping,
             live: Mutex::new(None),
+            earlier_link: Mutex::new(None),
         }
     }
 
@@ -126,7 +131,17 @@ impl Hub {
     }
 
     /// The pipeline is up: status requests read `live`.
+    /// After a reload the new pipeline's link takes over the last PUBACK and the last error
+    /// of the one before, so `weir status` does not say "last PUBACK never" after a reload.
     pub fn attach(&self, live: Live) {
+        let earlier = self
+            .earlier_link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(live.link.clone());
+        if let Some(earlier) = earlier {
+            live.link.carry_over(&earlier);
+        }
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
     }
 
@@ -164,6 +179,10 @@ impl Hub {
         let connected = live.link.connected.load(Relaxed);
         let lost = live.link.lost_ms.load(Relaxed);
         let puback = live.link.last_puback_ms.load(Relaxed);
+        let (error_ms, up_ms) = (
+            live.link.last_error_ms.load(Relaxed),
+            live.link.connected_ms.load(Relaxed),
+        );
         let last_error = live
             .link
             .last_error
@@ -175,8 +194,10 @@ impl Hub {
             "connected": connected,
             // Never connected since this pipeline started: down since then.
             "down_since_ms": (!connected).then_some(if lost > 0 { lost } else { live.started_at }),
+            "up_since_ms": (connected && up_ms > 0).then_some(up_ms),
             "last_puback_ms": (puback > 0).then_some(puback),
             "last_error": last_error,
+            "last_error_ms": (error_ms > 0).then_some(error_ms),
         });
         if let Some(ingest) = &live.ingest {
             doc["ingest"] = ingest.json();
@@ -185,6 +206,7 @@ impl Hub {
         let stats = tokio::time::timeout(ANSWER_TIMEOUT, live.outbox.stats()).await;
         doc["outbox"] = json!({
             "path": live.outbox_path.display().to_string(),
+            "max_bytes": live.outbox_max_bytes,
             "blocked": blocked != 0,
             "blocked_reason": usize::try_from(blocked).ok().and_then(|b| b.checked_sub(1)).and_then(|i| BLOCKED_REASONS.get(i)),
         });

@@ -28,7 +28,7 @@ pub fn status(cfg: &Config, config_path: &Path, now: TimestampMs) -> Value {
         "socket": cfg.control_socket().display().to_string(),
         "device": cfg.device,
         "now_ms": now,
-        "outbox": {"path": cfg.outbox.path.display().to_string()},
+        "outbox": {"path": cfg.outbox.path.display().to_string(), "max_bytes": cfg.outbox.max_bytes},
     });
     match read_db(&cfg.outbox.path, cfg) {
         Ok(db) => {

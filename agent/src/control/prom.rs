@@ -148,19 +148,43 @@ const BY: [(&str, &str, &[&str], &str); 5] = [
     (
         "deadletter",
         "reason",
-        &[],
+        &[
+            "bad_json",
+            "bad_timestamp",
+            "clock_unsynced",
+            "empty",
+            "missing_value",
+            "non_finite",
+            "not_a_number",
+            "not_utf8",
+            "too_large",
+            "unmapped_topic",
+            "wrong_type",
+        ],
         "Ingest payloads that could not be read, by reason (published on the deadletter topic).",
     ),
     (
         "rejected",
         "reason",
-        &[],
+        &[
+            "future_skew",
+            "key_limit",
+            "out_of_range",
+            "too_old",
+            "window_limit",
+        ],
         "Readings refused, by reason (e.g. future_skew: quarantined).",
     ),
     (
         "dropped",
         "reason",
-        &[],
+        &[
+            "outbox_error_aggregate",
+            "outbox_error_alert",
+            "outbox_error_diagnostic",
+            "sensor_channel_full",
+            "sim_channel_full",
+        ],
         "Readings or messages dropped for any other reason.",
     ),
     (
@@ -390,6 +414,13 @@ pub fn render(doc: &Value) -> String {
             }
         }
     }
+    if let Some(max) = outbox["max_bytes"].as_f64() {
+        o.gauge(
+            "weir_outbox_max_bytes",
+            "The outbox's byte budget ([outbox] max_bytes); weir_outbox_bytes sum up to it.",
+            max,
+        );
+    }
     if outbox.is_object() {
         o.gauge(
             "weir_outbox_blocked",
@@ -500,6 +531,34 @@ mod tests {
         assert!(text.contains("weir_up 1\n"), "{text}");
         assert!(
             text.contains("weir_build_info{version=\"0.1.0\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reason_families_are_present_with_every_known_reason_from_the_start() {
+        let doc = json!({"counters": {"deadletter": {"something_new": 1}, "rejected": {}, "dropped": {}},
+            "outbox": {"max_bytes": 67_108_864, "blocked": false}});
+        let text = render(&doc);
+        for (family, reason) in [
+            ("deadletter", "bad_json"),
+            ("deadletter", "unmapped_topic"),
+            ("rejected", "future_skew"),
+            ("rejected", "key_limit"),
+            ("dropped", "sim_channel_full"),
+        ] {
+            assert!(
+                text.contains(&format!("weir_{family}_total{{reason=\"{reason}\"}} 0\n")),
+                "{family} {reason}: {text}"
+            );
+        }
+        // A reason this table does not know yet is still exported.
+        assert!(
+            text.contains("weir_deadletter_total{reason=\"something_new\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE weir_outbox_max_bytes gauge\nweir_outbox_max_bytes 67108864\n"),
             "{text}"
         );
     }

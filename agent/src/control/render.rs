@@ -6,6 +6,10 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::health::human_ms;
+use crate::cli::human::wrap;
+
+/// The widest line, where text can be broken.
+const WIDTH: usize = 80;
 
 /// Rows of the watermark table shown; the rest are counted.
 pub const TOP_KEYS: usize = 10;
@@ -121,18 +125,26 @@ pub fn render(doc: &Value) -> String {
         (true, false) => "UNHEALTHY",
     };
     let _ = writeln!(o, "health    {verdict}");
+    // Within 80 columns: the problem and its fix are sentences, broken at spaces.
     for p in &problems {
-        let _ = writeln!(o, "  ! {}: {}", s(&p["code"]), s(&p["detail"]));
-        let _ = writeln!(o, "    -> {}", s(&p["action"]));
+        let problem = format!("  ! {}: {}", s(&p["code"]), s(&p["detail"]));
+        let _ = writeln!(o, "{}", wrap(&problem, WIDTH, "    "));
+        let action = format!("    -> {}", s(&p["action"]));
+        let _ = writeln!(o, "{}", wrap(&action, WIDTH, "       "));
     }
     let clock = &doc["clock"];
     if clock.is_object() {
-        let _ = writeln!(o, "clock     {}", clock_line(clock));
+        let line = format!("clock     {}", clock_line(clock));
+        let _ = writeln!(o, "{}", wrap(&line, WIDTH, "          "));
     }
     let up = &doc["upstream"];
     if up.is_object() {
         let state = if up["connected"] == true {
-            "connected".to_string()
+            match up["up_since_ms"].as_i64() {
+                // As the ingest line: how long; the time itself is `up_since_ms` in --json.
+                Some(t) => format!("connected for {}", human_ms(now - t)),
+                None => "connected".to_string(),
+            }
         } else {
             format!(
                 "DOWN for {}",
@@ -146,7 +158,12 @@ pub fn render(doc: &Value) -> String {
             ago(now, &up["last_puback_ms"])
         );
         if let Some(e) = up["last_error"].as_str() {
-            let _ = writeln!(o, "          last error: {e}");
+            let when = up["last_error_ms"]
+                .as_i64()
+                .map(|t| format!(" {} ago", human_ms(now - t)))
+                .unwrap_or_default();
+            let line = format!("          last error{when}: {e}");
+            let _ = writeln!(o, "{}", wrap(&line, WIDTH, "            "));
         }
     }
     let ingest = &doc["ingest"];
@@ -169,7 +186,8 @@ pub fn render(doc: &Value) -> String {
             s(&ingest["reconnects"])
         );
         if let Some(e) = ingest["last_error"].as_str() {
-            let _ = writeln!(o, "          last error: {e}");
+            let line = format!("          last error: {e}");
+            let _ = writeln!(o, "{}", wrap(&line, WIDTH, "            "));
         }
     }
     let outbox = &doc["outbox"];
@@ -194,12 +212,31 @@ pub fn render(doc: &Value) -> String {
                 vec![
                     name.to_string(),
                     s(&c["rows"]),
-                    s(&c["bytes"]),
+                    c["bytes"]
+                        .as_u64()
+                        .map_or("-".into(), crate::cli::human::bytes),
                     c["oldest_age_ms"].as_i64().map_or("-".into(), human_ms),
                 ]
             })
             .collect();
         table(&mut o, &["class", "rows", "bytes", "oldest unsent"], &rows);
+    }
+    let disk = &doc["disk"];
+    if let (Some(free), Some(total)) = (disk["free_bytes"].as_u64(), disk["total_bytes"].as_u64()) {
+        let _ = writeln!(
+            o,
+            "disk      {} free of {} ({}%) on {}",
+            crate::cli::human::bytes(free),
+            crate::cli::human::bytes(total),
+            free.saturating_mul(100).checked_div(total).unwrap_or(0),
+            s(&disk["path"])
+        );
+    } else if let Some(e) = disk["error"].as_str() {
+        let _ = writeln!(
+            o,
+            "disk      cannot tell the free space of {}: {e}",
+            s(&disk["path"])
+        );
     }
     let engine = &doc["engine"];
     if engine.is_object() {
@@ -327,7 +364,7 @@ mod tests {
             "running": true, "version": "0.1.0", "pid": 42, "uptime_s": 75, "now_ms": 100_000,
             "pipeline": "running", "config": "/etc/weir/weir.toml", "device": "pi",
             "upstream": {"address": "h:1883", "connected": false, "down_since_ms": 40_000,
-                "last_puback_ms": null, "last_error": "connection refused"},
+                "last_puback_ms": null, "last_error": "connection refused", "last_error_ms": 70_000},
             "outbox": {"path": "/var/lib/weir/outbox.db", "blocked": false, "classes": {
                 "alert": {"rows": 0, "bytes": 0, "oldest_age_ms": null},
                 "aggregate": {"rows": 3, "bytes": 456, "oldest_age_ms": 5000}}},
@@ -351,12 +388,30 @@ mod tests {
             text.contains("health    UNHEALTHY\n  ! upstream_down: d\n    -> a\n"),
             "{text}"
         );
+        let mut long = doc();
+        long["health"]["problems"][0]["detail"] = json!("word ".repeat(30).trim_end());
+        let text = render(&long);
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        assert!(text.contains("\n  ! upstream_down: word word"), "{text}");
+        assert!(text.contains("\n    word word"), "{text}");
         assert!(
             text.contains("upstream  h:1883 DOWN for 1m 0s, last PUBACK never\n"),
             "{text}"
         );
         assert!(
-            text.contains("  class      rows  bytes  oldest unsent\n  alert      0     0      -\n  aggregate  3     456    5s\n"),
+            text.contains("\n          last error 30s ago: connection refused\n"),
+            "{text}"
+        );
+        let mut up = doc();
+        up["upstream"] = json!({"address": "h:1883", "connected": true, "up_since_ms": 10_000,
+            "last_puback_ms": 99_000});
+        assert!(
+            render(&up).contains("upstream  h:1883 connected for 1m 30s, last PUBACK 1s ago\n"),
+            "{}",
+            render(&up)
+        );
+        assert!(
+            text.contains("  class      rows  bytes  oldest unsent\n  alert      0     0 B    -\n  aggregate  3     456 B  5s\n"),
             "{text}"
         );
         assert!(

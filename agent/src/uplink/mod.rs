@@ -53,12 +53,33 @@ pub struct LinkStatus {
     pub lost_ms: AtomicI64,
     /// The last connection error, if any.
     pub last_error: Mutex<Option<String>>,
+    /// Wall-clock ms of the last connection error, 0 if none.
+    pub last_error_ms: AtomicI64,
+    /// Wall-clock ms when the current connection came up (CONNACK), 0 if none has yet.
+    pub connected_ms: AtomicI64,
     /// Why rows cannot be read from the outbox for delivery (a damaged file), while
     /// that lasts: `weir status` reports `outbox_damaged`.
     pub outbox_error: Mutex<Option<String>>,
 }
 
 impl LinkStatus {
+    /// Takes over what an earlier pipeline's link learnt that stays true across a reload:
+    /// the last PUBACK and the last error (a reload reconnects, it does not forget them).
+    pub fn carry_over(&self, earlier: &LinkStatus) {
+        self.last_puback_ms
+            .fetch_max(earlier.last_puback_ms.load(Relaxed), Relaxed);
+        if self.last_error_ms.load(Relaxed) == 0 {
+            let e = earlier
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+            self.last_error_ms
+                .store(earlier.last_error_ms.load(Relaxed), Relaxed);
+        }
+    }
+
     /// Records that rows cannot be read; true when this starts an episode (logged once).
     fn outbox_unreadable(&self, e: &OutboxError) -> bool {
         let mut slot = self.outbox_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,6 +181,7 @@ impl Uplink {
                         .last_error
                         .lock()
                         .unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    self.link.last_error_ms.store(now_ms(), Relaxed);
                     let wake = Instant::now() + delay;
                     let wake = deadline.map_or(wake, |d| wake.min(d));
                     tokio::select! {
@@ -381,6 +403,7 @@ impl Uplink {
                 *connected = true;
                 *want_rows = true;
                 backoff.reset();
+                self.link.connected_ms.store(now_ms(), Relaxed);
                 self.link.connected.store(true, Relaxed);
                 Counters::add(&self.counters.uplink_connects, 1);
                 tracing::info!(host = %self.cfg.host, port = self.cfg.port, "connected upstream");
@@ -475,5 +498,44 @@ async fn forward_events(
         if tx.send(ev).await.is_err() || failed {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reloaded_link_keeps_the_last_puback_and_error_of_the_one_before() {
+        let earlier = LinkStatus::default();
+        earlier.last_puback_ms.store(5_000, Relaxed);
+        earlier.last_error_ms.store(4_000, Relaxed);
+        *earlier.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some("refused".into());
+        let new = LinkStatus::default();
+        new.carry_over(&earlier);
+        assert_eq!(new.last_puback_ms.load(Relaxed), 5_000);
+        assert_eq!(new.last_error_ms.load(Relaxed), 4_000);
+        assert_eq!(
+            new.last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_deref(),
+            Some("refused")
+        );
+        // What the new link learnt itself is not overwritten.
+        let newer = LinkStatus::default();
+        newer.last_puback_ms.store(9_000, Relaxed);
+        newer.last_error_ms.store(8_000, Relaxed);
+        *newer.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some("reset".into());
+        newer.carry_over(&earlier);
+        assert_eq!(newer.last_puback_ms.load(Relaxed), 9_000);
+        assert_eq!(
+            newer
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_deref(),
+            Some("reset")
+        );
     }
 }
