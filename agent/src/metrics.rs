@@ -33,8 +33,11 @@ pub struct Counters {
     /// Messages produced for the outbox (panes, alerts, late readings, dead letters).
     /// Every one ends up acked, evicted, superseded, expired, dropped, or still pending.
     pub produced: AtomicU64,
-    /// Rows written to the outbox.
+    /// Rows entered into the outbox (its memory first; see `outbox_written`).
     pub outbox_inserted: AtomicU64,
+    /// Rows written to the outbox's file: those not delivered before the checkpoint after
+    /// they were produced (see `docs/storage.md`).
+    pub outbox_written: AtomicU64,
     /// Unsent rows replaced by a newer revision of the same window.
     pub outbox_superseded: AtomicU64,
     /// Publishes handed to the upstream connection.
@@ -95,6 +98,7 @@ impl Counters {
             "alerts_cleared": g(&self.alerts_cleared),
             "produced": g(&self.produced),
             "outbox_inserted": g(&self.outbox_inserted),
+            "outbox_written": g(&self.outbox_written),
             "outbox_superseded": g(&self.outbox_superseded),
             "published": g(&self.published),
             "acked": g(&self.acked),

@@ -9,11 +9,17 @@
 //! result would be wrong): the last checkpoint keeps them, and the next start
 //! continues them.
 //!
-//! Checkpoints: the engine task buffers the messages it produces and, every
-//! `checkpoint_interval` (at once for alerts), commits them together with the
-//! state that produced them (`crate::checkpoint`) in one transaction; only then
-//! does it acknowledge the MQTT deliveries whose effect they hold. READY is
-//! signalled after the first checkpoint, taken right after the restore.
+//! Checkpoints: the engine task hands the messages it produces to the outbox's
+//! memory at once (staged: the uplink may deliver them before any write, so an
+//! alert never waits for a commit), and every `checkpoint_interval` commits the
+//! state that produced them (`crate::checkpoint`) in one transaction with the
+//! staged rows not yet delivered; only then does it acknowledge the MQTT
+//! deliveries whose effect they hold. A staged row delivered before that commit
+//! never touches the disk: after a crash the state it came from is older, and
+//! the row is produced again (a resend, dropped by `msg_id`) for MQTT readings,
+//! which the broker redelivers; local sensors' readings of that interval are
+//! lost, as they always were. READY is signalled after the first checkpoint,
+//! taken right after the restore.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -178,7 +184,9 @@ pub async fn run(
         broker_max_inflight,
         msgs: Vec::new(),
         acks: Vec::new(),
-        urgent: false,
+        buffered_msgs: 0,
+        acks_since: None,
+        syncing: std::collections::VecDeque::new(),
         buffered_bytes: 0,
         outbox: outbox.clone(),
         counters: counters.clone(),
@@ -372,6 +380,12 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 /// if nothing arrives for this long, checkpoint now rather than at the interval.
 const STALL: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// The longest an MQTT delivery waits for the checkpoint that acknowledges it,
+/// whatever `checkpoint_interval` says: the broker holds it meanwhile, and resends
+/// it after a reconnect if it has to. Local sensors have no one waiting: their
+/// state goes at the interval.
+const ACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Bounds on what waits for the next checkpoint: beyond either, it is taken at
 /// once. Messages: one transaction stays small enough to fit the space a nearly
 /// full disk keeps (see `outbox`), so a held batch can always go in once the
@@ -410,9 +424,14 @@ struct EngineTask {
     msgs: Vec<NewMessage>,
     /// Owed for deliveries since the last checkpoint; sent after the next one.
     acks: Vec<Ack>,
-    /// An alert is waiting: checkpoint now, not at the interval.
-    urgent: bool,
-    /// Bytes of `msgs`.
+    /// Messages the next checkpoint would write (staged, not delivered yet).
+    buffered_msgs: usize,
+    /// Committed checkpoints waiting for their fsync, oldest first, with the
+    /// acknowledgements each releases.
+    syncing: std::collections::VecDeque<(crate::outbox::Durable, Vec<Ack>)>,
+    /// When the oldest owed acknowledgement must go out (see [`ACK_WITHIN`]).
+    acks_since: Option<tokio::time::Instant>,
+    /// Their bytes. Both count `msgs` until staged; then the outbox says.
     buffered_bytes: u64,
     stop: CancellationToken,
     space_freed: Arc<Notify>,
@@ -453,6 +472,7 @@ impl EngineTask {
         }
         self.clock.held.store(self.hold.len() as u64, Relaxed);
         self.checkpoint().await;
+        self.synced_all().await;
         let _ = first_checkpoint.send(());
         let mut batch = Vec::with_capacity(512);
         // Wall-clock work (idle keys, held late panes) also happens when no
@@ -466,6 +486,13 @@ impl EngineTask {
         loop {
             let mut due = false;
             let stalled = self.acks.len() >= self.broker_max_inflight;
+            // MQTT deliveries waiting for their acknowledgement: the checkpoint that
+            // releases them comes within ACK_WITHIN, however long the interval.
+            let owed = (!self.acks.is_empty()).then(|| {
+                *self
+                    .acks_since
+                    .get_or_insert_with(|| tokio::time::Instant::now() + ACK_WITHIN)
+            });
             // The watchdog is fed from this loop (and the commit retry inside it)
             // and nowhere else: if the engine stops turning, systemd stops hearing
             // from it and restarts the service.
@@ -487,15 +514,21 @@ impl EngineTask {
                 _ = every.tick() => due = true,
                 // The broker waits for our acknowledgements before it sends more.
                 () = tokio::time::sleep(STALL), if stalled => due = true,
+                () = tokio::time::sleep_until(owed.unwrap_or_else(tokio::time::Instant::now)), if owed.is_some() => due = true,
                 () = self.watchdog.due() => {}
+                done = next_durable(&mut self.syncing), if !self.syncing.is_empty() => {
+                    release(done);
+                }
                 Some(reply) = self.views.recv() => {
                     let _ = reply.send(self.view());
                 }
             }
             self.watchdog.feed().await;
+            if !self.msgs.is_empty() {
+                self.stage().await;
+            }
             if due
-                || self.urgent
-                || self.msgs.len() >= MAX_BUFFERED_MSGS
+                || self.buffered_msgs >= MAX_BUFFERED_MSGS
                 || self.buffered_bytes >= MAX_BUFFERED_BYTES
                 || self.acks.len() >= MAX_OWED_ACKS
             {
@@ -519,7 +552,8 @@ impl EngineTask {
             );
             self.clock
                 .park(std::mem::replace(&mut self.hold, Hold::new(1)));
-            return self.checkpoint().await;
+            self.checkpoint().await;
+            return self.synced_all().await;
         }
         if !self.hold.is_empty() {
             // They are part of the state: the next start of this boot holds them
@@ -534,6 +568,14 @@ impl EngineTask {
         // ingest connection is closed by now, so the broker resends what these
         // acknowledgements covered, and `Seen` recognises it at the next start.
         self.checkpoint().await;
+        self.synced_all().await;
+    }
+
+    /// Waits until every committed checkpoint is durable, releasing its acknowledgements.
+    async fn synced_all(&mut self) {
+        while !self.syncing.is_empty() {
+            release(next_durable(&mut self.syncing).await);
+        }
     }
 
     /// Looks at the clock before the engine uses it: at the first
@@ -674,11 +716,36 @@ impl EngineTask {
         let before = self.msgs.len();
         f(&mut self.processor, &mut self.msgs);
         for m in &self.msgs[before..] {
-            self.urgent |= m.class == Class::Alert;
+            self.buffered_msgs += 1;
             self.buffered_bytes += m.bytes();
         }
         if self.tap.is_active() {
             self.tap.messages(&self.msgs[before..]);
+        }
+    }
+
+    /// Hands what was produced to the outbox's memory, where the uplink finds it
+    /// at once. If that fails (the outbox cannot read the file), the messages
+    /// stay here and go with the next checkpoint's transaction instead.
+    async fn stage(&mut self) {
+        let msgs = std::mem::take(&mut self.msgs);
+        let n = msgs.len() as u64;
+        match self.outbox.stage(msgs.clone()).await {
+            Ok(report) => {
+                // What the next checkpoint would write bounds the wait, not what was
+                // produced: rows delivered meanwhile cost nothing.
+                (self.buffered_msgs, self.buffered_bytes) = report.staged;
+                Counters::add(&self.counters.produced, n);
+                Counters::add(&self.counters.outbox_inserted, report.ids.len() as u64);
+                self.account_dropped(&report);
+                if !report.ids.is_empty() {
+                    self.new_rows.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, messages = n, "cannot stage results; they go with the next checkpoint");
+                self.msgs = msgs;
+            }
         }
     }
 
@@ -690,8 +757,9 @@ impl EngineTask {
     /// `when_full` policy. Only at shutdown, after a few more attempts, is a
     /// batch given up, and then it is counted and logged.
     async fn checkpoint(&mut self) {
-        self.urgent = false;
+        self.buffered_msgs = 0;
         self.buffered_bytes = 0;
+        self.acks_since = None;
         let msgs = std::mem::take(&mut self.msgs);
         let produced = msgs.len() as u64;
         let mut cp = checkpoint::take(
@@ -724,7 +792,7 @@ impl EngineTask {
         };
         loop {
             match self.outbox.commit(batch).await {
-                Ok(report) => {
+                Ok((report, durable)) => {
                     if failures > 0 {
                         tracing::warn!(
                             attempts = failures + 1,
@@ -734,15 +802,16 @@ impl EngineTask {
                     Counters::add(&self.counters.checkpoints, 1);
                     self.last_checkpoint_ms = now_ms();
                     self.gauges.outbox_blocked.store(0, Relaxed);
-                    self.account(&report);
+                    self.account(&report, produced);
                     if !report.ids.is_empty() {
                         self.new_rows.notify_one();
                     }
                     self.seen.committed();
                     self.hold.committed();
-                    for ack in self.acks.drain(..) {
-                        ack.send();
-                    }
+                    // Acknowledged once the card has it, not before; the engine goes on
+                    // meanwhile (see `outbox::sync`).
+                    self.syncing
+                        .push_back((durable, std::mem::take(&mut self.acks)));
                     return;
                 }
                 Err((e, held)) => {
@@ -802,8 +871,14 @@ impl EngineTask {
         }
     }
 
-    fn account(&self, report: &crate::outbox::InsertReport) {
-        Counters::add(&self.counters.outbox_inserted, report.ids.len() as u64);
+    fn account(&self, report: &crate::outbox::InsertReport, produced: u64) {
+        // Rows handed over with the commit itself (staging had failed) entered the outbox now.
+        Counters::add(&self.counters.outbox_inserted, produced);
+        Counters::add(&self.counters.outbox_written, report.ids.len() as u64);
+        self.account_dropped(report);
+    }
+
+    fn account_dropped(&self, report: &crate::outbox::InsertReport) {
         Counters::add(&self.counters.outbox_superseded, report.superseded);
         for c in Class::ALL {
             let evicted = report.evicted[c as usize];
@@ -815,6 +890,35 @@ impl EngineTask {
                 );
             }
             self.counters.bump("evicted", c.as_str(), evicted);
+        }
+    }
+}
+
+/// The oldest checkpoint's fsync, once it is done, with its acknowledgements.
+async fn next_durable(
+    syncing: &mut std::collections::VecDeque<(crate::outbox::Durable, Vec<Ack>)>,
+) -> (Result<(), OutboxError>, Vec<Ack>) {
+    let Some((durable, _)) = syncing.front_mut() else {
+        return std::future::pending().await;
+    };
+    let result = durable.await.unwrap_or(Err(OutboxError::Closed));
+    let acks = syncing.pop_front().map(|(_, a)| a).unwrap_or_default();
+    (result, acks)
+}
+
+/// Sends the acknowledgements of a durable checkpoint. If the fsync failed they
+/// are withheld: the state holds the readings' effect, so when the broker resends
+/// them (at the next connection) they are recognised and acknowledged then.
+fn release((result, acks): (Result<(), OutboxError>, Vec<Ack>)) {
+    match result {
+        Ok(()) => {
+            for ack in acks {
+                ack.send();
+            }
+        }
+        Err(e) => {
+            // ERROR: the card may be failing; an operator should look.
+            tracing::error!(error = %e, withheld = acks.len(), "a checkpoint could not be made durable; its MQTT acknowledgements are withheld");
         }
     }
 }

@@ -168,7 +168,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     let checkpoint_interval = duration(
         &with(a, Key("checkpoint_interval")),
         raw.agent.checkpoint_interval.as_deref(),
-        "1s",
+        "15s",
     )?;
     if checkpoint_interval.is_zero() || checkpoint_interval > std::time::Duration::from_secs(3600) {
         return err(

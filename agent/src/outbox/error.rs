@@ -89,6 +89,15 @@ pub enum OutboxError {
     /// The outbox thread has stopped; no further commands can run.
     #[error("the outbox thread has stopped")]
     Closed,
+    /// A committed checkpoint could not be made durable (the WAL's fsync failed): what it
+    /// covers is not acknowledged.
+    #[error("cannot make {path} durable: {detail}")]
+    Sync {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
 }
 
 /// What the filesystem under the database says when asked directly, because SQLite does not.

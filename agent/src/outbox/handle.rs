@@ -2,15 +2,17 @@
 //! on the async runtime's workers.
 //!
 //! Invariants: commands run in the order they were sent; the thread drains every queued command
-//! after the one it woke up for (at most [`MAX_BATCH`]) and runs consecutive acks in one
-//! transaction, so a burst of PUBACKs costs one WAL append, not one per PUBACK. The thread ends
-//! when every handle is dropped and the queue is empty.
+//! after the one it woke up for (at most [`MAX_BATCH`]). Acknowledgements only mark rows in
+//! memory; their deletions are written with the next checkpoint, or on their own when they have
+//! waited long enough (the thread wakes up for that). The thread ends when every handle is
+//! dropped and the queue is empty.
 
 use std::collections::HashSet;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::sync::{Durable, Syncer};
 use super::{
     Checkpoint, ClassStats, InsertReport, NewMessage, Outbox, OutboxError, Row, StoredCheckpoint,
 };
@@ -35,12 +37,13 @@ pub struct Batch {
 
 pub(super) enum Command {
     Insert(Vec<NewMessage>, Reply<InsertReport>),
+    Stage(Vec<NewMessage>, Reply<InsertReport>),
     Pending(HashSet<i64>, usize, Reply<Vec<Row>>),
     Ack(Vec<i64>, Reply<usize>),
     Stats(Reply<[ClassStats; 3]>),
     Commit(
         Batch,
-        oneshot::Sender<Result<InsertReport, (OutboxError, Batch)>>,
+        oneshot::Sender<Result<(InsertReport, Durable), (OutboxError, Batch)>>,
     ),
     LoadCheckpoint(Reply<Option<StoredCheckpoint>>),
     Expire([Option<i64>; 3], Reply<[u64; 3]>),
@@ -61,9 +64,16 @@ impl OutboxHandle {
     /// fall back to at startup.
     pub fn spawn(outbox: Outbox) -> (OutboxHandle, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let syncer = Syncer::spawn(outbox.path());
         let spawned = std::thread::Builder::new()
             .name("weir-outbox".to_owned())
-            .spawn(move || run(outbox, rx));
+            .spawn(move || {
+                let (syncer, sync_thread) = syncer;
+                run(outbox, rx, &syncer);
+                // Answers what is queued, then ends.
+                drop(syncer);
+                let _ = sync_thread.join();
+            });
         match spawned {
             Ok(join) => (OutboxHandle { tx }, join),
             Err(e) => panic!("cannot start the weir-outbox thread: {e}"),
@@ -75,11 +85,21 @@ impl OutboxHandle {
         self.call(|reply| Command::Insert(msgs, reply)).await
     }
 
+    /// See [`Outbox::stage`].
+    pub async fn stage(&self, msgs: Vec<NewMessage>) -> Result<InsertReport, OutboxError> {
+        self.call(|reply| Command::Stage(msgs, reply)).await
+    }
+
     /// See [`Outbox::commit`]. A failed commit hands the batch back, so the caller can hold it
-    /// and retry.
+    /// and retry. A checkpoint is committed (a process crash keeps it) when this returns, and
+    /// durable against a power cut when the [`Durable`] answers `Ok`: acknowledge what it
+    /// covers only then. The fsync runs on its own thread meanwhile (see `sync`).
     // The Err carries the batch by value on purpose: it is moved once per commit, never copied.
     #[allow(clippy::result_large_err)]
-    pub async fn commit(&self, batch: Batch) -> Result<InsertReport, (OutboxError, Batch)> {
+    pub async fn commit(
+        &self,
+        batch: Batch,
+    ) -> Result<(InsertReport, Durable), (OutboxError, Batch)> {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(cmd)) = self.tx.send(Command::Commit(batch, reply)).await
         {
@@ -134,9 +154,26 @@ impl OutboxHandle {
     }
 }
 
-fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>) {
+fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer) {
+    // Only to wait for a command with a timeout (deletions that are due); nothing else runs on it.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("cannot start the weir-outbox thread's timer: {e}"),
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        let wait = outbox.flush_if_due(std::time::Instant::now());
+        let first = match wait {
+            None => rx.blocking_recv(),
+            Some(d) => match rt.block_on(async { tokio::time::timeout(d, rx.recv()).await }) {
+                Ok(cmd) => cmd,
+                Err(_) => continue,
+            },
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -144,12 +181,16 @@ fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        execute(&mut outbox, batch.drain(..));
+        execute(&mut outbox, batch.drain(..), Some(syncer));
     }
 }
 
 /// Runs commands in order, folding each run of consecutive acks into one transaction.
-pub(super) fn execute(outbox: &mut Outbox, cmds: impl IntoIterator<Item = Command>) {
+pub(super) fn execute(
+    outbox: &mut Outbox,
+    cmds: impl IntoIterator<Item = Command>,
+    syncer: Option<&Syncer>,
+) {
     let mut acks: Vec<(Vec<i64>, Reply<usize>)> = Vec::new();
     // A failed `send` means the caller stopped waiting (its future was dropped); the command
     // has still run, which is what the caller asked for, so there is nothing else to do.
@@ -159,6 +200,10 @@ pub(super) fn execute(outbox: &mut Outbox, cmds: impl IntoIterator<Item = Comman
             Command::Insert(msgs, reply) => {
                 flush_acks(outbox, &mut acks);
                 let _ = reply.send(outbox.insert(&msgs));
+            }
+            Command::Stage(msgs, reply) => {
+                flush_acks(outbox, &mut acks);
+                let _ = reply.send(outbox.stage(msgs));
             }
             Command::Pending(exclude, limit, reply) => {
                 flush_acks(outbox, &mut acks);
@@ -170,10 +215,19 @@ pub(super) fn execute(outbox: &mut Outbox, cmds: impl IntoIterator<Item = Comman
             }
             Command::Commit(batch, reply) => {
                 flush_acks(outbox, &mut acks);
-                let result = outbox
-                    .commit(&batch.msgs, batch.checkpoint.as_ref())
-                    .map_err(|e| (e, batch));
-                let _ = reply.send(result);
+                let cp = batch.checkpoint.as_ref();
+                let result = match syncer {
+                    Some(syncer) => outbox
+                        .commit_unsynced(&batch.msgs, cp)
+                        .map(|report| (report, syncer.request())),
+                    // Synced here: already durable.
+                    None => outbox.commit(&batch.msgs, cp).map(|report| {
+                        let (done, durable) = oneshot::channel();
+                        let _ = done.send(Ok(()));
+                        (report, durable)
+                    }),
+                };
+                let _ = reply.send(result.map_err(|e| (e, batch)));
             }
             Command::LoadCheckpoint(reply) => {
                 flush_acks(outbox, &mut acks);
@@ -287,7 +341,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn consecutive_acks_share_one_transaction_and_each_caller_gets_its_own_count() {
+    async fn acks_write_nothing_each_caller_gets_its_own_count_and_the_next_write_deletes_them() {
         let dir = TempDir::new().unwrap();
         let mut outbox = open(&dir);
         outbox.insert(&msgs(5)).unwrap();
@@ -302,12 +356,26 @@ mod tests {
                 Command::Ack(vec![2, 3, 99], r2),
                 Command::Ack(vec![5], r3),
             ],
+            None,
         );
-        assert_eq!(outbox.commits - before, 1);
+        assert_eq!(outbox.commits - before, 0);
         assert_eq!(a1.await.unwrap().unwrap(), 2);
         assert_eq!(a2.await.unwrap().unwrap(), 1);
         assert_eq!(a3.await.unwrap().unwrap(), 1);
         assert_eq!(outbox.total_bytes(), 17 + 3);
+        // One transaction: the new row and the four deletions.
+        outbox.insert(&msgs(1)).unwrap();
+        assert_eq!(outbox.commits - before, 1);
+        let ids: Vec<i64> = (outbox.pending(&HashSet::new(), 10).unwrap())
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![4, 6]);
+        let rows: i64 = outbox
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
     }
 
     #[tokio::test]
@@ -327,6 +395,7 @@ mod tests {
                 Command::Ack(vec![2], r3),
                 Command::Stats(r4),
             ],
+            None,
         );
         let seen: Vec<i64> = a2.await.unwrap().unwrap().iter().map(|r| r.id).collect();
         assert_eq!(seen, vec![2, 3]);

@@ -16,7 +16,14 @@
 //! - `total_bytes` (in memory) always equals `SUM(bytes)` of the table as of the last commit,
 //!   where a row's bytes are `len(topic) + len(payload)`; and after every insert it is at most
 //!   `max_bytes`. The in-memory figures only change after a transaction has committed.
-//! - Every insert and every ack is one transaction: a crash leaves either all or none of it.
+//! - Every write (an insert, a checkpoint, deletions written on their own) is one transaction:
+//!   a crash leaves either all or none of it. An ack writes nothing by itself: the row stops
+//!   being pending at once and its deletion goes with the next write (see `memory`); a crash
+//!   before that write makes it pending again (a resend, never a loss).
+//! - Rows may be staged before they are written ([`Outbox::stage`]): pending at once under their
+//!   final id, written by the next write unless acknowledged first, then never. Ids of staged
+//!   rows that were acknowledged and never written may be given again after a restart; they were
+//!   never in the file, and no PUBACK crosses a restart.
 //!
 //! # Schema (version 1, stored in `PRAGMA user_version`)
 //! ```sql
@@ -43,7 +50,10 @@
 //!
 //! # Durability
 //! `journal_mode=WAL` with `synchronous=NORMAL`: a commit is appended to the WAL without an
-//! fsync, the WAL is fsynced at checkpoints. That survives a process crash (`kill -9`, panic,
+//! fsync, the WAL is fsynced at WAL checkpoints. A Weir checkpoint that the daemon commits is
+//! then made durable by an fsync of the WAL on the `weir-fsync` thread (`sync`), and the MQTT
+//! acknowledgements it covers wait for that; [`Outbox::commit`] called directly with a
+//! checkpoint runs with `FULL` instead. That survives a process crash (`kill -9`, panic,
 //! OOM kill) with no loss, because committed frames are in the OS page cache and the next open
 //! replays them. A power cut or kernel panic may lose the last few transactions committed since
 //! the last WAL checkpoint, but never corrupts the database; the upstream then sees at most a
@@ -94,8 +104,10 @@ mod checkpoint;
 mod error;
 mod handle;
 pub mod inspect;
+mod memory;
 pub(crate) mod read_only;
 mod store;
+mod sync;
 pub mod verify;
 
 #[cfg(test)]
@@ -109,6 +121,7 @@ pub use checkpoint::{Checkpoint, StoredCheckpoint};
 pub use error::OutboxError;
 pub use handle::{Batch, OutboxHandle};
 pub use store::Outbox;
+pub use sync::Durable;
 
 /// Schema version written to `PRAGMA user_version`. Version 2 added the checkpoint tables,
 /// version 3 `checkpoint_ingest` (QoS 2 and retained-message records) and `checkpoint_hold`
@@ -227,4 +240,7 @@ pub struct InsertReport {
     /// Messages lost to the byte budget, indexed by [`Class::index`]: evicted rows plus new
     /// messages that could not be stored.
     pub evicted: [u64; 3],
+    /// Set by [`Outbox::stage`] only: rows staged and neither written nor delivered after the
+    /// call, and their bytes (what the next checkpoint would write).
+    pub staged: (usize, u64),
 }

@@ -63,6 +63,8 @@ struct Model {
     /// (packet id, row id) on the wire, not yet acknowledged.
     wired: Vec<(u16, i64)>,
     next_pkid: u16,
+    /// Rows acknowledged whose deletion is not written yet: a crash brings them back.
+    unflushed: Vec<ModelRow>,
 }
 
 impl Model {
@@ -154,9 +156,22 @@ impl Model {
     }
 
     fn ack(&mut self, ids: &[i64]) -> usize {
-        ids.iter()
-            .map(|id| self.remove(|r| r.id == *id).len())
-            .sum()
+        let mut n = 0;
+        for id in ids {
+            let gone = self.remove(|r| r.id == *id);
+            n += gone.len();
+            self.unflushed.extend(gone);
+        }
+        n
+    }
+
+    /// A crash: acknowledged rows whose deletion was not written are pending again.
+    fn crash(&mut self) {
+        for r in self.unflushed.drain(..) {
+            let q = &mut self.queues[r.class.index()];
+            let at = q.iter().position(|o| o.id > r.id).unwrap_or(q.len());
+            q.insert(at, r);
+        }
     }
 
     fn stats(&self) -> [ClassStats; 3] {
@@ -298,6 +313,10 @@ proptest! {
                 Op::Insert(msgs) => {
                     let got = ob.insert(&msgs).unwrap();
                     prop_assert_eq!(got, model.insert(&msgs));
+                    // The insert's transaction carried the waiting deletions.
+                    if !msgs.is_empty() {
+                        model.unflushed.clear();
+                    }
                 }
                 Op::Publish(n, lag) => {
                     let room = MAX_INFLIGHT.saturating_sub(inflight.len());
@@ -351,8 +370,11 @@ proptest! {
                     outbox = Some(Outbox::open(&cfg).unwrap());
                     inflight = Inflight::new();
                     model.disconnect();
+                    model.crash();
                 }
                 Op::Reopen => {
+                    // A clean close writes the waiting deletions.
+                    model.unflushed.clear();
                     drop(outbox.take());
                     outbox = Some(Outbox::open(&cfg).unwrap());
                     inflight = Inflight::new();

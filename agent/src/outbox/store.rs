@@ -1,15 +1,18 @@
-//! The synchronous store: one rusqlite connection, one transaction per insert or ack.
+//! The synchronous store: one rusqlite connection, one transaction per write (a checkpoint, an
+//! insert, or deletions that waited too long); acknowledgements and new rows wait in memory for
+//! it (see `memory`).
 //!
 //! Invariant (see the module docs for the rest): `class_bytes[c]` equals `SUM(bytes)` of the
-//! rows of class `c` as of the last commit; it is only assigned after a commit succeeded, so a
-//! failed transaction (disk full, I/O error) leaves memory and file in agreement.
+//! rows of class `c` on disk as of the last commit; it is only assigned after a commit succeeded,
+//! so a failed transaction (disk full, I/O error) leaves memory and file in agreement.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
+use super::memory::{self, Memory, Staged};
 use super::{
     Checkpoint, Class, ClassStats, InsertReport, NewMessage, OutboxConfig, OutboxError, Row,
     SCHEMA_VERSION,
@@ -33,14 +36,15 @@ const CACHE_SIZE: i64 = -512;
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 64;
 
 /// Test only: `WEIR_TEST_SQLITE_SYNCHRONOUS=OFF` (or `NORMAL`, `FULL`, `EXTRA`) replaces
-/// every `synchronous` level the outbox sets, so the power-cut test (`cross/powercut.sh`,
+/// every `synchronous` level the outbox sets (with `OFF` the checkpoints' own fsync on
+/// the `weir-fsync` thread is skipped too), so the power-cut test (`cross/powercut.sh`,
 /// docs/storage.md) can show that it fails without the fsyncs. Any other value is ignored.
 /// Never set it on a device: with `OFF` a power cut loses what was acknowledged.
 pub const TEST_SYNCHRONOUS_ENV: &str = "WEIR_TEST_SQLITE_SYNCHRONOUS";
 
 /// The `synchronous` level to set for `wanted`: `wanted` itself unless
 /// [`TEST_SYNCHRONOUS_ENV`] overrides it (warned once per process).
-fn synchronous(wanted: &str) -> &str {
+pub(super) fn synchronous(wanted: &str) -> &str {
     static OVERRIDE: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
     let forced = *OVERRIDE.get_or_init(|| {
         let forced = synchronous_override(std::env::var(TEST_SYNCHRONOUS_ENV).ok().as_deref());
@@ -98,6 +102,13 @@ pub struct Outbox {
     reserve: PathBuf,
     max_bytes: u64,
     class_bytes: [u64; 3],
+    /// Staged rows and deferred deletions (see `memory`).
+    memory: Memory,
+    /// The id of the next row staged.
+    next_id: i64,
+    /// The last write failed for space or a read-only disk: deletions are written at once, since
+    /// they are what frees room.
+    blocked: bool,
     /// Write transactions committed by `insert` and `ack`, so tests can see batching.
     #[cfg(test)]
     pub(super) commits: u64,
@@ -178,6 +189,16 @@ impl Outbox {
                 class_bytes[class.index()] = u64_at(r, 1).map_err(at_open)?;
             }
         }
+        // Ids continue after every id the file ever held (AUTOINCREMENT keeps the highest in
+        // `sqlite_sequence`), so a staged row's id is never one already used on disk.
+        let last_id: i64 = conn
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0),
+                            COALESCE((SELECT MAX(id) FROM outbox), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(at_open)?;
         let mut reserve = path.as_os_str().to_owned();
         reserve.push("-reserve");
         let outbox = Self {
@@ -186,6 +207,9 @@ impl Outbox {
             path,
             max_bytes: cfg.max_bytes,
             class_bytes,
+            memory: Memory::default(),
+            next_id: last_id + 1,
+            blocked: false,
             #[cfg(test)]
             commits: 0,
         };
@@ -280,22 +304,44 @@ impl Outbox {
         }
     }
 
-    /// Inserts all messages in ONE transaction (supersede + budget eviction inside it); see the
-    /// module docs for the policy.
+    /// Inserts all messages in ONE transaction (supersede + budget eviction inside it), with the
+    /// rows staged before them and the deletions waiting; see the module docs for the policy.
     pub fn insert(&mut self, msgs: &[NewMessage]) -> Result<InsertReport, OutboxError> {
         self.commit(msgs, None)
     }
 
-    /// [`Outbox::insert`], with a checkpoint of the state that produced `msgs` written in the
-    /// same transaction: both are stored, or neither is.
+    /// [`Outbox::insert`], with a checkpoint of the state that produced `msgs` (and the staged
+    /// rows) written in the same transaction: all are stored, or none is and memory is unchanged.
     pub fn commit(
         &mut self,
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<InsertReport, OutboxError> {
+        self.write(msgs, checkpoint, checkpoint.is_some())
+    }
+
+    /// [`Outbox::commit`] without its fsync: the transaction is committed (a process crash
+    /// keeps it) but durable against a power cut only once the WAL is synced, which the caller
+    /// arranges (`sync`: off this thread) before it acknowledges anything the checkpoint covers.
+    pub(super) fn commit_unsynced(
+        &mut self,
+        msgs: &[NewMessage],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<InsertReport, OutboxError> {
+        self.write(msgs, checkpoint, false)
+    }
+
+    fn write(
+        &mut self,
+        msgs: &[NewMessage],
+        checkpoint: Option<&Checkpoint>,
+        full: bool,
+    ) -> Result<InsertReport, OutboxError> {
         // Stop short of a full disk: the last space belongs to deletions. Inserts never
         // use the reserve either.
+        let staged: u64 = self.memory.staged.iter().map(|s| s.msg.bytes()).sum();
         let need = msgs.iter().map(NewMessage::bytes).sum::<u64>()
+            + staged
             + checkpoint.map_or(0, |c| {
                 let keys: usize = c
                     .keys
@@ -305,7 +351,9 @@ impl Outbox {
                 (c.meta.len() + keys) as u64
             });
         if !self.room_for_inserts(need) {
-            // The WAL may hold space that a checkpoint gives back.
+            // Deletions waiting free pages; the WAL may hold space that a checkpoint gives back.
+            self.blocked = true;
+            self.flush_deletes();
             self.checkpoint_truncate();
             if !self.room_for_inserts(need) {
                 return Err(OutboxError::DiskFull {
@@ -319,7 +367,6 @@ impl Outbox {
         // mode NORMAL syncs only at WAL checkpoints, FULL syncs the WAL at each commit.
         // Other writes (acks, plain inserts) keep NORMAL: a power cut can only undo them
         // into a resend or an eviction of something already delivered.
-        let full = checkpoint.is_some();
         if full {
             self.set_synchronous("FULL")?;
         }
@@ -327,9 +374,96 @@ impl Outbox {
         if full {
             self.set_synchronous("NORMAL")?;
         }
+        self.blocked = result.is_err();
         let report = result?;
         self.restore_reserve();
         Ok(report)
+    }
+
+    /// Adds messages to the memory tier (see `memory`): pending at once, written by the next
+    /// [`Outbox::commit`] or [`Outbox::insert`] unless acknowledged before. Supersession applies
+    /// now (a staged row with the same key is dropped, a stored one is marked for deletion); the
+    /// byte budget applies when the rows are written. Returns the ids given (rows superseded by a
+    /// later message of the same call left out), the rows superseded, and the messages too big
+    /// for the budget (dropped, counted as evicted).
+    pub fn stage(&mut self, msgs: Vec<NewMessage>) -> Result<InsertReport, OutboxError> {
+        let mut report = InsertReport::default();
+        let now = Instant::now();
+        for msg in msgs {
+            if msg.bytes() > self.max_bytes {
+                report.evicted[msg.class.index()] += 1;
+                continue;
+            }
+            if let Some(key) = &msg.supersede_key {
+                report.superseded += self.memory.supersede_staged(key);
+                for (id, class, bytes) in rows_with_key(&self.conn, key, &self.path)? {
+                    if !self.memory.delivered.contains_key(&id) {
+                        self.memory.deliver(id, class, bytes, now);
+                        report.superseded += 1;
+                    }
+                }
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            report.ids.push(id);
+            self.memory.staged.push(Staged { id, msg });
+        }
+        let staged = &self.memory.staged;
+        report
+            .ids
+            .retain(|id| staged.binary_search_by_key(id, |s| s.id).is_ok());
+        report.staged = (staged.len(), staged.iter().map(|s| s.msg.bytes()).sum());
+        Ok(report)
+    }
+
+    /// Rows staged and not yet written or acknowledged.
+    pub fn staged_rows(&self) -> usize {
+        self.memory.staged.len()
+    }
+
+    /// Writes the deletions waiting in memory if they are due (see `memory`); how long until they
+    /// will be, if any wait.
+    pub fn flush_if_due(&mut self, now: Instant) -> Option<Duration> {
+        if self.memory.flush_due(now) {
+            self.flush_deletes();
+        }
+        self.memory.flush_in(now)
+    }
+
+    /// Deletes the acknowledged rows waiting in memory, in one transaction (no fsync: a power
+    /// cut that undoes it means a resend). A failure keeps them waiting, still not pending.
+    pub fn flush_deletes(&mut self) {
+        if self.memory.delivered.is_empty() {
+            return;
+        }
+        match self.using_reserve(|o| o.delete_delivered()) {
+            Ok(()) => self.restore_reserve(),
+            Err(e) => {
+                tracing::warn!(error = %e, rows = self.memory.delivered.len(), "cannot delete acknowledged rows yet; they are not sent again, and the deletion is retried")
+            }
+        }
+    }
+
+    fn delete_delivered(&mut self) -> Result<(), OutboxError> {
+        let err = |e| OutboxError::from_sqlite(&self.path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut class_bytes = self.class_bytes;
+        for &id in self.memory.delivered.keys() {
+            if let Some((class, bytes)) = delete_row(&tx, id).map_err(err)? {
+                class_bytes[class.index()] = class_bytes[class.index()].saturating_sub(bytes);
+            }
+        }
+        tx.commit().map_err(err)?;
+        self.class_bytes = class_bytes;
+        self.memory.deleted();
+        #[cfg(test)]
+        {
+            self.commits += 1;
+        }
+        Ok(())
     }
 
     fn set_synchronous(&self, level: &str) -> Result<(), OutboxError> {
@@ -344,7 +478,7 @@ impl Outbox {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<InsertReport, OutboxError> {
         let mut report = InsertReport::default();
-        if msgs.is_empty() && checkpoint.is_none() {
+        if msgs.is_empty() && checkpoint.is_none() && self.memory.staged.is_empty() {
             return Ok(report);
         }
         let err = |e| OutboxError::from_sqlite(&self.path, e);
@@ -353,10 +487,20 @@ impl Outbox {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
+        // Acknowledged rows first: their room is what the budget may use.
+        for &id in self.memory.delivered.keys() {
+            if let Some((class, bytes)) = delete_row(&tx, id).map_err(err)? {
+                class_bytes[class.index()] = class_bytes[class.index()].saturating_sub(bytes);
+            }
+        }
         // Rows of this batch deleted again by a later message of the same batch.
         let mut gone: HashSet<i64> = HashSet::new();
         let mut batch_ids: Vec<i64> = Vec::with_capacity(msgs.len());
-        for msg in msgs {
+        // A staged row keeps the id it was delivered under; a new one takes the next id when it
+        // is stored (a dropped message takes none).
+        let mut next_id = self.next_id;
+        let staged = self.memory.staged.iter().map(|s| (Some(s.id), &s.msg));
+        for (given, msg) in staged.chain(msgs.iter().map(|m| (None, m))) {
             let bytes = msg.bytes();
             let ci = msg.class.index();
             if bytes > self.max_bytes {
@@ -397,11 +541,13 @@ impl Outbox {
                 .map_err(err)?;
             }
             tx.prepare_cached(
-                "INSERT INTO outbox (class, topic, payload, supersede_key, created_ms, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO outbox (id, class, topic, payload, supersede_key, created_ms, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut stmt| {
+                let id = given.unwrap_or(next_id);
                 stmt.execute(rusqlite::params![
+                    id,
                     ci as i64,
                     msg.topic,
                     msg.payload,
@@ -411,7 +557,11 @@ impl Outbox {
                 ])
             })
             .map_err(err)?;
-            batch_ids.push(tx.last_insert_rowid());
+            let id = given.unwrap_or(next_id);
+            if given.is_none() {
+                next_id += 1;
+            }
+            batch_ids.push(id);
             class_bytes[ci] += bytes;
         }
         if let Some(cp) = checkpoint {
@@ -419,6 +569,9 @@ impl Outbox {
         }
         tx.commit().map_err(err)?;
         self.class_bytes = class_bytes;
+        self.next_id = next_id;
+        self.memory.staged.clear();
+        self.memory.deleted();
         #[cfg(test)]
         {
             self.commits += 1;
@@ -428,8 +581,26 @@ impl Outbox {
         Ok(report)
     }
 
-    /// Up to `limit` rows not in `exclude` (the uplink's in-flight set), ordered by class then id.
+    /// Up to `limit` rows not in `exclude` (the uplink's in-flight set), ordered by class then id:
+    /// stored rows not acknowledged, and staged ones.
     pub fn pending(&self, exclude: &HashSet<i64>, limit: usize) -> Result<Vec<Row>, OutboxError> {
+        let stored = self.pending_stored(exclude, limit)?;
+        let mut staged: Vec<Row> = (self.memory.staged.iter())
+            .filter(|s| !exclude.contains(&s.id))
+            .map(Staged::row)
+            .collect();
+        if staged.is_empty() {
+            return Ok(stored);
+        }
+        staged.sort_by_key(|r| (r.class, r.id));
+        Ok(memory::merge(stored, staged, limit))
+    }
+
+    fn pending_stored(
+        &self,
+        exclude: &HashSet<i64>,
+        limit: usize,
+    ) -> Result<Vec<Row>, OutboxError> {
         let err = |e| OutboxError::from_sqlite(&self.path, e);
         let mut out = Vec::new();
         if limit == 0 {
@@ -440,7 +611,7 @@ impl Outbox {
         while let Some(r) = rows.next().map_err(err)? {
             // Columns are read lazily: an excluded row's payload is never copied.
             let id: i64 = r.get(0).map_err(err)?;
-            if exclude.contains(&id) {
+            if exclude.contains(&id) || self.memory.delivered.contains_key(&id) {
                 continue;
             }
             out.push(Row {
@@ -457,54 +628,81 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Deletes these rows (PUBACKed) in ONE transaction; returns how many existed.
+    /// These rows were acknowledged (PUBACK): they are no longer pending, and their deletion is
+    /// written with the next write, or on its own when due (see `memory`); a staged row is
+    /// simply dropped, never written. Returns how many were pending.
     pub fn ack(&mut self, ids: &[i64]) -> Result<usize, OutboxError> {
         let counts = self.ack_groups(&[ids])?;
         Ok(counts.into_iter().sum())
     }
 
-    /// Acknowledges several callers' ids in ONE transaction (one WAL append instead of one per
-    /// caller); returns how many rows of each group existed.
+    /// [`Outbox::ack`] for several callers; returns how many rows of each group were pending.
     pub(super) fn ack_groups(&mut self, groups: &[&[i64]]) -> Result<Vec<usize>, OutboxError> {
-        let counts = self.using_reserve(|o| o.ack_groups_once(groups))?;
-        self.restore_reserve();
-        Ok(counts)
-    }
-
-    fn ack_groups_once(&mut self, groups: &[&[i64]]) -> Result<Vec<usize>, OutboxError> {
-        if groups.iter().all(|g| g.is_empty()) {
-            return Ok(vec![0; groups.len()]);
-        }
-        let err = |e| OutboxError::from_sqlite(&self.path, e);
-        let mut class_bytes = self.class_bytes;
+        let now = Instant::now();
+        let mut found = Vec::new();
         let mut counts = Vec::with_capacity(groups.len());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        // Read everything first, so that an error leaves nothing half marked.
         for ids in groups {
             let mut n = 0;
             for &id in *ids {
-                if let Some((class, bytes)) = delete_row(&tx, id).map_err(err)? {
-                    class_bytes[class.index()] = class_bytes[class.index()].saturating_sub(bytes);
+                if self.memory.delivered.contains_key(&id)
+                    || found.iter().any(|f: &(i64, _, _)| f.0 == id)
+                {
+                    continue;
+                }
+                if self
+                    .memory
+                    .staged
+                    .binary_search_by_key(&id, |s| s.id)
+                    .is_ok()
+                {
+                    found.push((id, None, 0));
+                    n += 1;
+                } else if let Some((class, bytes)) = self.stored_row(id)? {
+                    found.push((id, Some(class), bytes));
                     n += 1;
                 }
             }
             counts.push(n);
         }
-        tx.commit().map_err(err)?;
-        self.class_bytes = class_bytes;
-        #[cfg(test)]
-        {
-            self.commits += 1;
+        for (id, class, bytes) in found {
+            match class {
+                Some(class) => self.memory.deliver(id, class, bytes, now),
+                None => {
+                    self.memory.take_staged(id);
+                }
+            }
+        }
+        // On a full or read-only disk the deletions are what frees room: no waiting then.
+        if self.blocked || self.memory.flush_due(now) {
+            self.flush_deletes();
         }
         Ok(counts)
+    }
+
+    /// A stored row's (class, bytes), if it exists.
+    fn stored_row(&self, id: i64) -> Result<Option<(Class, u64)>, OutboxError> {
+        let err = |e| OutboxError::from_sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT class, bytes FROM outbox WHERE id = ?1")
+            .map_err(err)?;
+        let mut rows = stmt.query([id]).map_err(err)?;
+        match rows.next().map_err(err)? {
+            Some(r) => Ok(Some((
+                class_at(r, 0, &self.path)?,
+                u64_at(r, 1).map_err(err)?,
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// Deletes, in ONE transaction, every row older than its class's cutoff
     /// (`created_ms < cutoff`; `None`: the class never expires). Returns how many
     /// rows expired per class, for the counters.
     pub fn expire(&mut self, cutoffs: [Option<i64>; 3]) -> Result<[u64; 3], OutboxError> {
+        // Delivered rows are not expired ones: delete them first.
+        self.flush_deletes();
         let expired = self.using_reserve(|o| o.expire_once(cutoffs))?;
         self.restore_reserve();
         Ok(expired)
@@ -553,12 +751,21 @@ impl Outbox {
     pub fn stats(&self) -> Result<[ClassStats; 3], OutboxError> {
         let err = |e| OutboxError::from_sqlite(&self.path, e);
         let mut out: [ClassStats; 3] = Default::default();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT class, COUNT(*), SUM(bytes), MIN(created_ms) FROM outbox GROUP BY class",
-            )
-            .map_err(err)?;
+        const ALL: &str =
+            "SELECT class, COUNT(*), SUM(bytes), MIN(created_ms) FROM outbox GROUP BY class";
+        // Rows waiting for their deletion are not backlog. At most `MAX_DELIVERED` integers,
+        // written into the statement (no user input).
+        let mut stmt = if self.memory.delivered.is_empty() {
+            self.conn.prepare(ALL).map_err(err)?
+        } else {
+            let ids: Vec<String> = self.memory.delivered.keys().map(i64::to_string).collect();
+            let sql = format!(
+                "SELECT class, COUNT(*), SUM(bytes), MIN(created_ms) FROM outbox \
+                 WHERE id NOT IN ({}) GROUP BY class",
+                ids.join(",")
+            );
+            self.conn.prepare(&sql).map_err(err)?
+        };
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
             let class = class_at(r, 0, &self.path)?;
@@ -568,12 +775,28 @@ impl Outbox {
                 oldest_created_ms: r.get(3).map_err(err)?,
             };
         }
+        drop(rows);
+        drop(stmt);
+        for s in &self.memory.staged {
+            let c = &mut out[s.msg.class.index()];
+            c.rows += 1;
+            c.bytes += s.msg.bytes();
+            c.oldest_created_ms = Some(
+                c.oldest_created_ms
+                    .map_or(s.msg.created_ms, |o| o.min(s.msg.created_ms)),
+            );
+        }
         Ok(out)
     }
 
-    /// Bytes (`len(topic) + len(payload)`) currently stored, without touching the disk.
+    /// Bytes (`len(topic) + len(payload)`) stored and not acknowledged, without touching the disk
+    /// (staged rows are not counted: the budget applies when they are written).
     pub fn total_bytes(&self) -> u64 {
-        self.class_bytes.iter().sum()
+        let delivered: u64 = self.memory.delivered_bytes().iter().sum();
+        self.class_bytes
+            .iter()
+            .sum::<u64>()
+            .saturating_sub(delivered)
     }
 
     /// The database file.
@@ -608,7 +831,7 @@ impl Outbox {
 
 /// Rows carrying `key`, as (id, class, bytes).
 fn rows_with_key(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     key: &str,
     path: &Path,
 ) -> Result<Vec<(i64, Class, u64)>, OutboxError> {
@@ -691,6 +914,20 @@ fn u64_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<u64> {
     let v: Option<i64> = r.get(idx)?;
     // Negative values cannot be written by this module; clamp rather than fail an ack.
     Ok(v.unwrap_or(0).max(0) as u64)
+}
+
+impl Drop for Outbox {
+    /// A clean close writes the deletions waiting; staged rows still unwritten are lost, and
+    /// said so (the pipeline commits them with its last checkpoint before it lets go).
+    fn drop(&mut self) {
+        self.flush_deletes();
+        if !self.memory.staged.is_empty() {
+            tracing::error!(
+                rows = self.memory.staged.len(),
+                "outbox closed with results never written; they are lost"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -640,3 +640,143 @@ fn rows_older_than_their_class_cutoff_expire_and_are_counted() {
     );
     assert_eq!(ob.expire([None, None, None]).unwrap(), [0, 0, 0]);
 }
+
+/// Rows in the file itself, whatever memory says.
+fn stored_ids(ob: &Outbox) -> Vec<i64> {
+    let mut stmt = ob
+        .conn
+        .prepare("SELECT id FROM outbox ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// What a killed process leaves: the database and its WAL as they are now.
+fn crash_copy(ob: &Outbox, dir: &TempDir) -> OutboxConfig {
+    let to = dir.path().join("crashed.db");
+    std::fs::copy(ob.path(), &to).unwrap();
+    let wal = format!("{}-wal", ob.path().display());
+    if std::path::Path::new(&wal).exists() {
+        std::fs::copy(&wal, format!("{}-wal", to.display())).unwrap();
+    }
+    OutboxConfig {
+        path: to,
+        max_bytes: 1 << 20,
+    }
+}
+
+#[test]
+fn a_staged_row_is_pending_at_once_and_if_acknowledged_before_the_next_write_never_reaches_the_file()
+ {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    ob.insert(&[msg(Agg, 10, None, 1)]).unwrap();
+    let before = ob.commits;
+    let r = ob
+        .stage(vec![msg(Alert, 10, None, 2), msg(Agg, 10, None, 3)])
+        .unwrap();
+    assert_eq!(r.ids, vec![2, 3]);
+    assert_eq!(r.staged, (2, 20));
+    // Pending in priority order with the stored row, nothing written.
+    assert_eq!(ids(&all(&ob)), vec![2, 1, 3]);
+    assert_eq!(stored_ids(&ob), vec![1]);
+    assert_eq!(ob.ack(&[2]).unwrap(), 1);
+    assert_eq!(ob.ack(&[2]).unwrap(), 0);
+    assert_eq!(ids(&all(&ob)), vec![1, 3]);
+    ob.commit(&[], Some(&Checkpoint::default())).unwrap();
+    assert_eq!(ob.commits - before, 1);
+    assert_eq!(stored_ids(&ob), vec![1, 3]);
+    assert_eq!(ob.staged_rows(), 0);
+}
+
+#[test]
+fn a_staged_row_is_written_by_the_next_commit_under_the_id_it_was_delivered_with_and_ids_go_on_after_a_reopen()
+ {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    ob.stage(vec![msg(Agg, 10, None, 1), msg(Agg, 10, None, 2)])
+        .unwrap();
+    ob.ack(&[1]).unwrap();
+    let r = ob.commit(&[msg(Agg, 10, None, 3)], None).unwrap();
+    assert_eq!(r.ids, vec![2, 3]);
+    drop(ob);
+    let mut ob = open(&dir, 1 << 20);
+    assert_eq!(ids(&all(&ob)), vec![2, 3]);
+    assert_eq!(ob.stage(vec![msg(Agg, 10, None, 4)]).unwrap().ids, vec![4]);
+}
+
+#[test]
+fn an_acknowledged_row_is_not_pending_and_comes_back_after_a_crash_before_its_deletion_is_written()
+{
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    ob.insert(&[msg(Agg, 10, None, 1), msg(Agg, 10, None, 2)])
+        .unwrap();
+    assert_eq!(ob.ack(&[1]).unwrap(), 1);
+    assert_eq!(ids(&all(&ob)), vec![2]);
+    assert_eq!(ob.total_bytes(), 10);
+    assert_eq!(ob.stats().unwrap()[Agg.index()].rows, 1);
+    // Killed now: the deletion was never written, so the row is sent again (a duplicate).
+    let crashed = Outbox::open(&crash_copy(&ob, &dir)).unwrap();
+    assert_eq!(ids(&all(&crashed)), vec![1, 2]);
+    drop(crashed);
+    // The next write carries the deletion.
+    ob.commit(&[], Some(&Checkpoint::default())).unwrap();
+    assert_eq!(stored_ids(&ob), vec![2]);
+    let crashed = Outbox::open(&crash_copy(&ob, &dir)).unwrap();
+    assert_eq!(ids(&all(&crashed)), vec![2]);
+}
+
+#[test]
+fn acknowledged_rows_are_deleted_on_their_own_once_too_many_wait() {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 30);
+    let n = super::memory::MAX_DELIVERED as i64;
+    ob.insert(&(0..n).map(|i| msg(Agg, 10, None, i)).collect::<Vec<_>>())
+        .unwrap();
+    let before = ob.commits;
+    let ids: Vec<i64> = (1..n).collect();
+    ob.ack(&ids).unwrap();
+    assert_eq!(ob.commits, before, "below the bound nothing is written");
+    ob.ack(&[n]).unwrap();
+    assert_eq!(ob.commits - before, 1);
+    assert!(stored_ids(&ob).is_empty());
+}
+
+#[test]
+fn a_staged_revision_supersedes_the_older_stored_and_staged_ones_at_once() {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    ob.insert(&[msg(Agg, 10, Some("w"), 1)]).unwrap();
+    let r = ob.stage(vec![msg(Agg, 11, Some("w"), 2)]).unwrap();
+    assert_eq!((r.ids.clone(), r.superseded), (vec![2], 1));
+    let r = ob.stage(vec![msg(Agg, 12, Some("w"), 3)]).unwrap();
+    assert_eq!((r.ids.clone(), r.superseded), (vec![3], 1));
+    assert_eq!(ids(&all(&ob)), vec![3]);
+    assert_eq!(ob.total_bytes(), 0, "the stored revision no longer counts");
+    ob.commit(&[], Some(&Checkpoint::default())).unwrap();
+    assert_eq!(stored_ids(&ob), vec![3]);
+    assert_eq!(ob.total_bytes(), 12);
+}
+
+#[test]
+fn stats_count_staged_rows_and_leave_out_the_acknowledged_ones() {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    ob.insert(&[msg(Alert, 10, None, 5), msg(Agg, 10, None, 6)])
+        .unwrap();
+    ob.stage(vec![msg(Agg, 20, None, 3)]).unwrap();
+    ob.ack(&[1]).unwrap();
+    let s = ob.stats().unwrap();
+    assert_eq!(s[Alert.index()], ClassStats::default());
+    assert_eq!(
+        s[Agg.index()],
+        ClassStats {
+            rows: 2,
+            bytes: 30,
+            oldest_created_ms: Some(3)
+        }
+    );
+}
