@@ -31,6 +31,7 @@
 //! detectors' anomaly score in [0, 1]. As JSON lines, or CSV with fixed columns.
 //! Rows that are not readings become `deadletter` records, as on MQTT.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -176,38 +177,45 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
     }
     let mut clock = SimClock::new(skew);
     let mut msgs = Vec::new();
-    let mut header: Option<Vec<String>> = None;
+    let mut scores = Vec::new();
+    let mut header: Option<Columns> = None;
+    let mut keys = KeyCache::new();
     let mut records = 0u64;
     let mut result = Ok(());
-    for (n, line) in input.lines().enumerate() {
-        let line = match line {
-            Ok(l) => l,
+    let mut input = input;
+    let mut line = String::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => n += 1,
             Err(e) => {
                 let _ = writeln!(err, "cannot read {}: {e}", opts.input.display());
                 return exit::FAILURE;
             }
-        };
-        if line.trim().is_empty() {
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
             continue;
         }
-        let row = if line.trim_start().starts_with('{') {
-            json_row(&line, label_col.as_deref())
+        let row = if text.trim_start().starts_with('{') {
+            json_row(text, label_col.as_deref())
         } else if let Some(h) = &header {
-            csv_row(h, &line, label_col.as_deref())
+            csv_row(h, text)
         } else {
-            header = Some(
-                split_csv(&line)
-                    .into_iter()
-                    .map(|c| c.trim().to_lowercase())
-                    .collect(),
-            );
+            let names: Vec<String> = split_csv(text)
+                .into_iter()
+                .map(|c| c.trim().to_lowercase())
+                .collect();
+            header = Some(Columns::new(&names, label_col.as_deref()));
             continue;
         };
         let label = row.label;
-        let (input, now) = to_input(row, &mut clock, n + 1, &mut ts_read);
+        let (input, now) = to_input(row, &mut clock, n, &mut ts_read, &mut keys);
         p.input(input, now, &mut msgs);
         records += msgs.len() as u64;
-        let scores = p.take_scores();
+        p.take_scores(&mut scores);
         if let Some(e) = &mut eval {
             for m in msgs.iter().filter(|m| m.class == Class::Alert) {
                 e.on_alert(&m.payload);
@@ -393,31 +401,70 @@ fn load_windows(path: &Path) -> Result<HashMap<String, Vec<(i64, i64)>>, String>
     Ok(out)
 }
 
-/// One input row's fields, as text or JSON values.
-struct Row {
-    sensor: Option<String>,
-    metric: Option<String>,
+/// One input row's fields, as text or JSON values, borrowed from the line
+/// where they can be.
+struct Row<'a> {
+    sensor: Option<Cow<'a, str>>,
+    metric: Option<Cow<'a, str>>,
     value: Result<f64, (&'static str, String)>,
     ts: Option<Value>,
     arrival: Option<Value>,
     label: bool,
-    raw: String,
+    raw: &'a str,
 }
 
 fn is_label(s: &str) -> bool {
     matches!(s.trim(), "1" | "1.0" | "true" | "True" | "TRUE")
 }
 
-fn csv_row(header: &[String], line: &str, label: Option<&str>) -> Row {
-    let fields = split_csv(line);
-    let get = |name: &str| {
-        header
+/// Where a CSV header puts the fields a row needs: per column, which field
+/// (an index into [`Columns::FIELDS`]) or none.
+struct Columns {
+    by_col: Vec<Option<usize>>,
+}
+
+impl Columns {
+    /// sensor, metric, value, ts, arrival, label.
+    const FIELDS: usize = 6;
+
+    fn new(header: &[String], label: Option<&str>) -> Self {
+        let names = ["sensor", "metric", "value", "ts", "arrival"];
+        let by_col = header
             .iter()
-            .position(|h| h == name)
-            .and_then(|i| fields.get(i))
-            .map(|f| f.trim())
-            .filter(|f| !f.is_empty())
-    };
+            .map(|h| {
+                names
+                    .iter()
+                    .position(|n| n == h)
+                    .or_else(|| (Some(h.as_str()) == label).then_some(5))
+            })
+            .collect();
+        Self { by_col }
+    }
+}
+
+fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
+    let mut f: [Option<Cow<'a, str>>; Columns::FIELDS] = Default::default();
+    // Most lines have no quotes: split in place, nothing allocated.
+    if line.contains('"') {
+        for (i, field) in split_csv(line).into_iter().enumerate() {
+            if let Some(Some(k)) = cols.by_col.get(i) {
+                f[*k] = Some(Cow::Owned(field));
+            }
+        }
+    } else {
+        for (i, field) in line.split(',').enumerate() {
+            if let Some(Some(k)) = cols.by_col.get(i) {
+                f[*k] = Some(Cow::Borrowed(field));
+            }
+        }
+    }
+    let [sensor, metric, value, ts, arrival, label] = f.map(|x| {
+        x.map(|c| match c {
+            Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+            Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+        })
+        .filter(|c| !c.is_empty())
+    });
     let num_or_text = |s: &str| {
         s.parse::<i64>()
             .map(Value::from)
@@ -425,22 +472,22 @@ fn csv_row(header: &[String], line: &str, label: Option<&str>) -> Row {
             .unwrap_or_else(|_| Value::String(s.to_string()))
     };
     Row {
-        sensor: get("sensor").map(str::to_string),
-        metric: get("metric").map(str::to_string),
-        value: match get("value") {
+        sensor,
+        metric,
+        value: match value {
             None => Err(("missing_value", "no value".into())),
             Some(v) => v
                 .parse::<f64>()
                 .map_err(|_| ("not_a_number", format!("value {v:?} is not a number"))),
         },
-        ts: get("ts").map(num_or_text),
-        arrival: get("arrival").map(num_or_text),
-        label: label.and_then(get).is_some_and(is_label),
-        raw: line.to_string(),
+        ts: ts.as_deref().map(num_or_text),
+        arrival: arrival.as_deref().map(num_or_text),
+        label: label.as_deref().is_some_and(is_label),
+        raw: line,
     }
 }
 
-fn json_row(line: &str, label: Option<&str>) -> Row {
+fn json_row<'a>(line: &'a str, label: Option<&str>) -> Row<'a> {
     let v: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => {
@@ -451,11 +498,15 @@ fn json_row(line: &str, label: Option<&str>) -> Row {
                 ts: None,
                 arrival: None,
                 label: false,
-                raw: line.to_string(),
+                raw: line,
             };
         }
     };
-    let text = |f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
+    let text = |f: &str| {
+        v.get(f)
+            .and_then(Value::as_str)
+            .map(|s| Cow::Owned(s.to_string()))
+    };
     Row {
         sensor: text("sensor"),
         metric: text("metric"),
@@ -473,7 +524,7 @@ fn json_row(line: &str, label: Option<&str>) -> Row {
             Value::String(s) => is_label(s),
             _ => false,
         }),
-        raw: line.to_string(),
+        raw: line,
     }
 }
 
@@ -484,6 +535,7 @@ fn to_input(
     clock: &mut SimClock,
     line: usize,
     ts_read: &mut TsRead,
+    keys: &mut KeyCache,
 ) -> (Input, TimestampMs) {
     let arrival = row.arrival.as_ref().and_then(|a| ts_read.parse(a).ok());
     let ts = row.ts.as_ref().map(|t| ts_read.parse(t));
@@ -513,14 +565,48 @@ fn to_input(
         None if arrival.is_some() => (now, TsSource::Arrival),
         None => return (dead("bad_timestamp", "row has no ts".into()), now),
     };
-    match Reading::new(
-        Key::new(sensor.as_str(), metric.as_str()),
-        value,
-        ts,
-        source,
-    ) {
+    match Reading::new(keys.get(sensor, metric), value, ts, source) {
         Ok(r) => (Input::Reading(r), now),
         Err(e) => (dead("non_finite", e.to_string()), now),
+    }
+}
+
+/// The keys seen lately, so that a row's key is not two new allocations:
+/// readings of one sensor's metrics usually come together.
+struct KeyCache {
+    recent: Vec<Key>,
+    next: usize,
+}
+
+impl KeyCache {
+    const SIZE: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            recent: Vec::with_capacity(Self::SIZE),
+            next: 0,
+        }
+    }
+
+    fn get(&mut self, sensor: &str, metric: &str) -> Key {
+        // Round-robin input hits the slot after the last one first.
+        let n = self.recent.len();
+        for i in 0..n {
+            let k = &self.recent[(self.next + i) % n];
+            if &*k.metric == metric && &*k.sensor == sensor {
+                self.next = (self.next + i + 1) % n;
+                return k.clone();
+            }
+        }
+        let key = Key::new(sensor, metric);
+        if n < Self::SIZE {
+            self.recent.push(key.clone());
+            self.next = 0;
+        } else {
+            self.recent[self.next] = key.clone();
+            self.next = (self.next + 1) % n;
+        }
+        key
     }
 }
 
@@ -571,7 +657,7 @@ fn write_all(
             Format::Jsonl => {
                 w.write_all(b"{\"detector\":")?;
                 match &s.detector {
-                    Some(d) => serde_json::to_writer(&mut *w, d)?,
+                    Some(d) => serde_json::to_writer(&mut *w, &**d)?,
                     None => w.write_all(b"null")?,
                 }
                 w.write_all(b",\"emitted_at\":")?;
@@ -593,7 +679,7 @@ fn write_all(
                     "ts": s.reading.ts,
                     "value": s.reading.value,
                     "score": s.score,
-                    "detector": s.detector,
+                    "detector": s.detector.as_deref(),
                     "emitted_at": now,
                 });
                 csv_record(w, &v)?;
@@ -724,10 +810,11 @@ mod tests {
             as_seconds: 0,
         };
         match to_input(
-            csv_row(&h, "1700000000000,gh,temp,21.5", None),
+            csv_row(&Columns::new(&h, None), "1700000000000,gh,temp,21.5"),
             &mut c,
             2,
             &mut t,
+            &mut KeyCache::new(),
         ) {
             (Input::Reading(r), now) => {
                 assert_eq!(
@@ -744,7 +831,15 @@ mod tests {
             ("yesterday,gh,temp,1", "bad_timestamp"),
             ("1700000000000,,temp,1", "unmapped_topic"),
         ] {
-            match to_input(csv_row(&h, line, None), &mut c, 3, &mut t).0 {
+            match to_input(
+                csv_row(&Columns::new(&h, None), line),
+                &mut c,
+                3,
+                &mut t,
+                &mut KeyCache::new(),
+            )
+            .0
+            {
                 Input::DeadLetter(d) => assert_eq!(d.reason, reason, "{line}"),
                 other => panic!("{line}: {other:?}"),
             }
@@ -757,6 +852,7 @@ mod tests {
             &mut c,
             4,
             &mut t,
+            &mut KeyCache::new(),
         )
         .0
         {

@@ -52,18 +52,25 @@ impl Baseline {
             .max(TINY)
     }
 
-    /// Standardised distance of `x` from the mean; 0 before the first value.
-    pub fn z(&self, x: f64) -> f64 {
+    /// Standardised distance of `x` from the mean (0 before the first value),
+    /// then absorbs `x` with weight `alpha`: the first values are averaged
+    /// plainly (weight 1/n, so a young baseline is not biased towards its
+    /// seed); from `YOUNG` on, winsorised at `CLIP` standard deviations. One
+    /// floored sd serves both.
+    pub fn z_update(&mut self, x: f64, alpha: f64) -> f64 {
         if self.n == 0 {
-            0.0
-        } else {
-            (x - self.mean) / self.sd()
+            self.absorb(x, alpha, 0.0);
+            return 0.0;
         }
+        let sd = self.sd();
+        let z = (x - self.mean) / sd;
+        self.absorb(x, alpha, sd);
+        z
     }
 
-    /// Absorbs `x` with weight `alpha` (the first values are averaged plainly,
-    /// weight 1/n, so a young baseline is not biased towards its seed).
-    pub fn update(&mut self, x: f64, alpha: f64) {
+    /// The update with the floored sd of the state before it (unused while
+    /// young).
+    fn absorb(&mut self, x: f64, alpha: f64, sd: f64) {
         if self.n == 0 {
             *self = Self {
                 n: 1,
@@ -79,7 +86,7 @@ impl Baseline {
         let clip = if self.n < YOUNG {
             f64::INFINITY
         } else {
-            CLIP * self.sd()
+            CLIP * sd
         };
         let diff = (x - self.mean).clamp(-clip, clip);
         let n = f64::from(self.n.saturating_add(1));
@@ -150,9 +157,12 @@ impl Cusum {
             self.fast = x;
         }
         let warm = self.base.n >= CUSUM_WARMUP;
-        let z = self.base.z(x).clamp(-CUSUM_CLIP, CUSUM_CLIP);
-        self.fast += 0.1 * (x - self.fast);
         let from = self.base.mean;
+        let z = self
+            .base
+            .z_update(x, CUSUM_ALPHA)
+            .clamp(-CUSUM_CLIP, CUSUM_CLIP);
+        self.fast += 0.1 * (x - self.fast);
         if warm {
             self.hi = (self.hi + z - k).max(0.0);
             self.lo = (self.lo - z - k).max(0.0);
@@ -162,7 +172,6 @@ impl Cusum {
                 self.run = 0;
             }
         }
-        self.base.update(x, CUSUM_ALPHA);
         let (s, sign) = if self.hi >= self.lo {
             (self.hi, 1.0)
         } else {
@@ -292,10 +301,10 @@ mod tests {
     fn a_baseline_is_moved_a_bounded_step_by_one_absurd_value() {
         let mut b = Baseline::default();
         for i in 0..200 {
-            b.update(10.0 + if i % 2 == 0 { 0.5 } else { -0.5 }, 0.02);
+            b.z_update(10.0 + if i % 2 == 0 { 0.5 } else { -0.5 }, 0.02);
         }
         let before = (b.mean, b.sd());
-        b.update(1e12, 0.02);
+        b.z_update(1e12, 0.02);
         assert!((b.mean - before.0).abs() <= 0.02 * CLIP * before.1 + 1e-9);
     }
 
