@@ -75,6 +75,8 @@ pub struct Options<'a> {
     pub flush: bool,
     /// Leave out the per-reading `score` records.
     pub no_scores: bool,
+    /// Write `score` records only for readings scoring at least this.
+    pub min_score: Option<f64>,
     /// Labelled windows per sensor, NAB-style JSON.
     pub labels: Option<&'a Path>,
     /// A label column of the input (1 = anomalous row).
@@ -178,6 +180,7 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
     let mut clock = SimClock::new(skew);
     let mut msgs = Vec::new();
     let mut scores = Vec::new();
+    let mut buf = Vec::with_capacity(256);
     let mut header: Option<Columns> = None;
     let mut keys = KeyCache::new();
     let mut records = 0u64;
@@ -224,8 +227,11 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
                 e.on_reading(&s.reading.key.sensor, s.reading.ts, s.score, label);
             }
         }
+        if let Some(min) = opts.min_score {
+            scores.retain(|s| s.score >= min);
+        }
         let scores: &[Score] = if opts.no_scores { &[] } else { &scores };
-        result = result.and(write_all(&mut w, opts.format, &msgs, scores, now));
+        result = result.and(write_all(&mut w, opts.format, &msgs, scores, now, &mut buf));
         msgs.clear();
     }
     if opts.flush {
@@ -233,7 +239,7 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
             let later = now.saturating_add(idle);
             p.tick(later, &mut msgs);
             records += msgs.len() as u64;
-            result = result.and(write_all(&mut w, opts.format, &msgs, &[], later));
+            result = result.and(write_all(&mut w, opts.format, &msgs, &[], later, &mut buf));
         }
     }
     if let Err(e) = result.and(w.flush()) {
@@ -637,6 +643,7 @@ fn write_all(
     msgs: &[NewMessage],
     scores: &[Score],
     now: TimestampMs,
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     for m in msgs {
         match format {
@@ -652,24 +659,13 @@ fn write_all(
     }
     for s in scores {
         match format {
-            // Written by hand: this is one record per reading, the bulk of the
-            // output, and building a JSON value for each was most of the cost.
+            // Written by hand into a reused buffer: this is one record per
+            // reading, the bulk of the output; a JSON value per record, or
+            // `write!` through the writer, was most of the cost.
             Format::Jsonl => {
-                w.write_all(b"{\"detector\":")?;
-                match &s.detector {
-                    Some(d) => serde_json::to_writer(&mut *w, &**d)?,
-                    None => w.write_all(b"null")?,
-                }
-                w.write_all(b",\"emitted_at\":")?;
-                write!(w, "{now},\"metric\":")?;
-                serde_json::to_writer(&mut *w, &*s.reading.key.metric)?;
-                write!(w, ",\"score\":{:?},\"sensor\":", s.score)?;
-                serde_json::to_writer(&mut *w, &*s.reading.key.sensor)?;
-                writeln!(
-                    w,
-                    ",\"ts\":{},\"type\":\"score\",\"value\":{:?}}}",
-                    s.reading.ts, s.reading.value
-                )?;
+                buf.clear();
+                score_json(buf, s, now);
+                w.write_all(buf)?;
             }
             Format::Csv => {
                 let v = serde_json::json!({
@@ -687,6 +683,37 @@ fn write_all(
         }
     }
     Ok(())
+}
+
+/// One `score` record as a JSON line (fields in alphabetical order, as the
+/// other records have them).
+fn score_json(buf: &mut Vec<u8>, s: &Score, now: TimestampMs) {
+    buf.extend_from_slice(b"{\"detector\":");
+    match &s.detector {
+        Some(d) => put_json(buf, &**d),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"emitted_at\":");
+    put_json(buf, &now);
+    buf.extend_from_slice(b",\"metric\":");
+    put_json(buf, &*s.reading.key.metric);
+    buf.extend_from_slice(b",\"score\":");
+    put_json(buf, &s.score);
+    buf.extend_from_slice(b",\"sensor\":");
+    put_json(buf, &*s.reading.key.sensor);
+    buf.extend_from_slice(b",\"ts\":");
+    put_json(buf, &s.reading.ts);
+    buf.extend_from_slice(b",\"type\":\"score\",\"value\":");
+    put_json(buf, &s.reading.value);
+    buf.extend_from_slice(b"}\n");
+}
+
+/// Appends `v` as JSON. Into a Vec, serializing a string or a number cannot
+/// fail (serde_json writes a non-finite float as null).
+fn put_json<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *buf, v).is_err() {
+        buf.extend_from_slice(b"null");
+    }
 }
 
 fn csv_record(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
@@ -859,5 +886,117 @@ mod tests {
             Input::Reading(r) => assert_eq!(r.ts, 1_700_000_000_000),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_quoted_row_and_a_plain_one_give_the_same_fields_in_any_column_order() {
+        let h: Vec<String> = ["value", "anomaly", "ts", "metric", "sensor"]
+            .map(String::from)
+            .into();
+        let cols = Columns::new(&h, Some("anomaly"));
+        let plain = csv_row(&cols, " 21.5 ,1,1700000000000,temp,gh");
+        let quoted = csv_row(&cols, "\"21.5\",\"1\",1700000000000,\"temp\",\"gh\"");
+        for r in [&plain, &quoted] {
+            assert_eq!(r.sensor.as_deref(), Some("gh"));
+            assert_eq!(r.metric.as_deref(), Some("temp"));
+            assert_eq!(r.value, Ok(21.5));
+            assert_eq!(r.ts, Some(Value::from(1_700_000_000_000i64)));
+            assert!(r.label);
+        }
+        let commas = csv_row(&cols, "1,0,5,\"a,b\",gh");
+        assert_eq!(commas.metric.as_deref(), Some("a,b"));
+        assert!(!commas.label);
+        let short = csv_row(&cols, "1,0");
+        assert_eq!((short.sensor, short.ts), (None, None));
+    }
+
+    #[test]
+    fn the_key_cache_gives_the_right_key_beyond_its_size() {
+        let mut c = KeyCache::new();
+        for round in 0..3 {
+            for i in 0..(KeyCache::SIZE + 7) {
+                let (s, m) = (format!("s{}", i % 5), format!("m{i}"));
+                assert_eq!(c.get(&s, &m), Key::new(s.as_str(), m.as_str()), "{round}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_score_record_is_the_json_it_always_was() {
+        let s = Score {
+            reading: Reading::new(Key::new("pump \"1\"", "p"), 2.5, 1_000, TsSource::Event)
+                .unwrap(),
+            score: 0.25,
+            detector: Some("unusual".into()),
+        };
+        let mut buf = Vec::new();
+        score_json(&mut buf, &s, 7);
+        assert_eq!(buf.last(), Some(&b'\n'));
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"detector": "unusual", "emitted_at": 7, "metric": "p",
+                "score": 0.25, "sensor": "pump \"1\"", "ts": 1000, "type": "score",
+                "value": 2.5})
+        );
+    }
+
+    #[test]
+    fn min_score_keeps_only_the_unusual_readings_score_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("weir.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[agent]\ndevice = \"t\"\nstate_dir = \"{}\"\n[engine]\nidle_timeout = \"off\"\n\
+                 [engine.window]\nsize = \"10s\"\n[uplink]\nhost = \"127.0.0.1\"\n\
+                 [ingest]\nhost = \"127.0.0.1\"\n[[ingest.topic]]\nfilter = \"s/+/+\"\n\
+                 sensor = \"{{2}}\"\nmetric = \"{{3}}\"\n[[detector]]\nname = \"u\"\nkind = \"auto\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut csv = String::from("sensor,metric,value,ts\n");
+        for i in 0..400i64 {
+            let v = if (300..310).contains(&i) {
+                90.0
+            } else {
+                20.0 + (i % 7) as f64 * 0.1
+            };
+            csv.push_str(&format!("a,b,{v},{}\n", 1_700_000_000_000 + 1000 * i));
+        }
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, csv).unwrap();
+        let run = |min_score| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let opts = Options {
+                config: &cfg,
+                input: &input,
+                format: Format::Jsonl,
+                flush: false,
+                no_scores: false,
+                min_score,
+                labels: None,
+                label_column: None,
+                ts_unit: None,
+            };
+            assert_eq!(backtest(&opts, &mut out, &mut err), exit::OK);
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|v| v["type"] == "score")
+                .map(|v| v["score"].as_f64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let all = run(None);
+        assert_eq!(all.len(), 400);
+        let high = run(Some(0.5));
+        assert!(!high.is_empty() && high.len() < 20, "{high:?}");
+        assert!(high.iter().all(|s| *s >= 0.5));
+        assert_eq!(
+            high,
+            all.into_iter().filter(|s| *s >= 0.5).collect::<Vec<_>>()
+        );
     }
 }
