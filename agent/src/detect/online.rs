@@ -386,7 +386,23 @@ impl Why {
     }
 }
 
+/// Largest long-run variance factor `auto` applies (lag-1 correlation
+/// 0.96): beyond it the level shift component is as good as silent anyway.
+const AUTO_MAX_F: f64 = 50.0;
+
 impl Auto {
+    /// The long-run variance factor of the CUSUM's residuals, in [1,
+    /// AUTO_MAX_F]; 1 until the noise component has its long memory.
+    fn long_run_factor(&self) -> f64 {
+        let d = self.spread.long_d2();
+        if self.spread.n < SPREAD_WARMUP || d <= 0.0 {
+            return 1.0;
+        }
+        (4.0 * self.cusum.base.var() / d - 1.0)
+            .clamp(1.0, AUTO_MAX_F)
+            .sqrt()
+    }
+
     /// Scores one reading in [0, 1]: each component's statistic becomes a tail
     /// probability under its own null, the smallest (Bonferroni-corrected for
     /// five tests) is the reading's p, and the score is `-log10(p) / 8`,
@@ -413,11 +429,21 @@ impl Auto {
         // learnt (it is then judged against it). Abrupt shifts still are.
         let step_ms = self.rate.last_step_ms(ts);
         let slow = !season.warm && f64::from(st.run) * step_ms > COLD_SLOW_MS;
+        // The tail exp(-2 k s) holds for independent residuals. A smooth
+        // series (a temperature) has strongly correlated ones, whose sums
+        // wander far more: its tail is exp(-2 k s / f), f the long-run
+        // variance factor of the residuals, (1 + rho) / (1 - rho) for
+        // lag-1 correlation rho, read off the variance of the values (V) and
+        // of their first differences (D = 2 V (1 - rho)): f = 4 V / D - 1.
+        let f = self.long_run_factor();
         let shift = (self.cusum.base.n > stats::CUSUM_WARMUP && !slow).then(|| {
             let i = if st.run > 60 { 2 } else { 1 };
-            (i, (-2.0 * AUTO_K * st.s).exp())
+            (i, (-2.0 * AUTO_K * st.s / f).exp())
         });
-        if st.s > AUTO_H {
+        // A slow change held back while cold is followed all the same (reset
+        // at the plain decision level): no sum from before the daily pattern
+        // was learnt carries over into judging against it.
+        if st.s > AUTO_H * if slow { 1.0 } else { f } {
             // A confirmed shift: it is the new normal for the spike baseline too.
             self.cusum.reset();
             self.spike.reseed(self.cusum.base.mean);

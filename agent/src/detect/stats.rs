@@ -100,6 +100,11 @@ impl Baseline {
         self.n = self.n.saturating_add(1);
     }
 
+    /// The EW variance itself (not floored).
+    pub fn var(&self) -> f64 {
+        self.var
+    }
+
     /// Moves the mean to `mean` at once (a level shift was confirmed),
     /// keeping the scale; the next readings are averaged plainly again (weight
     /// 1/n from 2), so the new level is learnt within a few readings.
@@ -247,6 +252,11 @@ impl Spread {
         self.long4 += al * (bounded * bounded - self.long4);
         self.n = self.n.saturating_add(1);
         ratio
+    }
+
+    /// The long-run mean square of first differences (0 before two readings).
+    pub fn long_d2(&self) -> f64 {
+        self.long
     }
 
     /// Upper-tail z of a short/long variance ratio. An EW variance estimate
