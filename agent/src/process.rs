@@ -24,6 +24,8 @@ pub struct Processor {
     outputs: Vec<Output>,
     alerts: Vec<crate::detect::Alert>,
     scores: Option<Vec<Score>>,
+    /// Detector names as shared strings, so a score record does not allocate.
+    names: Vec<Arc<str>>,
 }
 
 /// How anomalous one reading looked to its key's detectors (see
@@ -35,7 +37,17 @@ pub struct Score {
     /// In [0, 1]; 0 when no detector scores the key.
     pub score: f64,
     /// The detector that gave the highest score, when it is above 0.
-    pub detector: Option<String>,
+    pub detector: Option<Arc<str>>,
+}
+
+/// The shared copy of a detector's name (a config has a handful).
+fn intern(names: &mut Vec<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(n) = names.iter().find(|n| &***n == name) {
+        return n.clone();
+    }
+    let n: Arc<str> = Arc::from(name);
+    names.push(n.clone());
+    n
 }
 
 impl Processor {
@@ -49,6 +61,7 @@ impl Processor {
             outputs: Vec::new(),
             alerts: Vec::new(),
             scores: None,
+            names: Vec::new(),
         }
     }
 
@@ -58,9 +71,13 @@ impl Processor {
         self.scores = on.then(Vec::new);
     }
 
-    /// The scores recorded since the last call, in input order.
-    pub fn take_scores(&mut self) -> Vec<Score> {
-        self.scores.as_mut().map(std::mem::take).unwrap_or_default()
+    /// The scores recorded since the last call, in input order, swapped into
+    /// `into` (cleared first): the two buffers are reused, not reallocated.
+    pub fn take_scores(&mut self, into: &mut Vec<Score>) {
+        into.clear();
+        if let Some(s) = &mut self.scores {
+            std::mem::swap(s, into);
+        }
     }
 
     /// Lets wall-clock time pass to `now`: held late panes that are due and
@@ -86,7 +103,7 @@ impl Processor {
                     Score {
                         reading: r.clone(),
                         score: s.map_or(0.0, |s| s.0),
-                        detector: s.map(|s| s.1.to_string()),
+                        detector: s.map(|s| intern(&mut self.names, s.1)),
                     }
                 });
                 self.engine.push(r.clone(), now, &mut self.outputs);
@@ -104,7 +121,7 @@ impl Processor {
                         if let Some((o, name)) = self.detectors.reading_score(&s.reading.key) {
                             if o > s.score {
                                 s.score = o;
-                                s.detector = Some(name.to_string());
+                                s.detector = Some(intern(&mut self.names, name));
                             }
                         }
                         scores.push(s);

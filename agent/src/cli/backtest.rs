@@ -31,6 +31,7 @@
 //! detectors' anomaly score in [0, 1]. As JSON lines, or CSV with fixed columns.
 //! Rows that are not readings become `deadletter` records, as on MQTT.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -74,6 +75,8 @@ pub struct Options<'a> {
     pub flush: bool,
     /// Leave out the per-reading `score` records.
     pub no_scores: bool,
+    /// Write `score` records only for readings scoring at least this.
+    pub min_score: Option<f64>,
     /// Labelled windows per sensor, NAB-style JSON.
     pub labels: Option<&'a Path>,
     /// A label column of the input (1 = anomalous row).
@@ -176,38 +179,46 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
     }
     let mut clock = SimClock::new(skew);
     let mut msgs = Vec::new();
-    let mut header: Option<Vec<String>> = None;
+    let mut scores = Vec::new();
+    let mut buf = Vec::with_capacity(256);
+    let mut header: Option<Columns> = None;
+    let mut keys = KeyCache::new();
     let mut records = 0u64;
     let mut result = Ok(());
-    for (n, line) in input.lines().enumerate() {
-        let line = match line {
-            Ok(l) => l,
+    let mut input = input;
+    let mut line = String::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => n += 1,
             Err(e) => {
                 let _ = writeln!(err, "cannot read {}: {e}", opts.input.display());
                 return exit::FAILURE;
             }
-        };
-        if line.trim().is_empty() {
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
             continue;
         }
-        let row = if line.trim_start().starts_with('{') {
-            json_row(&line, label_col.as_deref())
+        let row = if text.trim_start().starts_with('{') {
+            json_row(text, label_col.as_deref())
         } else if let Some(h) = &header {
-            csv_row(h, &line, label_col.as_deref())
+            csv_row(h, text)
         } else {
-            header = Some(
-                split_csv(&line)
-                    .into_iter()
-                    .map(|c| c.trim().to_lowercase())
-                    .collect(),
-            );
+            let names: Vec<String> = split_csv(text)
+                .into_iter()
+                .map(|c| c.trim().to_lowercase())
+                .collect();
+            header = Some(Columns::new(&names, label_col.as_deref()));
             continue;
         };
         let label = row.label;
-        let (input, now) = to_input(row, &mut clock, n + 1, &mut ts_read);
+        let (input, now) = to_input(row, &mut clock, n, &mut ts_read, &mut keys);
         p.input(input, now, &mut msgs);
         records += msgs.len() as u64;
-        let scores = p.take_scores();
+        p.take_scores(&mut scores);
         if let Some(e) = &mut eval {
             for m in msgs.iter().filter(|m| m.class == Class::Alert) {
                 e.on_alert(&m.payload);
@@ -216,8 +227,11 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
                 e.on_reading(&s.reading.key.sensor, s.reading.ts, s.score, label);
             }
         }
+        if let Some(min) = opts.min_score {
+            scores.retain(|s| s.score >= min);
+        }
         let scores: &[Score] = if opts.no_scores { &[] } else { &scores };
-        result = result.and(write_all(&mut w, opts.format, &msgs, scores, now));
+        result = result.and(write_all(&mut w, opts.format, &msgs, scores, now, &mut buf));
         msgs.clear();
     }
     if opts.flush {
@@ -225,7 +239,7 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
             let later = now.saturating_add(idle);
             p.tick(later, &mut msgs);
             records += msgs.len() as u64;
-            result = result.and(write_all(&mut w, opts.format, &msgs, &[], later));
+            result = result.and(write_all(&mut w, opts.format, &msgs, &[], later, &mut buf));
         }
     }
     if let Err(e) = result.and(w.flush()) {
@@ -393,31 +407,70 @@ fn load_windows(path: &Path) -> Result<HashMap<String, Vec<(i64, i64)>>, String>
     Ok(out)
 }
 
-/// One input row's fields, as text or JSON values.
-struct Row {
-    sensor: Option<String>,
-    metric: Option<String>,
+/// One input row's fields, as text or JSON values, borrowed from the line
+/// where they can be.
+struct Row<'a> {
+    sensor: Option<Cow<'a, str>>,
+    metric: Option<Cow<'a, str>>,
     value: Result<f64, (&'static str, String)>,
     ts: Option<Value>,
     arrival: Option<Value>,
     label: bool,
-    raw: String,
+    raw: &'a str,
 }
 
 fn is_label(s: &str) -> bool {
     matches!(s.trim(), "1" | "1.0" | "true" | "True" | "TRUE")
 }
 
-fn csv_row(header: &[String], line: &str, label: Option<&str>) -> Row {
-    let fields = split_csv(line);
-    let get = |name: &str| {
-        header
+/// Where a CSV header puts the fields a row needs: per column, which field
+/// (an index into [`Columns::FIELDS`]) or none.
+struct Columns {
+    by_col: Vec<Option<usize>>,
+}
+
+impl Columns {
+    /// sensor, metric, value, ts, arrival, label.
+    const FIELDS: usize = 6;
+
+    fn new(header: &[String], label: Option<&str>) -> Self {
+        let names = ["sensor", "metric", "value", "ts", "arrival"];
+        let by_col = header
             .iter()
-            .position(|h| h == name)
-            .and_then(|i| fields.get(i))
-            .map(|f| f.trim())
-            .filter(|f| !f.is_empty())
-    };
+            .map(|h| {
+                names
+                    .iter()
+                    .position(|n| n == h)
+                    .or_else(|| (Some(h.as_str()) == label).then_some(5))
+            })
+            .collect();
+        Self { by_col }
+    }
+}
+
+fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
+    let mut f: [Option<Cow<'a, str>>; Columns::FIELDS] = Default::default();
+    // Most lines have no quotes: split in place, nothing allocated.
+    if line.contains('"') {
+        for (i, field) in split_csv(line).into_iter().enumerate() {
+            if let Some(Some(k)) = cols.by_col.get(i) {
+                f[*k] = Some(Cow::Owned(field));
+            }
+        }
+    } else {
+        for (i, field) in line.split(',').enumerate() {
+            if let Some(Some(k)) = cols.by_col.get(i) {
+                f[*k] = Some(Cow::Borrowed(field));
+            }
+        }
+    }
+    let [sensor, metric, value, ts, arrival, label] = f.map(|x| {
+        x.map(|c| match c {
+            Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+            Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+        })
+        .filter(|c| !c.is_empty())
+    });
     let num_or_text = |s: &str| {
         s.parse::<i64>()
             .map(Value::from)
@@ -425,22 +478,22 @@ fn csv_row(header: &[String], line: &str, label: Option<&str>) -> Row {
             .unwrap_or_else(|_| Value::String(s.to_string()))
     };
     Row {
-        sensor: get("sensor").map(str::to_string),
-        metric: get("metric").map(str::to_string),
-        value: match get("value") {
+        sensor,
+        metric,
+        value: match value {
             None => Err(("missing_value", "no value".into())),
             Some(v) => v
                 .parse::<f64>()
                 .map_err(|_| ("not_a_number", format!("value {v:?} is not a number"))),
         },
-        ts: get("ts").map(num_or_text),
-        arrival: get("arrival").map(num_or_text),
-        label: label.and_then(get).is_some_and(is_label),
-        raw: line.to_string(),
+        ts: ts.as_deref().map(num_or_text),
+        arrival: arrival.as_deref().map(num_or_text),
+        label: label.as_deref().is_some_and(is_label),
+        raw: line,
     }
 }
 
-fn json_row(line: &str, label: Option<&str>) -> Row {
+fn json_row<'a>(line: &'a str, label: Option<&str>) -> Row<'a> {
     let v: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => {
@@ -451,11 +504,15 @@ fn json_row(line: &str, label: Option<&str>) -> Row {
                 ts: None,
                 arrival: None,
                 label: false,
-                raw: line.to_string(),
+                raw: line,
             };
         }
     };
-    let text = |f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
+    let text = |f: &str| {
+        v.get(f)
+            .and_then(Value::as_str)
+            .map(|s| Cow::Owned(s.to_string()))
+    };
     Row {
         sensor: text("sensor"),
         metric: text("metric"),
@@ -473,7 +530,7 @@ fn json_row(line: &str, label: Option<&str>) -> Row {
             Value::String(s) => is_label(s),
             _ => false,
         }),
-        raw: line.to_string(),
+        raw: line,
     }
 }
 
@@ -484,6 +541,7 @@ fn to_input(
     clock: &mut SimClock,
     line: usize,
     ts_read: &mut TsRead,
+    keys: &mut KeyCache,
 ) -> (Input, TimestampMs) {
     let arrival = row.arrival.as_ref().and_then(|a| ts_read.parse(a).ok());
     let ts = row.ts.as_ref().map(|t| ts_read.parse(t));
@@ -513,14 +571,48 @@ fn to_input(
         None if arrival.is_some() => (now, TsSource::Arrival),
         None => return (dead("bad_timestamp", "row has no ts".into()), now),
     };
-    match Reading::new(
-        Key::new(sensor.as_str(), metric.as_str()),
-        value,
-        ts,
-        source,
-    ) {
+    match Reading::new(keys.get(sensor, metric), value, ts, source) {
         Ok(r) => (Input::Reading(r), now),
         Err(e) => (dead("non_finite", e.to_string()), now),
+    }
+}
+
+/// The keys seen lately, so that a row's key is not two new allocations:
+/// readings of one sensor's metrics usually come together.
+struct KeyCache {
+    recent: Vec<Key>,
+    next: usize,
+}
+
+impl KeyCache {
+    const SIZE: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            recent: Vec::with_capacity(Self::SIZE),
+            next: 0,
+        }
+    }
+
+    fn get(&mut self, sensor: &str, metric: &str) -> Key {
+        // Round-robin input hits the slot after the last one first.
+        let n = self.recent.len();
+        for i in 0..n {
+            let k = &self.recent[(self.next + i) % n];
+            if &*k.metric == metric && &*k.sensor == sensor {
+                self.next = (self.next + i + 1) % n;
+                return k.clone();
+            }
+        }
+        let key = Key::new(sensor, metric);
+        if n < Self::SIZE {
+            self.recent.push(key.clone());
+            self.next = 0;
+        } else {
+            self.recent[self.next] = key.clone();
+            self.next = (self.next + 1) % n;
+        }
+        key
     }
 }
 
@@ -551,6 +643,7 @@ fn write_all(
     msgs: &[NewMessage],
     scores: &[Score],
     now: TimestampMs,
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     for m in msgs {
         match format {
@@ -566,24 +659,13 @@ fn write_all(
     }
     for s in scores {
         match format {
-            // Written by hand: this is one record per reading, the bulk of the
-            // output, and building a JSON value for each was most of the cost.
+            // Written by hand into a reused buffer: this is one record per
+            // reading, the bulk of the output; a JSON value per record, or
+            // `write!` through the writer, was most of the cost.
             Format::Jsonl => {
-                w.write_all(b"{\"detector\":")?;
-                match &s.detector {
-                    Some(d) => serde_json::to_writer(&mut *w, d)?,
-                    None => w.write_all(b"null")?,
-                }
-                w.write_all(b",\"emitted_at\":")?;
-                write!(w, "{now},\"metric\":")?;
-                serde_json::to_writer(&mut *w, &*s.reading.key.metric)?;
-                write!(w, ",\"score\":{:?},\"sensor\":", s.score)?;
-                serde_json::to_writer(&mut *w, &*s.reading.key.sensor)?;
-                writeln!(
-                    w,
-                    ",\"ts\":{},\"type\":\"score\",\"value\":{:?}}}",
-                    s.reading.ts, s.reading.value
-                )?;
+                buf.clear();
+                score_json(buf, s, now);
+                w.write_all(buf)?;
             }
             Format::Csv => {
                 let v = serde_json::json!({
@@ -593,7 +675,7 @@ fn write_all(
                     "ts": s.reading.ts,
                     "value": s.reading.value,
                     "score": s.score,
-                    "detector": s.detector,
+                    "detector": s.detector.as_deref(),
                     "emitted_at": now,
                 });
                 csv_record(w, &v)?;
@@ -601,6 +683,37 @@ fn write_all(
         }
     }
     Ok(())
+}
+
+/// One `score` record as a JSON line (fields in alphabetical order, as the
+/// other records have them).
+fn score_json(buf: &mut Vec<u8>, s: &Score, now: TimestampMs) {
+    buf.extend_from_slice(b"{\"detector\":");
+    match &s.detector {
+        Some(d) => put_json(buf, &**d),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b",\"emitted_at\":");
+    put_json(buf, &now);
+    buf.extend_from_slice(b",\"metric\":");
+    put_json(buf, &*s.reading.key.metric);
+    buf.extend_from_slice(b",\"score\":");
+    put_json(buf, &s.score);
+    buf.extend_from_slice(b",\"sensor\":");
+    put_json(buf, &*s.reading.key.sensor);
+    buf.extend_from_slice(b",\"ts\":");
+    put_json(buf, &s.reading.ts);
+    buf.extend_from_slice(b",\"type\":\"score\",\"value\":");
+    put_json(buf, &s.reading.value);
+    buf.extend_from_slice(b"}\n");
+}
+
+/// Appends `v` as JSON. Into a Vec, serializing a string or a number cannot
+/// fail (serde_json writes a non-finite float as null).
+fn put_json<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *buf, v).is_err() {
+        buf.extend_from_slice(b"null");
+    }
 }
 
 fn csv_record(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
@@ -724,10 +837,11 @@ mod tests {
             as_seconds: 0,
         };
         match to_input(
-            csv_row(&h, "1700000000000,gh,temp,21.5", None),
+            csv_row(&Columns::new(&h, None), "1700000000000,gh,temp,21.5"),
             &mut c,
             2,
             &mut t,
+            &mut KeyCache::new(),
         ) {
             (Input::Reading(r), now) => {
                 assert_eq!(
@@ -744,7 +858,15 @@ mod tests {
             ("yesterday,gh,temp,1", "bad_timestamp"),
             ("1700000000000,,temp,1", "unmapped_topic"),
         ] {
-            match to_input(csv_row(&h, line, None), &mut c, 3, &mut t).0 {
+            match to_input(
+                csv_row(&Columns::new(&h, None), line),
+                &mut c,
+                3,
+                &mut t,
+                &mut KeyCache::new(),
+            )
+            .0
+            {
                 Input::DeadLetter(d) => assert_eq!(d.reason, reason, "{line}"),
                 other => panic!("{line}: {other:?}"),
             }
@@ -757,11 +879,124 @@ mod tests {
             &mut c,
             4,
             &mut t,
+            &mut KeyCache::new(),
         )
         .0
         {
             Input::Reading(r) => assert_eq!(r.ts, 1_700_000_000_000),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_quoted_row_and_a_plain_one_give_the_same_fields_in_any_column_order() {
+        let h: Vec<String> = ["value", "anomaly", "ts", "metric", "sensor"]
+            .map(String::from)
+            .into();
+        let cols = Columns::new(&h, Some("anomaly"));
+        let plain = csv_row(&cols, " 21.5 ,1,1700000000000,temp,gh");
+        let quoted = csv_row(&cols, "\"21.5\",\"1\",1700000000000,\"temp\",\"gh\"");
+        for r in [&plain, &quoted] {
+            assert_eq!(r.sensor.as_deref(), Some("gh"));
+            assert_eq!(r.metric.as_deref(), Some("temp"));
+            assert_eq!(r.value, Ok(21.5));
+            assert_eq!(r.ts, Some(Value::from(1_700_000_000_000i64)));
+            assert!(r.label);
+        }
+        let commas = csv_row(&cols, "1,0,5,\"a,b\",gh");
+        assert_eq!(commas.metric.as_deref(), Some("a,b"));
+        assert!(!commas.label);
+        let short = csv_row(&cols, "1,0");
+        assert_eq!((short.sensor, short.ts), (None, None));
+    }
+
+    #[test]
+    fn the_key_cache_gives_the_right_key_beyond_its_size() {
+        let mut c = KeyCache::new();
+        for round in 0..3 {
+            for i in 0..(KeyCache::SIZE + 7) {
+                let (s, m) = (format!("s{}", i % 5), format!("m{i}"));
+                assert_eq!(c.get(&s, &m), Key::new(s.as_str(), m.as_str()), "{round}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_score_record_is_the_json_it_always_was() {
+        let s = Score {
+            reading: Reading::new(Key::new("pump \"1\"", "p"), 2.5, 1_000, TsSource::Event)
+                .unwrap(),
+            score: 0.25,
+            detector: Some("unusual".into()),
+        };
+        let mut buf = Vec::new();
+        score_json(&mut buf, &s, 7);
+        assert_eq!(buf.last(), Some(&b'\n'));
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"detector": "unusual", "emitted_at": 7, "metric": "p",
+                "score": 0.25, "sensor": "pump \"1\"", "ts": 1000, "type": "score",
+                "value": 2.5})
+        );
+    }
+
+    #[test]
+    fn min_score_keeps_only_the_unusual_readings_score_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("weir.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[agent]\ndevice = \"t\"\nstate_dir = \"{}\"\n[engine]\nidle_timeout = \"off\"\n\
+                 [engine.window]\nsize = \"10s\"\n[uplink]\nhost = \"127.0.0.1\"\n\
+                 [ingest]\nhost = \"127.0.0.1\"\n[[ingest.topic]]\nfilter = \"s/+/+\"\n\
+                 sensor = \"{{2}}\"\nmetric = \"{{3}}\"\n[[detector]]\nname = \"u\"\nkind = \"auto\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut csv = String::from("sensor,metric,value,ts\n");
+        for i in 0..400i64 {
+            let v = if (300..310).contains(&i) {
+                90.0
+            } else {
+                20.0 + (i % 7) as f64 * 0.1
+            };
+            csv.push_str(&format!("a,b,{v},{}\n", 1_700_000_000_000 + 1000 * i));
+        }
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, csv).unwrap();
+        let run = |min_score| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let opts = Options {
+                config: &cfg,
+                input: &input,
+                format: Format::Jsonl,
+                flush: false,
+                no_scores: false,
+                min_score,
+                labels: None,
+                label_column: None,
+                ts_unit: None,
+            };
+            assert_eq!(backtest(&opts, &mut out, &mut err), exit::OK);
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|v| v["type"] == "score")
+                .map(|v| v["score"].as_f64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let all = run(None);
+        assert_eq!(all.len(), 400);
+        let high = run(Some(0.5));
+        assert!(!high.is_empty() && high.len() < 60, "{high:?}");
+        assert!(high.iter().all(|s| *s >= 0.5));
+        assert_eq!(
+            high,
+            all.into_iter().filter(|s| *s >= 0.5).collect::<Vec<_>>()
+        );
     }
 }

@@ -228,6 +228,10 @@ pub enum Command {
         /// Leave out the per-reading score records.
         #[arg(long)]
         no_scores: bool,
+        /// Write score records only for readings scoring at least this (0 to 1):
+        /// the unusual readings, not every one. Default: every reading.
+        #[arg(long, value_name = "SCORE")]
+        min_score: Option<f64>,
         /// Score the run against labelled anomaly windows: a JSON file
         /// {"<sensor>": [[start, end], ...], ...} (NAB-style; timestamps as in the input).
         /// Prints per sensor and overall: windows detected and missed, false alarms,

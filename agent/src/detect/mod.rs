@@ -37,7 +37,7 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::engine::{Idle, Pane};
 use crate::reading::{Key, Reading};
@@ -61,6 +61,9 @@ struct KeyStates {
     silence: Vec<(usize, SilenceState)>,
     flatline: Vec<(usize, FlatlineState)>,
     online: Vec<(usize, OnlineState)>,
+    /// In `Detectors::dirty` already (not stored: a restored key is clean).
+    #[serde(skip)]
+    dirty: bool,
 }
 
 /// All detectors for all keys.
@@ -75,8 +78,10 @@ pub struct Detectors {
     any_silence: bool,
     any_flatline: bool,
     any_online: bool,
-    // Keys whose states may have changed since the last `take_dirty`.
-    dirty: HashSet<Key>,
+    // Keys whose states may have changed since the last `take_dirty`, each
+    // once: a flag in the key's states says whether it is listed, so the hot
+    // path hashes the key once, not twice.
+    dirty: Vec<Key>,
 }
 
 impl Detectors {
@@ -105,7 +110,7 @@ impl Detectors {
             any_silence,
             any_flatline,
             any_online,
-            dirty: HashSet::new(),
+            dirty: Vec::new(),
         }
     }
 
@@ -152,6 +157,9 @@ impl Detectors {
     /// each detector's `score`). `None` for a key without state or without a
     /// scoring detector (silence detectors do not score readings). Read-only.
     pub fn score(&self, r: &Reading) -> Option<(f64, &str)> {
+        if !(self.any_threshold || self.any_zscore) {
+            return None;
+        }
         let states = self.keys.get(&r.key)?;
         let t = states
             .threshold
@@ -204,8 +212,9 @@ impl Detectors {
     /// known key: the hot path.
     fn with_states(&mut self, key: &Key, f: impl FnOnce(&[DetectorSpec], &mut KeyStates)) {
         if let Some(states) = self.keys.get_mut(key) {
-            if !self.dirty.contains(key) {
-                self.dirty.insert(key.clone());
+            if !states.dirty {
+                states.dirty = true;
+                self.dirty.push(key.clone());
             }
             return f(&self.specs, states);
         }
@@ -216,7 +225,8 @@ impl Detectors {
             &mut self.rejected,
             key,
         ) {
-            self.dirty.insert(key.clone());
+            states.dirty = true;
+            self.dirty.push(key.clone());
             f(&self.specs, states);
         }
     }

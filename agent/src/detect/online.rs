@@ -37,6 +37,11 @@ pub(super) struct Rate {
 }
 
 impl Rate {
+    /// Milliseconds since the previous reading (0 for the first).
+    fn last_step_ms(&self, ts: TimestampMs) -> f64 {
+        self.prev.map_or(0.0, |(_, pts)| (ts - pts).max(0) as f64)
+    }
+
     /// z of this reading's rate (0 while warming up or at a repeated timestamp),
     /// and the rate itself (units per second).
     fn step(&mut self, x: f64, ts: TimestampMs) -> (f64, f64) {
@@ -50,13 +55,9 @@ impl Rate {
         }
         self.prev = Some((x, ts));
         let rate = (x - px) / ((ts - pts) as f64 / 1000.0);
-        let z = if self.base.n >= WARMUP {
-            self.base.z(rate)
-        } else {
-            0.0
-        };
-        self.base.update(rate, FAST_ALPHA);
-        (z, rate)
+        let warm = self.base.n >= WARMUP;
+        let z = self.base.z_update(rate, FAST_ALPHA);
+        (if warm { z } else { 0.0 }, rate)
     }
 }
 
@@ -75,6 +76,9 @@ pub(super) struct Auto {
 /// Slots per day of `auto`'s seasonal component, and visits before it judges.
 const AUTO_SLOTS: u32 = 24;
 const AUTO_SEASON_VISITS: u32 = 3;
+/// While the daily slots are cold, a CUSUM run longer than this (event
+/// time) is not called a shift: it may be the daily cycle (see `Auto::step`).
+const COLD_SLOW_MS: f64 = 30.0 * 60_000.0;
 /// CUSUM allowance and decision level inside `auto`.
 const AUTO_K: f64 = 0.5;
 const AUTO_H: f64 = 20.0;
@@ -382,61 +386,119 @@ impl Why {
     }
 }
 
+/// Largest long-run variance factor `auto` applies (lag-1 correlation
+/// 0.96): beyond it the level shift component is as good as silent anyway.
+const AUTO_MAX_F: f64 = 50.0;
+
 impl Auto {
+    /// The long-run variance factor of the CUSUM's residuals, in [1,
+    /// AUTO_MAX_F]; 1 until the noise component has its long memory.
+    fn long_run_factor(&self) -> f64 {
+        let d = self.spread.long_d2();
+        if self.spread.n < SPREAD_WARMUP || d <= 0.0 {
+            return 1.0;
+        }
+        (4.0 * self.cusum.base.var() / d - 1.0)
+            .clamp(1.0, AUTO_MAX_F)
+            .sqrt()
+    }
+
     /// Scores one reading in [0, 1]: each component's statistic becomes a tail
     /// probability under its own null, the smallest (Bonferroni-corrected for
     /// five tests) is the reading's p, and the score is `-log10(p) / 8`,
     /// capped at 1 (0.5 is a 1-in-10,000 reading for this sensor, 1 is
     /// 1 in 10^8). Returns the score and the behaviour that gave it.
     fn step(&mut self, x: f64, ts: TimestampMs) -> (f64, u8) {
-        let mut ps = [1.0f64; 6];
         // Broken daily pattern first: once the time-of-day slot is warm, the
         // other components see the reading with the usual daily swing taken
         // out, so a daily cycle is not mistaken for shifts and drifts.
         let season = self
             .seasonal
             .step(x, ts, AUTO_SLOTS, false, AUTO_SEASON_VISITS);
-        if season.warm {
-            ps[5] = t4_two_sided(season.z);
-        }
+        let zs = if season.warm { season.z } else { 0.0 };
         let y = x - season.offset;
         // Spike: the reading against a fast baseline, heavy-tailed null.
-        if self.spike.n >= WARMUP {
-            ps[0] = t4_two_sided(self.spike.z(y));
-        }
-        self.spike.update(y, FAST_ALPHA);
+        let warm = self.spike.n >= WARMUP;
+        let z0 = self.spike.z_update(y, FAST_ALPHA);
+        let z0 = if warm { z0 } else { 0.0 };
         // Level shift or drift: CUSUM tail, P(S > s) ~ exp(-2 k s) under the null.
         let st = self.cusum.step(y, AUTO_K);
-        if self.cusum.base.n > stats::CUSUM_WARMUP {
-            let p = (-2.0 * AUTO_K * st.s).exp();
-            ps[if st.run > 60 { 2 } else { 1 }] = p;
-        }
-        if st.s > AUTO_H {
+        // While the time-of-day slot is cold, a change that built up over
+        // more than COLD_SLOW_MS may be the daily cycle itself, which nothing
+        // has yet seen twice: it is not called a shift until the pattern is
+        // learnt (it is then judged against it). Abrupt shifts still are.
+        let step_ms = self.rate.last_step_ms(ts);
+        let slow = !season.warm && f64::from(st.run) * step_ms > COLD_SLOW_MS;
+        // The tail exp(-2 k s) holds for independent residuals. A smooth
+        // series (a temperature) has strongly correlated ones, whose sums
+        // wander far more: its tail is exp(-2 k s / f), f the long-run
+        // variance factor of the residuals, (1 + rho) / (1 - rho) for
+        // lag-1 correlation rho, read off the variance of the values (V) and
+        // of their first differences (D = 2 V (1 - rho)): f = 4 V / D - 1.
+        let f = self.long_run_factor();
+        let shift = (self.cusum.base.n > stats::CUSUM_WARMUP && !slow).then(|| {
+            let i = if st.run > 60 { 2 } else { 1 };
+            (i, (-2.0 * AUTO_K * st.s / f).exp())
+        });
+        // A slow change held back while cold is followed all the same (reset
+        // at the plain decision level): no sum from before the daily pattern
+        // was learnt carries over into judging against it.
+        if st.s > AUTO_H * if slow { 1.0 } else { f } {
             // A confirmed shift: it is the new normal for the spike baseline too.
             self.cusum.reset();
             self.spike.reseed(self.cusum.base.mean);
         }
         let (zr, _) = self.rate.step(y, ts);
-        ps[3] = t4_two_sided(zr);
         let warm = self.spread.n >= SPREAD_WARMUP;
         let ratio = self.spread.step(y);
-        if warm {
-            let z = self.spread.ratio_z(ratio);
-            ps[4] = if z > 0.0 { t4_two_sided(z) / 2.0 } else { 1.0 };
+        let noise = if warm && ratio > 1.0 {
+            t4_two_sided(self.spread.ratio_z(ratio)) / 2.0
+        } else {
+            1.0
+        };
+        // The smallest p, the first component on a tie. The t(4) tail falls
+        // with |z|, so of spike, sudden change and daily pattern only the
+        // largest |z| needs its tail computed.
+        let mut tz = (0u8, 0.0f64);
+        for (i, z) in [(0u8, z0), (3, zr), (5, zs)] {
+            if z.abs() > tz.1 {
+                tz = (i, z.abs());
+            }
         }
-        let (best, p) = ps
-            .iter()
-            .enumerate()
-            .fold((0, 1.0), |b, (i, &p)| if p < b.1 { (i, p) } else { b });
-        // A shift against the daily pattern while the slot itself is clearly
-        // off is the pattern breaking, not the level moving.
-        let best = if (best == 1 || best == 2) && ps[5] < 0.05 {
+        let mut best = (0u8, 1.0f64);
+        let mut consider = |i: u8, p: f64| {
+            if p < best.1 || (p == best.1 && i < best.0) {
+                best = (i, p);
+            }
+        };
+        if tz.1 > 0.0 {
+            consider(tz.0, t4_two_sided(tz.1));
+        }
+        if let Some((i, p)) = shift {
+            consider(i, p);
+        }
+        consider(4, noise);
+        let (best, p) = best;
+        let p = p * 5.0;
+        if p >= 1.0 {
+            return (0.0, best);
+        }
+        // A shift against a learnt daily pattern is the pattern breaking, not
+        // the level moving, when the slot itself is clearly off (p < 0.05) or
+        // the value is one the day usually passes through at another hour.
+        let best = if (best == 1 || best == 2)
+            && season.warm
+            && (t4_two_sided(zs) < 0.05
+                || self
+                    .seasonal
+                    .usual_range(AUTO_SEASON_VISITS)
+                    .is_some_and(|(lo, hi)| (lo..=hi).contains(&x)))
+        {
             5
         } else {
             best
         };
-        let p = (p * 5.0).clamp(1e-300, 1.0);
-        ((-p.log10() / 8.0).clamp(0.0, 1.0) + 0.0, best as u8)
+        ((-p.max(1e-300).log10() / 8.0).clamp(0.0, 1.0), best)
     }
 }
 

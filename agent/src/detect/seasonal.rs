@@ -87,18 +87,20 @@ impl Seasonal {
         std::mem::size_of_val(&*self.slots)
     }
 
-    fn slot_of(ts: TimestampMs, slots_per_day: u32, weekly: bool) -> u32 {
-        let per_day = i64::from(slots_per_day.max(1));
-        let slot_ms = DAY_MS / per_day;
-        let in_day = ts.rem_euclid(DAY_MS) / slot_ms;
-        // 1970-01-01 was a Thursday; day 0 of the week is Monday.
-        let dow = (ts.div_euclid(DAY_MS) + 3).rem_euclid(7);
+    /// The slot of `ts`, and how far into it `ts` is (ms). Divisions are the
+    /// costly part of a reading here: the day of the week only when weekly.
+    fn slot_of(ts: TimestampMs, slot_ms: i64, per_day: i64, weekly: bool) -> (u32, i64) {
+        let ms = ts.rem_euclid(DAY_MS);
+        let in_day = ms / slot_ms;
+        let into = ms - in_day * slot_ms;
         let s = if weekly {
+            // 1970-01-01 was a Thursday; day 0 of the week is Monday.
+            let dow = (ts.div_euclid(DAY_MS) + 3).rem_euclid(7);
             dow * per_day + in_day
         } else {
             in_day
         };
-        u32::try_from(s).unwrap_or(0)
+        (u32::try_from(s).unwrap_or(0), into)
     }
 
     /// Judges and learns one reading.
@@ -115,8 +117,9 @@ impl Seasonal {
             self.slots = vec![Slot::default(); total].into_boxed_slice();
             self.visit = Visit::default();
         }
-        let slot_ms = DAY_MS / i64::from(slots_per_day.max(1));
-        let s = Self::slot_of(ts, slots_per_day, weekly);
+        let per_day = i64::from(slots_per_day.max(1));
+        let slot_ms = DAY_MS / per_day;
+        let (s, into) = Self::slot_of(ts, slot_ms, per_day, weekly);
         let v = &mut self.visit;
         let learn = v.n == 0 || ts >= v.start;
         if learn {
@@ -161,7 +164,7 @@ impl Seasonal {
         // interpolated towards the neighbouring slot's (if warm), so that a
         // smooth cycle is followed without a staircase.
         let per_day = slots_per_day.max(1);
-        let frac = ts.rem_euclid(slot_ms) as f64 / slot_ms as f64 - 0.5;
+        let frac = into as f64 / slot_ms as f64 - 0.5;
         let day_base = s - s % per_day;
         let neighbour = if frac >= 0.0 {
             day_base + (s % per_day + 1) % per_day
@@ -180,6 +183,22 @@ impl Seasonal {
             warm: true,
             offset: now - self.level,
         }
+    }
+
+    /// The lowest and highest slot means among the slots with `min_samples`
+    /// visits: the values the daily (weekly) pattern usually passes through.
+    /// `None` while fewer than two slots are warm. Not on the hot path.
+    pub fn usual_range(&self, min_samples: u32) -> Option<(f64, f64)> {
+        let mut warm = self
+            .slots
+            .iter()
+            .filter(|s| s.visits >= min_samples.max(1))
+            .map(|s| f64::from(s.mean));
+        let first = warm.next()?;
+        let (lo, hi, n) = warm.fold((first, first, 1), |(lo, hi, n), m| {
+            (lo.min(m), hi.max(m), n + 1)
+        });
+        (n >= 2).then_some((lo, hi))
     }
 
     /// Folds the finished visit into its slot.

@@ -72,7 +72,13 @@ impl Detectors {
     /// The keys whose states may have changed since the last call, for an
     /// incremental checkpoint.
     pub fn take_dirty(&mut self) -> Vec<Key> {
-        self.dirty.drain().collect()
+        let keys = std::mem::take(&mut self.dirty);
+        for k in &keys {
+            if let Some(s) = self.keys.get_mut(k) {
+                s.dirty = false;
+            }
+        }
+        keys
     }
 
     /// Detectors that continue exactly where the snapshot's were. A key whose

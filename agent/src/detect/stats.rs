@@ -52,18 +52,25 @@ impl Baseline {
             .max(TINY)
     }
 
-    /// Standardised distance of `x` from the mean; 0 before the first value.
-    pub fn z(&self, x: f64) -> f64 {
+    /// Standardised distance of `x` from the mean (0 before the first value),
+    /// then absorbs `x` with weight `alpha`: the first values are averaged
+    /// plainly (weight 1/n, so a young baseline is not biased towards its
+    /// seed); from `YOUNG` on, winsorised at `CLIP` standard deviations. One
+    /// floored sd serves both.
+    pub fn z_update(&mut self, x: f64, alpha: f64) -> f64 {
         if self.n == 0 {
-            0.0
-        } else {
-            (x - self.mean) / self.sd()
+            self.absorb(x, alpha, 0.0);
+            return 0.0;
         }
+        let sd = self.sd();
+        let z = (x - self.mean) / sd;
+        self.absorb(x, alpha, sd);
+        z
     }
 
-    /// Absorbs `x` with weight `alpha` (the first values are averaged plainly,
-    /// weight 1/n, so a young baseline is not biased towards its seed).
-    pub fn update(&mut self, x: f64, alpha: f64) {
+    /// The update with the floored sd of the state before it (unused while
+    /// young).
+    fn absorb(&mut self, x: f64, alpha: f64, sd: f64) {
         if self.n == 0 {
             *self = Self {
                 n: 1,
@@ -79,7 +86,7 @@ impl Baseline {
         let clip = if self.n < YOUNG {
             f64::INFINITY
         } else {
-            CLIP * self.sd()
+            CLIP * sd
         };
         let diff = (x - self.mean).clamp(-clip, clip);
         let n = f64::from(self.n.saturating_add(1));
@@ -91,6 +98,11 @@ impl Baseline {
         self.level += a * ((self.mean).abs() - self.level);
         self.spread += al * (diff.abs() - self.spread);
         self.n = self.n.saturating_add(1);
+    }
+
+    /// The EW variance itself (not floored).
+    pub fn var(&self) -> f64 {
+        self.var
     }
 
     /// Moves the mean to `mean` at once (a level shift was confirmed),
@@ -150,9 +162,12 @@ impl Cusum {
             self.fast = x;
         }
         let warm = self.base.n >= CUSUM_WARMUP;
-        let z = self.base.z(x).clamp(-CUSUM_CLIP, CUSUM_CLIP);
-        self.fast += 0.1 * (x - self.fast);
         let from = self.base.mean;
+        let z = self
+            .base
+            .z_update(x, CUSUM_ALPHA)
+            .clamp(-CUSUM_CLIP, CUSUM_CLIP);
+        self.fast += 0.1 * (x - self.fast);
         if warm {
             self.hi = (self.hi + z - k).max(0.0);
             self.lo = (self.lo - z - k).max(0.0);
@@ -162,7 +177,6 @@ impl Cusum {
                 self.run = 0;
             }
         }
-        self.base.update(x, CUSUM_ALPHA);
         let (s, sign) = if self.hi >= self.lo {
             (self.hi, 1.0)
         } else {
@@ -240,6 +254,11 @@ impl Spread {
         ratio
     }
 
+    /// The long-run mean square of first differences (0 before two readings).
+    pub fn long_d2(&self) -> f64 {
+        self.long
+    }
+
     /// Upper-tail z of a short/long variance ratio. An EW variance estimate
     /// of noise with kurtosis kappa has a relative standard deviation of
     /// `sqrt((kappa - 1) * a / (2 - a))`: 0.23 for normal noise, much more for
@@ -292,10 +311,10 @@ mod tests {
     fn a_baseline_is_moved_a_bounded_step_by_one_absurd_value() {
         let mut b = Baseline::default();
         for i in 0..200 {
-            b.update(10.0 + if i % 2 == 0 { 0.5 } else { -0.5 }, 0.02);
+            b.z_update(10.0 + if i % 2 == 0 { 0.5 } else { -0.5 }, 0.02);
         }
         let before = (b.mean, b.sd());
-        b.update(1e12, 0.02);
+        b.z_update(1e12, 0.02);
         assert!((b.mean - before.0).abs() <= 0.02 * CLIP * before.1 + 1e-9);
     }
 
