@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Writes a Weir fleet's panes, alerts, late readings, dead letters and status into
 /// PostgreSQL (schema in docs/fleet.md). Run several with the same --group and different
@@ -42,12 +44,18 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("WEIR_SINK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    // `WEIR_SINK_LOG`: `level` or `target=level,...` (tracing-subscriber's `Targets`).
+    let filter = std::env::var("WEIR_SINK_LOG")
+        .ok()
+        .and_then(|f| f.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(filter)
         .init();
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
