@@ -24,6 +24,7 @@ pub struct Processor {
     outputs: Vec<Output>,
     alerts: Vec<crate::detect::Alert>,
     scores: Option<Vec<Score>>,
+    homeassistant: Option<crate::homeassistant::HomeAssistant>,
 }
 
 /// How anomalous one reading looked to its key's detectors (see
@@ -49,7 +50,20 @@ impl Processor {
             outputs: Vec::new(),
             alerts: Vec::new(),
             scores: None,
+            homeassistant: None,
         }
+    }
+
+    /// Also publishes Home Assistant discovery and entity states (the daemon's
+    /// `[homeassistant]`).
+    pub fn with_homeassistant(mut self, ha: Option<crate::homeassistant::HomeAssistant>) -> Self {
+        self.homeassistant = ha;
+        self
+    }
+
+    /// The Home Assistant publisher, when on.
+    pub fn homeassistant(&mut self) -> Option<&mut crate::homeassistant::HomeAssistant> {
+        self.homeassistant.as_mut()
     }
 
     /// Records a [`Score`] for every reading the engine accepts (the daemon
@@ -145,6 +159,9 @@ impl Processor {
                     Counters::add(n, 1);
                     self.detectors.on_pane(&p, &mut self.alerts);
                     msgs.push(self.wire.pane(&p, now));
+                    if let Some(ha) = &mut self.homeassistant {
+                        ha.pane(&p, self.detectors.active_alerts(), now, msgs);
+                    }
                 }
                 Output::Late(l) => {
                     Counters::add(&c.late, 1);
@@ -183,6 +200,9 @@ impl Processor {
             Counters::add(n, 1);
             tracing::info!(id = %a.id, state = ?a.state, reason = %a.reason, "alert");
             msgs.push(self.wire.alert(&a, now));
+            if let Some(ha) = &mut self.homeassistant {
+                ha.alert(&a, now, msgs);
+            }
         }
     }
 }

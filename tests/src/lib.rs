@@ -28,6 +28,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod homeassistant;
 pub mod process;
 pub mod publisher;
 pub mod recorder;
