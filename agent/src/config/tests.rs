@@ -494,6 +494,11 @@ fn a_bad_home_assistant_section_names_its_key_and_line() {
         "{MINIMAL}[homeassistant.units]\nvoltage = \" \"\n"
     ));
     assert_eq!(e.key, "homeassistant.units");
+    let e = invalid(&format!(
+        "{MINIMAL}[uplink]\ntopic_prefix = \"homeassistant/weir\"\n[homeassistant]\n"
+    ));
+    assert_eq!(e.key, "homeassistant.discovery_prefix");
+    assert!(e.problem.contains("retained"), "{}", e.problem);
     let s = syntax(&format!("{MINIMAL}[homeassistant]\nprefix = \"x\"\n"));
     assert!(s.to_string().contains("prefix"), "{s}");
 }

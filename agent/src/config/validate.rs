@@ -243,6 +243,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         })?),
     };
 
+    let homeassistant = homeassistant(&raw, &uplink.topic_prefix)?;
     Ok(Config {
         device,
         state_dir,
@@ -259,11 +260,14 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         sims,
         devices,
         metrics_listen,
-        homeassistant: homeassistant(&raw)?,
+        homeassistant,
     })
 }
 
-fn homeassistant(raw: &RawConfig) -> Result<Option<crate::homeassistant::HaConfig>> {
+fn homeassistant(
+    raw: &RawConfig,
+    topic_prefix: &str,
+) -> Result<Option<crate::homeassistant::HaConfig>> {
     use crate::homeassistant::{HaConfig, StateValue};
     let Some(h) = &raw.homeassistant else {
         return Ok(None);
@@ -281,6 +285,16 @@ fn homeassistant(raw: &RawConfig) -> Result<Option<crate::homeassistant::HaConfi
                 "\"{prefix}\" is not a topic prefix (empty, a leading or trailing '/', or a wildcard)"
             ),
             "use Home Assistant's discovery prefix, \"homeassistant\" unless you changed it in its MQTT integration",
+        );
+    }
+    // Everything under the discovery prefix is published retained.
+    if topic_prefix == prefix || topic_prefix.starts_with(&format!("{prefix}/")) {
+        return err(
+            &with(s, Key("discovery_prefix")),
+            format!(
+                "\"{prefix}\" contains [uplink] topic_prefix \"{topic_prefix}\": panes and alerts would be published retained as discovery messages"
+            ),
+            "keep Weir's topics out of Home Assistant's discovery prefix, e.g. topic_prefix = \"weir/{device}\"",
         );
     }
     let state = match h.state.as_deref().unwrap_or("mean") {
