@@ -502,3 +502,24 @@ fn a_bad_home_assistant_section_names_its_key_and_line() {
     let s = syntax(&format!("{MINIMAL}[homeassistant]\nprefix = \"x\"\n"));
     assert!(s.to_string().contains("prefix"), "{s}");
 }
+
+#[test]
+fn the_example_home_assistant_section_is_valid_when_uncommented() {
+    let keys = [
+        "# [homeassistant",
+        "# discovery_prefix",
+        "# state = ",
+        "# voltage = ",
+    ];
+    let text: Vec<&str> = EXAMPLE
+        .lines()
+        .map(|l| match keys.iter().any(|k| l.starts_with(k)) {
+            true => &l[2..],
+            false => l,
+        })
+        .collect();
+    let c = Config::parse(&text.join("\n"), None).unwrap();
+    let h = c.homeassistant.unwrap();
+    assert_eq!(h.discovery_prefix, "homeassistant");
+    assert_eq!(h.units.get("voltage").map(String::as_str), Some("mV"));
+}
