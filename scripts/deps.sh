@@ -8,6 +8,8 @@
 #   lintian                        Debian's policy checker for the packages
 #   rustc-web 1.85 (held)          Debian's rustc, our ARM toolchain's version: the
 #                                  test run checks the workspace still builds with it
+#   python3-venv, then Home Assistant in a venv (scripts/homeassistant.sh), for the
+#                                  discovery test (tests/tests/homeassistant.rs)
 # Usage: scripts/deps.sh [demo|test]   (demo needs only the broker)
 set -euo pipefail
 want=${1:-test}
@@ -26,6 +28,7 @@ if [ "$want" = test ]; then
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   # Debian's package checker: packaging/check-deb.sh runs it on every .deb.
   command -v lintian >/dev/null || missing+=(lintian)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   # bookworm-security carries a newer rustc-web for amd64 only; 1.85 is the one whose
   # ARM standard library Debian ships, so pin exactly that.
   v185=$(apt-cache madison rustc-web 2>/dev/null | awk '$3 ~ /^1\.85\./ {print $3; exit}')
@@ -52,6 +55,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   if printf '%s\n' "${missing[@]}" | grep -qx rustc-web; then
     $SUDO apt-mark hold rustc-web libstd-rust-web-dev libstd-rust-web-1.85 >/dev/null
   fi
+fi
+if [ "$want" = test ]; then
+  "$(dirname "$0")/homeassistant.sh"
 fi
 # Debian starts the packaged broker on 1883; the demo and tests use private brokers
 # on free ports and do not need it (and CI machines have no systemd anyway).

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod detect;
 pub mod engine;
+pub mod homeassistant;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;

@@ -36,6 +36,7 @@ use crate::control::hub::{EngineView, Hub, Live, alert_json};
 use crate::control::tap::{Event, Tap};
 use crate::detect::Detectors;
 use crate::engine::Engine;
+use crate::homeassistant::HomeAssistant;
 use crate::metrics::Counters;
 use crate::outbox::{Batch, Class, NewMessage, Outbox, OutboxError, OutboxHandle};
 use crate::process::Processor;
@@ -75,6 +76,8 @@ pub struct Gauges {
     /// Non-zero while the outbox cannot be written and results are held:
     /// 1 + the index of the reason in [`BLOCKED_REASONS`].
     pub outbox_blocked: AtomicU64,
+    /// Rows in the outbox, as of the last count (every `status_interval`).
+    pub backlog: AtomicU64,
 }
 
 /// What `outbox_blocked_reason` says in the status message, see [`OutboxError::blocked_reason`].
@@ -135,6 +138,8 @@ pub async fn run(
         ))
     });
     let hearing = Hearing::new(&cfg, ingest_link.clone());
+    let (homeassistant, ha_msgs) = homeassistant(&cfg);
+    let retained = (homeassistant.as_ref()).map_or_else(Vec::new, |h| h.retained_prefixes());
     let broker_max_inflight = cfg
         .ingest
         .as_ref()
@@ -178,16 +183,17 @@ pub async fn run(
         last_checkpoint_ms: 0,
         stop: shutdown.clone(),
         space_freed: space_freed.clone(),
-        processor: Processor::new(engine, detectors, wire.clone(), counters.clone()),
+        processor: Processor::new(engine, detectors, wire.clone(), counters.clone())
+            .with_homeassistant(homeassistant),
         seen,
         checkpoint_every: cfg.checkpoint_interval,
         broker_max_inflight,
-        msgs: Vec::new(),
+        buffered_bytes: ha_msgs.iter().map(NewMessage::bytes).sum(),
+        buffered_msgs: ha_msgs.len(),
+        msgs: ha_msgs,
         acks: Vec::new(),
-        buffered_msgs: 0,
         acks_since: None,
         syncing: std::collections::VecDeque::new(),
-        buffered_bytes: 0,
         outbox: outbox.clone(),
         counters: counters.clone(),
         gauges: gauges.clone(),
@@ -223,6 +229,7 @@ pub async fn run(
                     .and_then(|b| b.checked_sub(1))
                     .and_then(|i| BLOCKED_REASONS.get(i)),
                 "last_puback_ms": link.last_puback_ms.load(Relaxed),
+                "backlog": gauges.backlog.load(Relaxed),
                 "counters": counters.snapshot(),
                 "sensors": sensors.snapshot(),
                 "clock": crate::clock::global().status(),
@@ -243,6 +250,12 @@ pub async fn run(
         outbox: outbox.clone(),
         engine: views_tx,
     });
+    tracker.spawn(count_backlog(
+        outbox.clone(),
+        gauges.clone(),
+        cfg.uplink.status_interval,
+        shutdown.clone(),
+    ));
     let uplink = Uplink {
         cfg: cfg.uplink,
         status_topic: wire.status_topic(),
@@ -253,6 +266,7 @@ pub async fn run(
         link,
         new_rows,
         space_freed,
+        retained,
     };
     if cfg.outbox_ttl.iter().any(Option::is_some) {
         tracker.spawn(expire_old_rows(
@@ -289,6 +303,58 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || outbox_thread.join()).await;
     tracing::info!(counters = %counters.snapshot(), "stopped");
     Ok(())
+}
+
+/// Counts the outbox's rows for the status message, every `every` (and at start).
+async fn count_backlog(
+    outbox: OutboxHandle,
+    gauges: Arc<Gauges>,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(stats) = outbox.stats().await {
+            let rows = stats.iter().map(|s| s.rows).sum();
+            gauges.backlog.store(rows, Relaxed);
+        }
+    }
+}
+
+/// The `[homeassistant]` publisher, when configured, and what it publishes at start:
+/// entities of sensors and detectors no longer configured are withdrawn.
+fn homeassistant(cfg: &Config) -> (Option<HomeAssistant>, Vec<NewMessage>) {
+    let Some(h) = &cfg.homeassistant else {
+        return (None, Vec::new());
+    };
+    let d = &cfg.devices;
+    let local: std::collections::HashSet<&str> = (d.i2c.iter().map(|s| s.name.as_str()))
+        .chain(d.gpio.iter().map(|g| g.name.as_str()))
+        .chain(d.onewire.iter().map(|o| o.name.as_str()))
+        .chain(cfg.sims.iter().map(|s| s.name.as_str()))
+        .collect();
+    // An ingest subscription whose sensor name comes from the topic may name any sensor.
+    let topics = cfg.ingest.as_ref().map_or(&[][..], |i| &i.topics[..]);
+    let configured = |sensor: &str| {
+        local.contains(sensor)
+            || topics
+                .iter()
+                .any(|t| t.fixed_sensor().is_none_or(|f| f == sensor))
+    };
+    let mut ha = HomeAssistant::new(
+        h.clone(),
+        &cfg.device,
+        &cfg.uplink.topic_prefix,
+        cfg.detectors.clone(),
+        Some(&cfg.state_dir),
+    );
+    let mut msgs = Vec::new();
+    ha.start(configured, now_ms(), &mut msgs);
+    (Some(ha), msgs)
 }
 
 /// Deletes rows older than their class's TTL, once a minute (and at start).
@@ -808,6 +874,9 @@ impl EngineTask {
                     }
                     self.seen.committed();
                     self.hold.committed();
+                    if let Some(ha) = self.processor.homeassistant() {
+                        ha.committed();
+                    }
                     // Acknowledged once the card has it, not before; the engine goes on
                     // meanwhile (see `outbox::sync`).
                     self.syncing

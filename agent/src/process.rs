@@ -26,6 +26,7 @@ pub struct Processor {
     scores: Option<Vec<Score>>,
     /// Detector names as shared strings, so a score record does not allocate.
     names: Vec<Arc<str>>,
+    homeassistant: Option<crate::homeassistant::HomeAssistant>,
 }
 
 /// How anomalous one reading looked to its key's detectors (see
@@ -62,7 +63,20 @@ impl Processor {
             alerts: Vec::new(),
             scores: None,
             names: Vec::new(),
+            homeassistant: None,
         }
+    }
+
+    /// Also publishes Home Assistant discovery and entity states (the daemon's
+    /// `[homeassistant]`).
+    pub fn with_homeassistant(mut self, ha: Option<crate::homeassistant::HomeAssistant>) -> Self {
+        self.homeassistant = ha;
+        self
+    }
+
+    /// The Home Assistant publisher, when on.
+    pub fn homeassistant(&mut self) -> Option<&mut crate::homeassistant::HomeAssistant> {
+        self.homeassistant.as_mut()
     }
 
     /// Records a [`Score`] for every reading the engine accepts (the daemon
@@ -162,6 +176,9 @@ impl Processor {
                     Counters::add(n, 1);
                     self.detectors.on_pane(&p, &mut self.alerts);
                     msgs.push(self.wire.pane(&p, now));
+                    if let Some(ha) = &mut self.homeassistant {
+                        ha.pane(&p, self.detectors.active_alerts(), now, msgs);
+                    }
                 }
                 Output::Late(l) => {
                     Counters::add(&c.late, 1);
@@ -200,6 +217,9 @@ impl Processor {
             Counters::add(n, 1);
             tracing::info!(id = %a.id, state = ?a.state, reason = %a.reason, "alert");
             msgs.push(self.wire.alert(&a, now));
+            if let Some(ha) = &mut self.homeassistant {
+                ha.alert(&a, now, msgs);
+            }
         }
     }
 }

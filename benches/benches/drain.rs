@@ -165,6 +165,7 @@ fn run(broker: &Mosquitto, rows: u64, max_bytes: u64) -> Figures {
         link: Arc::new(LinkStatus::default()),
         new_rows: Arc::new(Notify::new()),
         space_freed: Arc::new(Notify::new()),
+        retained: Vec::new(),
     };
     let drain = CancellationToken::new();
     let t = Instant::now();

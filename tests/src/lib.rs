@@ -28,6 +28,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod homeassistant;
 pub mod postgres;
 pub mod process;
 pub mod publisher;

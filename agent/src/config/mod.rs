@@ -68,6 +68,8 @@ pub struct Config {
     pub devices: DeviceSources,
     /// `[metrics] listen`: where the Prometheus endpoint listens; off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[homeassistant]`: MQTT discovery; off when `None`.
+    pub homeassistant: Option<crate::homeassistant::HaConfig>,
 }
 
 /// Where and how results go upstream.

@@ -28,6 +28,16 @@ pub struct RawConfig {
     pub onewire: Vec<super::validate::devices::RawOneWire>,
     #[serde(default)]
     pub metrics: RawMetrics,
+    pub homeassistant: Option<RawHomeAssistant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHomeAssistant {
+    pub discovery_prefix: Option<String>,
+    pub state: Option<String>,
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

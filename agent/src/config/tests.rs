@@ -467,3 +467,59 @@ fn an_idle_timeout_shorter_than_a_sampling_interval_is_warned_about() {
     assert!(Config::parse(&ok, None).unwrap().warnings().is_empty());
     assert!(Config::parse(EXAMPLE, None).unwrap().warnings().is_empty());
 }
+
+#[test]
+fn home_assistant_is_off_unless_its_section_is_present() {
+    let c = Config::parse(MINIMAL, None).unwrap();
+    assert!(c.homeassistant.is_none());
+    let text = format!("{MINIMAL}[homeassistant]\n[homeassistant.units]\nvoltage = \"mV\"\n");
+    let h = Config::parse(&text, None).unwrap().homeassistant.unwrap();
+    assert_eq!(h.discovery_prefix, "homeassistant");
+    assert_eq!(h.state, crate::homeassistant::StateValue::Mean);
+    assert_eq!(h.units.get("voltage").map(String::as_str), Some("mV"));
+}
+
+#[test]
+fn a_bad_home_assistant_section_names_its_key_and_line() {
+    let e = invalid(&format!("{MINIMAL}[homeassistant]\nstate = \"median\"\n"));
+    assert_eq!((e.key.as_str(), e.line), ("homeassistant.state", Some(7)));
+    assert!(e.fix.contains("\"last\""), "{}", e.fix);
+    for prefix in ["", "ha/", "/ha", "ha/#"] {
+        let e = invalid(&format!(
+            "{MINIMAL}[homeassistant]\ndiscovery_prefix = \"{prefix}\"\n"
+        ));
+        assert_eq!(e.key, "homeassistant.discovery_prefix", "{prefix}");
+    }
+    let e = invalid(&format!(
+        "{MINIMAL}[homeassistant.units]\nvoltage = \" \"\n"
+    ));
+    assert_eq!(e.key, "homeassistant.units");
+    let e = invalid(&format!(
+        "{MINIMAL}[uplink]\ntopic_prefix = \"homeassistant/weir\"\n[homeassistant]\n"
+    ));
+    assert_eq!(e.key, "homeassistant.discovery_prefix");
+    assert!(e.problem.contains("retained"), "{}", e.problem);
+    let s = syntax(&format!("{MINIMAL}[homeassistant]\nprefix = \"x\"\n"));
+    assert!(s.to_string().contains("prefix"), "{s}");
+}
+
+#[test]
+fn the_example_home_assistant_section_is_valid_when_uncommented() {
+    let keys = [
+        "# [homeassistant",
+        "# discovery_prefix",
+        "# state = ",
+        "# voltage = ",
+    ];
+    let text: Vec<&str> = EXAMPLE
+        .lines()
+        .map(|l| match keys.iter().any(|k| l.starts_with(k)) {
+            true => &l[2..],
+            false => l,
+        })
+        .collect();
+    let c = Config::parse(&text.join("\n"), None).unwrap();
+    let h = c.homeassistant.unwrap();
+    assert_eq!(h.discovery_prefix, "homeassistant");
+    assert_eq!(h.units.get("voltage").map(String::as_str), Some("mV"));
+}

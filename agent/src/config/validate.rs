@@ -243,6 +243,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         })?),
     };
 
+    let homeassistant = homeassistant(&raw, &uplink.topic_prefix)?;
     Ok(Config {
         device,
         state_dir,
@@ -259,7 +260,66 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         sims,
         devices,
         metrics_listen,
+        homeassistant,
     })
+}
+
+fn homeassistant(
+    raw: &RawConfig,
+    topic_prefix: &str,
+) -> Result<Option<crate::homeassistant::HaConfig>> {
+    use crate::homeassistant::{HaConfig, StateValue};
+    let Some(h) = &raw.homeassistant else {
+        return Ok(None);
+    };
+    let s = &[Key("homeassistant")];
+    let prefix = h.discovery_prefix.as_deref().unwrap_or("homeassistant");
+    if prefix.is_empty()
+        || prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.contains(['+', '#', '\0'])
+    {
+        return err(
+            &with(s, Key("discovery_prefix")),
+            format!(
+                "\"{prefix}\" is not a topic prefix (empty, a leading or trailing '/', or a wildcard)"
+            ),
+            "use Home Assistant's discovery prefix, \"homeassistant\" unless you changed it in its MQTT integration",
+        );
+    }
+    // Everything under the discovery prefix is published retained.
+    if topic_prefix == prefix || topic_prefix.starts_with(&format!("{prefix}/")) {
+        return err(
+            &with(s, Key("discovery_prefix")),
+            format!(
+                "\"{prefix}\" contains [uplink] topic_prefix \"{topic_prefix}\": panes and alerts would be published retained as discovery messages"
+            ),
+            "keep Weir's topics out of Home Assistant's discovery prefix, e.g. topic_prefix = \"weir/{device}\"",
+        );
+    }
+    let state = match h.state.as_deref().unwrap_or("mean") {
+        "mean" => StateValue::Mean,
+        "last" => StateValue::Last,
+        other => {
+            return err(
+                &with(s, Key("state")),
+                format!("\"{other}\" is not a state"),
+                "use \"mean\" (the newest window's mean) or \"last\" (its latest reading)",
+            );
+        }
+    };
+    if let Some((metric, _)) = h.units.iter().find(|(_, u)| u.trim().is_empty()) {
+        return err(
+            &[Key("homeassistant"), Key("units")],
+            format!("the unit of metric \"{metric}\" is empty"),
+            "write the unit Home Assistant should show, e.g. voltage = \"mV\", or remove the entry",
+        );
+    }
+    Ok(Some(HaConfig {
+        discovery_prefix: prefix.to_string(),
+        state,
+        units: h.units.clone(),
+    }))
 }
 
 fn engine(raw: &RawConfig) -> Result<EngineConfig> {

@@ -170,6 +170,23 @@ impl TopicMap {
         &self.filter
     }
 
+    /// The sensor name every topic of this filter maps to, when the template uses no
+    /// wildcard level; `None` when it depends on the topic.
+    pub fn fixed_sensor(&self) -> Option<String> {
+        let mut out = String::new();
+        for seg in &self.sensor {
+            match seg {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Level(n) => match self.levels.get(n.checked_sub(1)?) {
+                    Some(FilterLevel::Exact(t)) => out.push_str(t),
+                    _ => return None,
+                },
+                Segment::LevelFromEnd(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
     /// `(sensor, metric)` for a topic, or `None` when the topic does not match the
     /// filter (MQTT matching rules: `+` one level, `#` the rest, must be last;
     /// `$`-topics not matched by wildcards at the first level) or is not mapped

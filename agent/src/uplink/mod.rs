@@ -117,6 +117,9 @@ pub struct Uplink {
     /// Signalled here after rows are deleted: an insert held on a full disk
     /// may succeed now.
     pub space_freed: Arc<Notify>,
+    /// Rows whose topic starts with one of these are published retained (Home
+    /// Assistant's discovery configs and entity states); every other row is not.
+    pub retained: Vec<String>,
 }
 
 enum End {
@@ -296,8 +299,12 @@ impl Uplink {
                         throttled_until = Some(Instant::from_std(limit.next_token_at(now)));
                         break;
                     }
+                    let retain = self
+                        .retained
+                        .iter()
+                        .any(|p| row.topic.starts_with(p.as_str()));
                     if let Err(e) =
-                        client.try_publish(row.topic, QoS::AtLeastOnce, false, row.payload)
+                        client.try_publish(row.topic, QoS::AtLeastOnce, retain, row.payload)
                     {
                         return End::Lost(format!("publish refused by the client: {e}"));
                     }
