@@ -195,3 +195,62 @@ pub(super) mod boxed {
         }))
     }
 }
+
+/// A number as a person reads it in a reason: four significant digits (all of the
+/// integer part), no trailing zeros, scientific notation beyond 1e15 or below 1e-6:
+/// `36.24050421450998` is "36.24", `0.000123456` "0.0001235", `1234567.8` "1234568".
+/// The alert's `value`, `baseline` and `threshold` fields keep the exact numbers.
+pub(super) fn num(x: f64) -> String {
+    fn trim(s: &str) -> &str {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            s
+        }
+    }
+    if !x.is_finite() || x == 0.0 {
+        return if x == 0.0 { "0".into() } else { x.to_string() };
+    }
+    let mag = x.abs().log10().floor();
+    if !(-6.0..15.0).contains(&mag) {
+        let s = format!("{x:.3e}");
+        return match s.split_once('e') {
+            Some((m, e)) => format!("{}e{e}", trim(m)),
+            None => s,
+        };
+    }
+    // mag is in [-6, 15) here, so the cast is exact.
+    let decimals = (3.0 - mag).max(0.0) as usize;
+    let s = format!("{x:.decimals$}");
+    match trim(&s) {
+        "-0" => "0".into(),
+        t => t.to_owned(),
+    }
+}
+
+/// "1 window", "2 windows".
+pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod num_tests {
+    use super::{num, plural};
+
+    #[test]
+    fn reasons_show_four_significant_digits_and_no_noise() {
+        assert_eq!(num(36.24050421450998), "36.24");
+        assert_eq!(num(20.5), "20.5");
+        assert_eq!(num(21.0), "21");
+        assert_eq!(num(-3.14159), "-3.142");
+        assert_eq!(num(0.000123456), "0.0001235");
+        assert_eq!(num(1234567.8), "1234568");
+        assert_eq!(num(1e288), "1e288");
+        assert_eq!(num(-2.5e-9), "-2.5e-9");
+        assert_eq!(num(0.0), "0");
+        assert_eq!(num(-0.00001), "-0.00001");
+        assert_eq!(num(f64::NAN), "NaN");
+        assert_eq!(plural(1, "window", "windows"), "1 window");
+        assert_eq!(plural(3, "window", "windows"), "3 windows");
+    }
+}

@@ -17,7 +17,7 @@
 
 use crate::reading::{Reading, TimestampMs};
 
-use super::alert::{self, Alert};
+use super::alert::{self, Alert, num};
 use super::spec::{DetectorKind, DetectorSpec};
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -74,9 +74,10 @@ impl FlatlineState {
                 // The value moved: a stuck episode is over.
                 if let Some(raised) = self.active.take() {
                     let reason = format!(
-                        "value {x} moved out of [{}, {}]: the sensor is live again",
-                        raised.value - tolerance,
-                        raised.value + tolerance
+                        "value {} moved out of [{}, {}]: the sensor is live again",
+                        num(x),
+                        num(raised.value - tolerance),
+                        num(raised.value + tolerance)
                     );
                     out.push(alert::clear(*raised, x, None, reason, r.ts));
                 }
@@ -106,8 +107,10 @@ impl FlatlineState {
                 baseline: None,
                 threshold: tolerance,
                 reason: format!(
-                    "value stuck at {x}: {} readings within {tolerance} of each other for {stuck_for} ms",
-                    run.count
+                    "value stuck at {}: {} readings within {} of each other for {stuck_for} ms",
+                    num(x),
+                    run.count,
+                    num(tolerance)
                 ),
             },
         );

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::reading::{Reading, TimestampMs};
 
-use super::alert::{self, Alert};
+use super::alert::{self, Alert, num, plural};
 use super::seasonal::Seasonal;
 use super::spec::{DetectorKind, DetectorSpec};
 use super::stats::{self, Baseline, Cusum, SPREAD_WARMUP, Spread, t4_two_sided};
@@ -316,9 +316,9 @@ impl OnlineState {
             return;
         }
         let reason = format!(
-            "{} over: readings normal again for {} readings",
+            "{} over: readings normal again for {}",
             why.name(),
-            self.streak
+            plural(u64::from(self.streak), "reading", "readings")
         );
         out.push(alert::clear(*raised, r.value, v.baseline, reason, r.ts));
         self.streak = 0;
@@ -365,12 +365,16 @@ impl Why {
             Self::Shift(st) => {
                 let dir = if st.sign > 0.0 { "up" } else { "down" };
                 format!(
-                    "{name}: readings moved {dir} from about {:.4} to about {:.4} over {} readings",
-                    st.from, st.to, st.run
+                    "{name}: readings moved {dir} from about {} to about {} over {}",
+                    num(st.from),
+                    num(st.to),
+                    plural(u64::from(st.run), "reading", "readings")
                 )
             }
             Self::Rate(z, rate) => format!(
-                "{name}: value {x} changing at {rate:.4}/s, {:.1} times the usual spread of its rate",
+                "{name}: value {} changing at {}/s, {:.1} times the usual spread of its rate",
+                num(x),
+                num(*rate),
                 z.abs()
             ),
             Self::Spread(ratio) => format!(
@@ -378,10 +382,12 @@ impl Why {
                 ratio.sqrt()
             ),
             Self::Season(z, expected) => format!(
-                "{name}: value {x} where about {expected:.4} is usual at this time of day ({:.1} stddev)",
+                "{name}: value {} where about {} is usual at this time of day ({:.1} stddev)",
+                num(x),
+                num(*expected),
                 z.abs()
             ),
-            Self::Auto(score, _) => format!("{name}: value {x}, anomaly score {score:.2}"),
+            Self::Auto(score, _) => format!("{name}: value {}, anomaly score {score:.2}", num(x)),
         }
     }
 }

@@ -22,7 +22,7 @@
 
 use crate::reading::{Reading, TimestampMs};
 
-use super::alert::{self, Alert};
+use super::alert::{self, Alert, num};
 use super::spec::{DetectorKind, DetectorSpec};
 
 /// Per (threshold detector, key) state: a few words, whatever the input.
@@ -103,7 +103,12 @@ impl ThresholdState {
                         value: x,
                         baseline: None,
                         threshold: limit,
-                        reason: format!("value {x} {side} {limit} (hysteresis {hysteresis})"),
+                        reason: format!(
+                            "value {} {side} {} (hysteresis {})",
+                            num(x),
+                            num(limit),
+                            num(hysteresis)
+                        ),
                     },
                 );
                 out.push(raised.clone());
@@ -132,7 +137,8 @@ impl ThresholdState {
         }
         if let Some(raised) = self.active.take() {
             let reason = format!(
-                "value {x} back within {} for {normal_for} ms (clear after {clear_after_ms} ms)",
+                "value {} back within {} for {normal_for} ms (clear after {clear_after_ms} ms)",
+                num(x),
                 band(high, low, hysteresis)
             );
             out.push(alert::clear(*raised, x, None, reason, r.ts));
@@ -144,9 +150,9 @@ impl ThresholdState {
 /// The clear band, for humans.
 fn band(high: Option<f64>, low: Option<f64>, hysteresis: f64) -> String {
     match (low, high) {
-        (Some(l), Some(h)) => format!("[{}, {}]", l + hysteresis, h - hysteresis),
-        (Some(l), None) => format!(">= {}", l + hysteresis),
-        (None, Some(h)) => format!("<= {}", h - hysteresis),
+        (Some(l), Some(h)) => format!("[{}, {}]", num(l + hysteresis), num(h - hysteresis)),
+        (Some(l), None) => format!(">= {}", num(l + hysteresis)),
+        (None, Some(h)) => format!("<= {}", num(h - hysteresis)),
         (None, None) => String::from("any value"),
     }
 }

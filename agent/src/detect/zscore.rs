@@ -40,7 +40,7 @@
 use crate::engine::Pane;
 use crate::reading::TimestampMs;
 
-use super::alert::{self, Alert};
+use super::alert::{self, Alert, num, plural};
 use super::spec::{DetectorKind, DetectorSpec};
 
 /// Fraction of the EW mean absolute level below which the standard deviation
@@ -154,9 +154,13 @@ impl ZScoreState {
                         baseline: Some(baseline),
                         threshold,
                         reason: format!(
-                            "window mean {x} is {:.2} stddev {side} baseline {baseline} \
-                             (stddev {stddev}, threshold {threshold})",
-                            z.abs()
+                            "window mean {} is {:.2} stddev {side} baseline {} \
+                             (stddev {}, threshold {})",
+                            num(x),
+                            z.abs(),
+                            num(baseline),
+                            num(stddev),
+                            num(threshold)
                         ),
                     },
                 );
@@ -178,9 +182,11 @@ impl ZScoreState {
             return;
         }
         let reason = format!(
-            "window mean {x} back within {:.2} stddev of baseline {baseline} for {} windows",
+            "window mean {} back within {:.2} stddev of baseline {} for {}",
+            num(x),
             threshold - hysteresis,
-            self.normal_streak
+            num(baseline),
+            plural(u64::from(self.normal_streak), "window", "windows")
         );
         out.push(alert::clear(*raised, x, Some(baseline), reason, p.end));
         self.normal_streak = 0;
