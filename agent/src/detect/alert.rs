@@ -242,7 +242,7 @@ mod num_tests {
         assert_eq!(num(36.24050421450998), "36.24");
         assert_eq!(num(20.5), "20.5");
         assert_eq!(num(21.0), "21");
-        assert_eq!(num(-3.14159), "-3.142");
+        assert_eq!(num(-3.25159), "-3.252");
         assert_eq!(num(0.000123456), "0.0001235");
         assert_eq!(num(1234567.8), "1234568");
         assert_eq!(num(1e288), "1e288");
