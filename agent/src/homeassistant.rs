@@ -16,11 +16,14 @@
 //!   announced the first time this process emits a pane for it; a detector's binary sensor
 //!   at the latest with its first alert. Re-announcing after a restart is harmless (the same
 //!   retained config) and repairs a config lost before it was committed.
-//! - `announced` lists every config topic announced and not since withdrawn. It is written
-//!   to `homeassistant.json` in the state directory only after the outbox committed the
-//!   messages that announced or withdrew them ([`HomeAssistant::committed`]), so the file
-//!   never claims more than the outbox holds; a crash in between at worst withdraws or
-//!   announces an entity again at the next start.
+//! - `announced` lists every config topic announced and not since withdrawn, and
+//!   `homeassistant.json` in the state directory never lists less: a new entity is written
+//!   to the file before its config goes out (results may be delivered from memory before
+//!   any checkpoint, so waiting for a commit could leave an entity no later start knows to
+//!   withdraw); a withdrawn one leaves the file only after the checkpoint that holds or
+//!   follows its empty config ([`HomeAssistant::committed`]). A crash in between at worst
+//!   withdraws an entity whose config never went out (an empty retained message: nothing
+//!   happens) or withdraws one again.
 //! - At start, an announced entity whose sensor is no longer configured, or whose detector
 //!   is gone, gets an empty retained config: Home Assistant deletes it.
 //! - A sensor's state is the newest window's: a late revision of an older window does not
@@ -283,9 +286,13 @@ impl HomeAssistant {
 
     /// The outbox committed every message handed out so far: the store file may now say so.
     pub fn committed(&mut self) {
-        if !self.dirty {
-            return;
+        if self.dirty {
+            self.save();
         }
+    }
+
+    /// Writes the store file (kept dirty when that fails: tried again later).
+    fn save(&mut self) {
         let Some(path) = &self.store else {
             self.dirty = false;
             return;
@@ -349,7 +356,9 @@ impl HomeAssistant {
         now: TimestampMs,
     ) -> NewMessage {
         if self.announced.insert(topic.clone(), entity.clone()) != Some(entity) {
+            // Before the config leaves (see the module invariants).
             self.dirty = true;
+            self.save();
         }
         message(Class::Alert, topic, config.to_string().into_bytes(), now)
     }
