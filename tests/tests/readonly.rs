@@ -85,11 +85,6 @@ fn windows(m: &[Msg]) -> BTreeMap<String, u64> {
     m.panes().into_iter().map(|p| (p.id, p.count)).collect()
 }
 
-fn window_id(t0: i64, k: i64, w: i64) -> String {
-    let s = t0 + w * 1000;
-    format!("ro/k{k}/v/{s}-{}", s + 1000)
-}
-
 fn last_status(m: &[Msg]) -> Option<serde_json::Value> {
     m.last_online().map(|s| s.json)
 }
@@ -181,16 +176,18 @@ fn a_filesystem_remounted_read_only_under_weir_is_reported_holds_results_and_los
         "{status}"
     );
     assert!(weir.is_running(), "weir keeps running:\n{}", weir.log());
-    // Nothing that could not be stored went upstream.
-    let got = windows(&consumer.messages());
-    let after: Vec<String> = (0..KEYS)
-        .flat_map(|k| (BEFORE..BEFORE + AFTER).map(move |w| (k, w)))
-        .map(|(k, w)| window_id(t0, k, w))
-        .filter(|id| got.contains_key(id))
-        .collect();
+    // Results go upstream from the outbox's memory as soon as they are produced
+    // (docs/storage.md, "Wear"): a window produced after the disk failed may arrive
+    // before weir learns it cannot store it. That loses nothing: its readings are
+    // not acknowledged to the local broker until a checkpoint holds them, so after
+    // the recovery below they come again and the window is produced again under the
+    // same id (a duplicate a consumer drops by msg_id). What must not happen is a
+    // window arriving incomplete.
+    let early = windows(&consumer.messages());
+    let incomplete: Vec<(&String, &u64)> = early.iter().filter(|(_, c)| **c != 2).collect();
     assert!(
-        after.is_empty(),
-        "windows produced while read-only reached upstream: {after:?}"
+        incomplete.is_empty(),
+        "windows that arrived while read-only are complete: {incomplete:?}"
     );
 
     // Recovery, as on a device: stop weir, unmount, fsck, mount, start again.
