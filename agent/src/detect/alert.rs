@@ -228,10 +228,8 @@ pub(super) fn num(x: f64) -> String {
     }
 }
 
-/// "1 window", "2 windows".
-pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+/// "1 window", "2 windows": the CLI's own wording helper.
+pub(super) use crate::cli::human::plural;
 
 #[cfg(test)]
 mod num_tests {
