@@ -126,6 +126,9 @@ pub struct HomeAssistant {
     announced: BTreeMap<String, Entity>,
     /// Changed since the store file was written.
     dirty: bool,
+    /// Announced since the store file was written: it must be written before those
+    /// configs leave ([`HomeAssistant::before_send`]).
+    unsaved_new: bool,
     /// Keys announced by this process.
     seen: HashSet<Key>,
     /// Binary sensors announced by this process: (key, detector).
@@ -178,6 +181,7 @@ impl HomeAssistant {
             detectors,
             announced: BTreeMap::new(),
             dirty: false,
+            unsaved_new: false,
             seen: HashSet::new(),
             seen_detectors: HashSet::new(),
             newest: HashMap::new(),
@@ -291,6 +295,14 @@ impl HomeAssistant {
         }
     }
 
+    /// The messages handed out so far are about to leave: new entities go into the store
+    /// file first (see the module invariants).
+    pub fn before_send(&mut self) {
+        if self.unsaved_new {
+            self.save();
+        }
+    }
+
     /// Writes the store file (kept dirty when that fails: tried again later).
     fn save(&mut self) {
         let Some(path) = &self.store else {
@@ -300,7 +312,7 @@ impl HomeAssistant {
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&self.announced).unwrap_or_default();
         match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-            Ok(()) => self.dirty = false,
+            Ok(()) => (self.dirty, self.unsaved_new) = (false, false),
             // Kept dirty: tried again after the next commit. Meanwhile a restart may not
             // withdraw an entity announced since (the file is older than the outbox).
             Err(e) => {
@@ -356,9 +368,10 @@ impl HomeAssistant {
         now: TimestampMs,
     ) -> NewMessage {
         if self.announced.insert(topic.clone(), entity.clone()) != Some(entity) {
-            // Before the config leaves (see the module invariants).
+            // Written before the config leaves (see the module invariants), once per
+            // batch of messages rather than once per entity.
             self.dirty = true;
-            self.save();
+            self.unsaved_new = true;
         }
         message(Class::Alert, topic, config.to_string().into_bytes(), now)
     }

@@ -310,6 +310,8 @@ fn an_entity_is_remembered_before_its_config_goes_out() {
         msgs.iter()
             .any(|m| m.topic.ends_with("/config") && !m.payload.is_empty())
     );
+    // What the pipeline does before the messages leave.
+    h.before_send();
     // No commit, no clean stop: the restart without the sensor withdraws its entity.
     let mut h = ha(vec![], Some(dir.path()));
     let mut msgs = Vec::new();

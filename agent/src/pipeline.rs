@@ -794,6 +794,9 @@ impl EngineTask {
     /// at once. If that fails (the outbox cannot read the file), the messages
     /// stay here and go with the next checkpoint's transaction instead.
     async fn stage(&mut self) {
+        if let Some(ha) = self.processor.homeassistant() {
+            ha.before_send();
+        }
         let msgs = std::mem::take(&mut self.msgs);
         let n = msgs.len() as u64;
         match self.outbox.stage(msgs.clone()).await {
@@ -826,6 +829,9 @@ impl EngineTask {
         self.buffered_msgs = 0;
         self.buffered_bytes = 0;
         self.acks_since = None;
+        if let Some(ha) = self.processor.homeassistant() {
+            ha.before_send();
+        }
         let msgs = std::mem::take(&mut self.msgs);
         let produced = msgs.len() as u64;
         let mut cp = checkpoint::take(
