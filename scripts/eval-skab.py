@@ -37,6 +37,7 @@ DETECTORS = {
     "spread": 'kind = "spread"',
     "seasonal": 'kind = "seasonal"',
     "zscore": 'kind = "zscore"',
+    "reference": 'kind = "reference"',
 }
 
 

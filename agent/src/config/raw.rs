@@ -216,6 +216,8 @@ pub struct RawDetector {
     pub weekly: Option<bool>,
     pub min_samples: Option<u32>,
     pub sustain: Option<u32>,
+    // reference
+    pub commission: Option<u32>,
 }
 
 /// `clear_after` is a duration for per-reading detectors (`"5s"`) and a number of

@@ -523,3 +523,38 @@ fn the_example_home_assistant_section_is_valid_when_uncommented() {
     assert_eq!(h.discovery_prefix, "homeassistant");
     assert_eq!(h.units.get("voltage").map(String::as_str), Some("mV"));
 }
+
+#[test]
+fn the_example_reference_detector_is_valid_when_uncommented() {
+    // The block from `name = "off-normal"` to its `clear_after`, uncommented.
+    let mut on = false;
+    let text: Vec<&str> = EXAMPLE
+        .lines()
+        .map(|l| {
+            on |= l == "# [[detector]]";
+            let line = if on { &l[2..] } else { l };
+            on &= !l.starts_with("# clear_after = 10");
+            line
+        })
+        .collect();
+    let c = Config::parse(&text.join("\n"), None).unwrap();
+    let d = c.detectors.iter().find(|d| d.name == "off-normal").unwrap();
+    assert_eq!(
+        d.kind,
+        crate::detect::DetectorKind::Reference {
+            commission: 300,
+            threshold: 6.0,
+            sustain: 3,
+            clear_after: 10,
+        }
+    );
+}
+
+#[test]
+fn a_reference_commissioning_shorter_than_a_minute_of_readings_is_refused() {
+    let e = invalid(&format!(
+        "{MINIMAL}[[detector]]\nname = \"r\"\nkind = \"reference\"\ncommission = 10\n"
+    ));
+    assert_eq!(e.key, "detector[0].commission");
+    assert!(e.problem.contains(">= 60"), "{}", e.problem);
+}

@@ -480,7 +480,7 @@ fn engine(raw: &RawConfig) -> Result<EngineConfig> {
     Ok(cfg)
 }
 
-const KINDS: &str = "use \"auto\" (no tuning), \"threshold\", \"zscore\", \"level_shift\", \"rate\", \"spread\", \"seasonal\", \"flatline\" or \"silence\"";
+const KINDS: &str = "use \"auto\" (no tuning), \"threshold\", \"zscore\", \"level_shift\", \"rate\", \"spread\", \"seasonal\", \"reference\", \"flatline\" or \"silence\"";
 
 /// The per-reading statistical detectors' kinds, with their defaults.
 fn online_kind(k: &str, d: &RawDetector, clear_after: Option<u32>) -> DetectorKind {
@@ -503,6 +503,12 @@ fn online_kind(k: &str, d: &RawDetector, clear_after: Option<u32>) -> DetectorKi
             slots_per_day: d.slots_per_day.unwrap_or(24),
             weekly: d.weekly.unwrap_or(false),
             min_samples: d.min_samples.unwrap_or(3),
+            clear_after: clear_after.unwrap_or(10),
+        },
+        "reference" => DetectorKind::Reference {
+            commission: d.commission.unwrap_or(300),
+            threshold: d.threshold.unwrap_or(6.0),
+            sustain: d.sustain.unwrap_or(3),
             clear_after: clear_after.unwrap_or(10),
         },
         _ => DetectorKind::Auto {
@@ -594,7 +600,7 @@ fn detectors(raw: &RawConfig, engine: &EngineConfig) -> Result<Vec<DetectorSpec>
                 min_duration_ms: millis(&with(&p, Key("stuck_for")), d.stuck_for.as_deref(), "5m")?,
                 min_readings: d.min_readings.unwrap_or(3),
             },
-            Some(k @ ("level_shift" | "rate" | "spread" | "seasonal" | "auto")) => {
+            Some(k @ ("level_shift" | "rate" | "spread" | "seasonal" | "auto" | "reference")) => {
                 let clear_after = match &d.clear_after {
                     None => None,
                     Some(RawClearAfter::Windows(n)) => Some(*n),

@@ -24,6 +24,7 @@ mod alert;
 mod flatline;
 mod glob;
 mod online;
+mod reference;
 mod seasonal;
 mod silence;
 mod spec;

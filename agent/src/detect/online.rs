@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::reading::{Reading, TimestampMs};
 
 use super::alert::{self, Alert, num, plural};
+use super::reference::{Reference, ReferenceStep};
 use super::seasonal::Seasonal;
 use super::spec::{DetectorKind, DetectorSpec};
 use super::stats::{self, Baseline, Cusum, SPREAD_WARMUP, Spread, t4_two_sided};
@@ -100,6 +101,7 @@ enum Core {
     Spread(Spread),
     Seasonal(Seasonal),
     Auto(Box<Auto>),
+    Reference(Reference),
 }
 
 /// Per (per-reading detector, key) state.
@@ -130,6 +132,7 @@ impl OnlineState {
             DetectorKind::Spread { .. } => Core::Spread(Spread::default()),
             DetectorKind::Seasonal { .. } => Core::Seasonal(Seasonal::default()),
             DetectorKind::Auto { .. } => Core::Auto(Box::default()),
+            DetectorKind::Reference { .. } => Core::Reference(Reference::default()),
             _ => return None,
         };
         Some(Self {
@@ -149,6 +152,7 @@ impl OnlineState {
             Core::Spread(_) => 2,
             Core::Seasonal(_) => 3,
             Core::Auto(_) => 4,
+            Core::Reference(_) => 5,
         }
     }
 
@@ -266,6 +270,19 @@ impl OnlineState {
                     let b = a.behaviour;
                     (v, sustain, clear_after, threshold, Why::Auto(score, b))
                 }
+                (
+                    Core::Reference(rf),
+                    &DetectorKind::Reference {
+                        commission,
+                        threshold,
+                        sustain,
+                        clear_after,
+                    },
+                ) => {
+                    let st = rf.step(x, commission);
+                    let v = z_verdict(st.z, threshold, st.reference.map(|(c, _)| c));
+                    (v, sustain, clear_after, threshold, Why::Reference(st))
+                }
                 _ => return,
             };
         self.score = v.score.clamp(0.0, 1.0) as f32;
@@ -342,6 +359,7 @@ enum Why {
     Spread(f64),
     Season(f64, f64),
     Auto(f64, u8),
+    Reference(ReferenceStep),
 }
 
 impl Why {
@@ -352,6 +370,7 @@ impl Why {
             Self::Rate(..) => "sudden change",
             Self::Spread(_) => "noise",
             Self::Season(..) => "broken daily pattern",
+            Self::Reference(_) => "away from commissioned normal",
             Self::Auto(_, b) => BEHAVIOURS
                 .get(usize::from(*b))
                 .copied()
@@ -388,6 +407,17 @@ impl Why {
                 z.abs()
             ),
             Self::Auto(score, _) => format!("{name}: value {}, anomaly score {score:.2}", num(x)),
+            Self::Reference(st) => {
+                let (centre, scale) = st.reference.unwrap_or((st.recent, 0.0));
+                let dir = if st.z > 0.0 { "above" } else { "below" };
+                format!(
+                    "{name}: the last ~10 readings average {}, {:.1} times their usual wander ({}) {dir} the {} learnt at commissioning",
+                    num(st.recent),
+                    st.z.abs(),
+                    num(scale),
+                    num(centre)
+                )
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use crate::detect::test_support::reading;
+use crate::detect::test_support::{Noise, reading};
 use crate::detect::{Alert, AlertState, DetectorKind, DetectorSpec, Detectors, Glob, Severity};
 use crate::reading::TimestampMs;
 
@@ -51,8 +51,17 @@ fn spec_of(name: &str) -> DetectorSpec {
         "rate" => rate(),
         "spread" => spread(),
         "seasonal" => seasonal(),
+        "reference" => reference(),
         _ => auto(),
     }
+}
+fn reference() -> DetectorSpec {
+    spec(DetectorKind::Reference {
+        commission: 300,
+        threshold: 6.0,
+        sustain: 3,
+        clear_after: 10,
+    })
 }
 fn auto() -> DetectorSpec {
     spec(DetectorKind::Auto {
@@ -60,21 +69,6 @@ fn auto() -> DetectorSpec {
         sustain: 3,
         clear_after: 30,
     })
-}
-
-/// Deterministic noise, roughly normal with stddev 1 (sum of 12 uniforms - 6).
-struct Noise(u64);
-impl Noise {
-    fn next(&mut self) -> f64 {
-        let mut s = 0.0;
-        for _ in 0..12 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            s += (self.0 >> 11) as f64 / (1u64 << 53) as f64;
-        }
-        s - 6.0
-    }
 }
 
 /// Feeds `values` one second apart (or `step_ms`), returning the alerts and the
@@ -367,7 +361,14 @@ fn bursty_counts_with_no_anomaly_do_not_raise_auto() {
 #[test]
 fn state_sizes_are_what_the_docs_say() {
     let mut sizes = Vec::new();
-    for s in [level_shift(), rate(), spread(), seasonal(), auto()] {
+    for s in [
+        level_shift(),
+        rate(),
+        spread(),
+        seasonal(),
+        auto(),
+        reference(),
+    ] {
         let mut st = super::OnlineState::new(&s.kind).unwrap();
         let mut out = Vec::new();
         for (v, ts) in series(10, 0, NORMAL) {
@@ -381,6 +382,7 @@ fn state_sizes_are_what_the_docs_say() {
         ("spread", 112),
         ("seasonal", 496),
         ("auto", 800),
+        ("reference", 112),
     ]
     .into_iter()
     .map(|(n, b)| (n.to_string(), b))

@@ -126,6 +126,21 @@ pub enum DetectorKind {
         /// Readings with a score below `threshold / 2` needed to clear.
         clear_after: u32,
     },
+    /// Per reading, opt-in: each key's first `commission` readings are its
+    /// normal; afterwards the recent level (about 10 readings) is judged
+    /// against that frozen reference, which never absorbs a fault (see
+    /// `detect/reference.rs`).
+    Reference {
+        /// Readings per key that make the reference (at least 60).
+        commission: u32,
+        /// Raise when the recent level is more than this many reference
+        /// spreads from the reference level.
+        threshold: f64,
+        /// Consecutive abnormal readings needed to raise.
+        sustain: u32,
+        /// Readings within `threshold / 2` needed to clear.
+        clear_after: u32,
+    },
 }
 
 impl DetectorKind {
@@ -141,6 +156,7 @@ impl DetectorKind {
             Self::Spread { .. } => "spread",
             Self::Seasonal { .. } => "seasonal",
             Self::Auto { .. } => "auto",
+            Self::Reference { .. } => "reference",
         }
     }
 }
@@ -425,6 +441,20 @@ impl DetectorSpec {
                     threshold,
                     threshold > 0.0 && threshold < 1.0,
                     "between 0 and 1 (e.g. 0.5)",
+                )?;
+            }
+            DetectorKind::Reference {
+                commission,
+                threshold,
+                ..
+            } => {
+                finite("threshold", threshold)?;
+                self.range("threshold", threshold, threshold > 0.0, "> 0 (e.g. 6)")?;
+                self.range(
+                    "commission",
+                    f64::from(commission),
+                    commission >= super::reference::MIN_COMMISSION,
+                    ">= 60 readings (e.g. 300: five minutes at 1 Hz)",
                 )?;
             }
         }

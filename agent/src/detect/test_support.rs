@@ -127,3 +127,18 @@ pub(super) fn silence_spec(name: &str) -> DetectorSpec {
         kind: DetectorKind::Silence,
     }
 }
+
+/// Deterministic noise, roughly normal with stddev 1 (sum of 12 uniforms - 6).
+pub(super) struct Noise(pub(super) u64);
+impl Noise {
+    pub(super) fn next(&mut self) -> f64 {
+        let mut s = 0.0;
+        for _ in 0..12 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            s += (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        }
+        s - 6.0
+    }
+}
