@@ -10,6 +10,9 @@ Converts every SKAB experiment into one Weir recording (sensor = experiment, e.g
 and, for each detector kind alone and for `auto`, a config, then runs
   weir backtest --no-scores --labels changepoints.json      (change-point problem, NAB)
   weir backtest --no-scores --label-column anomaly          (outlier problem, row F1)
+The outlier problem is scored twice: on all 35 runs, and on the 34 experiments
+alone (recording-34.csv), which is the test set of SKAB's published results
+(they train on the anomaly-free run; here nothing is trained on it).
 and prints what weir prints (the last lines: overall counts and NAB scores).
 
 Everything is learnt online, per sensor, from the start of each experiment: no
@@ -57,10 +60,16 @@ def convert(skab, out):
                 files.append((group, f, os.path.join(d, f)))
     windows = {}
     rows = 0
-    with open(os.path.join(out, "recording.csv"), "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["sensor", "metric", "value", "ts", "anomaly"])
+    with open(os.path.join(out, "recording.csv"), "w", newline="") as fh, \
+            open(os.path.join(out, "recording-34.csv"), "w", newline="") as fh34:
+        w_all = csv.writer(fh)
+        w34 = csv.writer(fh34)
+        for w in (w_all, w34):
+            w.writerow(["sensor", "metric", "value", "ts", "anomaly"])
         for group, f, path in files:
+            # SKAB's published outlier results train on the anomaly-free run and
+            # score the 34 experiments; recording-34.csv is that test set.
+            writers = (w_all,) if group == "anomaly-free" else (w_all, w34)
             name = group if group == "anomaly-free" else "%s-%s" % (group, f[:-4])
             cps = []
             with open(path, newline="") as src:
@@ -71,7 +80,8 @@ def convert(skab, out):
                     if float(rec.get("changepoint") or 0) == 1:
                         cps.append([ts, ts + 60_000])
                     for c in CHANNELS:
-                        w.writerow([name, c.replace(" ", "_"), rec[c], ts, label])
+                        for w in writers:
+                            w.writerow([name, c.replace(" ", "_"), rec[c], ts, label])
                         rows += 1
             windows[name] = cps
     with open(os.path.join(out, "changepoints.json"), "w") as fh:
@@ -115,14 +125,19 @@ def main():
     rows, files, cps = convert(a.skab, a.out)
     print("SKAB: %d experiments, %d readings, %d change points" % (files, rows, cps))
     rec = os.path.join(a.out, "recording.csv")
+    rec34 = os.path.join(a.out, "recording-34.csv")
     labels = os.path.join(a.out, "changepoints.json")
     names = a.only.split(",") if a.only else list(DETECTORS)
     for name in names:
         cfg = config(a.out, name, DETECTORS[name])
         cp, t1 = run(a.weir, cfg, rec, ["--labels", labels])
         out, t2 = run(a.weir, cfg, rec, ["--label-column", "anomaly"])
+        out34, _ = run(a.weir, cfg, rec34, ["--label-column", "anomaly"])
         print("== %s  (change points %.2f s, outliers %.2f s)" % (name, t1, t2))
-        for text in (cp, out):
+        for title, text in (("change points, all 35 runs", cp),
+                            ("outliers, all 35 runs", out),
+                            ("outliers, the 34 experiments (SKAB's test set)", out34)):
+            print("-- " + title)
             lines = text.strip().splitlines()
             keep = lines if a.verbose else [l for l in lines
                                             if l.startswith(("backtest:", "overall", "NAB", "series"))]

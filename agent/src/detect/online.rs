@@ -132,7 +132,9 @@ impl OnlineState {
             DetectorKind::Spread { .. } => Core::Spread(Spread::default()),
             DetectorKind::Seasonal { .. } => Core::Seasonal(Seasonal::default()),
             DetectorKind::Auto { .. } => Core::Auto(Box::default()),
-            DetectorKind::Reference { .. } => Core::Reference(Reference::default()),
+            DetectorKind::Reference { commission, .. } => {
+                Core::Reference(Reference::new(*commission))
+            }
             _ => return None,
         };
         Some(Self {
@@ -142,6 +144,20 @@ impl OnlineState {
             last_raised_ts: None,
             score: 0.0,
         })
+    }
+
+    /// After a restore: a reference learnt under another `commission`
+    /// setting than `kind`'s starts commissioning afresh (changing it is how a
+    /// new commissioning is asked for). An alert it had open stays open and
+    /// clears as usual, since nothing is judged while commissioning.
+    pub(super) fn recommission_if_changed(&mut self, kind: &DetectorKind) {
+        if let (Core::Reference(rf), DetectorKind::Reference { commission, .. }) =
+            (&mut self.core, kind)
+        {
+            if !rf.learnt_under(*commission) {
+                *rf = Reference::new(*commission);
+            }
+        }
     }
 
     /// Which statistic this state holds, distinct per kind (for restores).

@@ -42,6 +42,10 @@ const TINY: f64 = 1e-12;
 pub(super) struct Reference {
     /// Readings seen (saturating).
     n: u32,
+    /// The `commission` setting this reference is learnt under: a restore
+    /// under another one starts commissioning afresh (how a technician asks
+    /// for a new commissioning).
+    commission: u32,
     /// Recent level: EW mean of the readings, weight [`RECENT_ALPHA`].
     recent: f64,
     /// Mean of the commissioning readings: the reference level.
@@ -67,6 +71,19 @@ pub(super) struct ReferenceStep {
 }
 
 impl Reference {
+    /// A key not yet seen, to be commissioned over `commission` readings.
+    pub fn new(commission: u32) -> Self {
+        Self {
+            commission,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this state was learnt under the `commission` setting.
+    pub fn learnt_under(&self, commission: u32) -> bool {
+        self.commission == commission
+    }
+
     /// Whether commissioning is over.
     pub fn frozen(&self) -> bool {
         self.scale > 0.0

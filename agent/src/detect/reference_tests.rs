@@ -169,3 +169,38 @@ fn a_spike_after_commissioning_is_not_a_departure() {
     );
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// A snapshot of `d`, through the bytes a checkpoint stores, restored under
+/// `spec`.
+fn restart(d: &Detectors, spec: DetectorSpec) -> Detectors {
+    let bytes = postcard::to_allocvec(&d.snapshot()).unwrap();
+    Detectors::restore(vec![spec], 10, postcard::from_bytes(&bytes).unwrap())
+}
+
+#[test]
+fn commissioning_survives_a_restart_and_a_new_commission_setting_starts_it_again() {
+    let mut d = Detectors::new(vec![reference(300)], 10);
+    run(&mut d, &series(600, 0, NORMAL));
+    let (out, _, open) = run(&mut d, &series(100, 600, |_, e| 53.0 + e));
+    assert_eq!(raised(&out).len(), 1, "{out:?}");
+    assert!(open[99]);
+
+    // Same setting: the reference is kept, the fault stays alerted.
+    let mut same = restart(&d, reference(300));
+    let (out, scores, open) = run(&mut same, &series(50, 700, |_, e| 53.0 + e));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(open.iter().all(|&o| o) && scores.iter().all(|&s| s > 0.5));
+
+    // Another setting: the key commissions again on what it reads now (the
+    // new normal); the open alert clears instead of being lost.
+    let mut anew = restart(&d, reference(301));
+    let (out, scores, open) = run(&mut anew, &series(301, 700, |_, e| 53.0 + e));
+    assert!(scores.iter().all(|&s| s == 0.0));
+    assert!(!open[300]);
+    assert!(
+        out.iter().any(|a| a.state == AlertState::Cleared),
+        "{out:?}"
+    );
+    let (out, _, _) = run(&mut anew, &series(600, 1001, |_, e| 53.0 + e));
+    assert!(out.is_empty(), "{out:?}");
+}

@@ -117,6 +117,9 @@ impl Detectors {
                 }
             }
             for (i, st) in &mut states.online {
+                if let Some(s) = specs.get(*i) {
+                    st.recommission_if_changed(&s.kind);
+                }
                 if let Some(a) = st.active_mut() {
                     a.kind = kind(*i);
                 }
