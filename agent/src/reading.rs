@@ -11,7 +11,7 @@ pub type TimestampMs = i64;
 ///
 /// Both parts are shared strings so that cloning a key (once per reading on the
 /// hot path) is two reference-count increments, not two allocations.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
 pub struct Key {
     /// Sensor name, e.g. `greenhouse` or `kitchen-bme280`.
     pub sensor: Arc<str>,
@@ -29,11 +29,42 @@ impl Key {
     }
 }
 
+impl PartialEq for Key {
+    /// Equal contents, as derived, but a clone of the same key (the common
+    /// case on the hot path: every map lookup ends in one comparison) is
+    /// recognised by its pointers without comparing the strings.
+    fn eq(&self, other: &Self) -> bool {
+        (Arc::ptr_eq(&self.sensor, &other.sensor) || self.sensor == other.sensor)
+            && (Arc::ptr_eq(&self.metric, &other.metric) || self.metric == other.metric)
+    }
+}
+
+impl std::hash::Hash for Key {
+    /// As derived: the contents, consistent with `eq`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.sensor.hash(state);
+        self.metric.hash(state);
+    }
+}
+
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.sensor, self.metric)
     }
 }
+
+/// Hasher of the per-key maps on the hot path (engine, detectors): foldhash,
+/// randomly seeded per process. The std SipHash cost about 250 instructions
+/// per lookup, several lookups per reading. Keys come from configured sources
+/// and are bounded by `max_keys`, so the weaker flooding resistance costs at
+/// worst a slower lookup among at most `max_keys` keys.
+pub type KeyHasher = foldhash::fast::RandomState;
+
+/// A map keyed by [`Key`] with the hot-path hasher.
+pub type KeyMap<V> = std::collections::HashMap<Key, V, KeyHasher>;
+
+/// A set of [`Key`]s with the hot-path hasher.
+pub type KeySet = std::collections::HashSet<Key, KeyHasher>;
 
 /// Where a reading's timestamp came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -38,10 +38,8 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-
 use crate::engine::{Idle, Pane};
-use crate::reading::{Key, Reading};
+use crate::reading::{Key, KeyMap, Reading};
 
 pub use alert::{Alert, AlertState};
 pub use glob::Glob;
@@ -71,7 +69,7 @@ struct KeyStates {
 #[derive(Debug)]
 pub struct Detectors {
     specs: Vec<DetectorSpec>,
-    keys: HashMap<Key, KeyStates>,
+    keys: KeyMap<KeyStates>,
     max_keys: usize,
     rejected: u64,
     any_threshold: bool,
@@ -103,7 +101,7 @@ impl Detectors {
         let any_online = specs.iter().any(|s| OnlineState::new(&s.kind).is_some());
         Self {
             specs,
-            keys: HashMap::new(),
+            keys: KeyMap::default(),
             max_keys,
             rejected: 0,
             any_threshold,
@@ -272,7 +270,7 @@ impl Detectors {
 /// holding the new key's states.
 fn admit<'a>(
     specs: &[DetectorSpec],
-    keys: &'a mut HashMap<Key, KeyStates>,
+    keys: &'a mut KeyMap<KeyStates>,
     max_keys: usize,
     rejected: &mut u64,
     key: &Key,

@@ -42,7 +42,7 @@ mod tests;
 #[cfg(test)]
 mod time_tests;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 pub use config::{EngineConfig, EngineConfigError, Scope, WindowSpec};
 pub use pane::{Aggregates, Idle, LateReading, Output, Pane, RejectReason, Timing};
@@ -50,7 +50,7 @@ pub use sketch::{ALPHA0 as QUANTILE_ALPHA, MAX_BINS as QUANTILE_MAX_BINS};
 pub use state::{EngineState, KeySnapshot};
 pub use window::{Window, Windows};
 
-use crate::reading::{Key, Reading, TimestampMs};
+use crate::reading::{Key, KeyMap, KeySet, Reading, TimestampMs};
 use key::{Ctx, KeyState};
 
 /// The largest magnitude a reading may have: with it, the sum of any window
@@ -65,7 +65,7 @@ pub const MAX_ABS_VALUE: f64 = 1e288;
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
-    keys: HashMap<Key, KeyState>,
+    keys: KeyMap<KeyState>,
     open: usize,
     // Global scope: the largest accepted timestamp, and (time, key) timers at
     // which a key's windows may fire or close. Unused with per-key scope.
@@ -75,7 +75,7 @@ pub struct Engine {
     next_due: TimestampMs,
     // Keys whose state may have changed since the last `take_dirty`: what an
     // incremental checkpoint must write. A superset is harmless, a miss is not.
-    dirty: HashSet<Key>,
+    dirty: KeySet,
     // Whether `now` is a synchronised time the clock guards may judge by.
     clock_trusted: bool,
 }
@@ -89,12 +89,12 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         Self {
             cfg: cfg.clamped(),
-            keys: HashMap::new(),
+            keys: KeyMap::default(),
             open: 0,
             global_max_ts: None,
             timers: BTreeSet::new(),
             next_due: TimestampMs::MAX,
-            dirty: HashSet::new(),
+            dirty: KeySet::default(),
             clock_trusted: true,
         }
     }
@@ -208,9 +208,12 @@ impl Engine {
             out,
         };
         // Step 3 for sessions: join before the watermark moves.
-        let joined = match self.keys.get_mut(&reading.key) {
-            Some(state) if session => state.join_session(&reading, &mut ctx),
-            _ => None,
+        let joined = if session {
+            self.keys
+                .get_mut(&reading.key)
+                .and_then(|state| state.join_session(&reading, &mut ctx))
+        } else {
+            None
         };
         if global && self.global_max_ts.is_none_or(|m| reading.ts > m) {
             self.global_max_ts = Some(reading.ts);
@@ -376,7 +379,7 @@ impl Engine {
 }
 
 /// Adds `key` to the dirty set, cloning it only the first time.
-fn mark(dirty: &mut HashSet<Key>, key: &Key) {
+fn mark(dirty: &mut KeySet, key: &Key) {
     if !dirty.contains(key) {
         dirty.insert(key.clone());
     }
