@@ -31,6 +31,12 @@ impl Readme {
         Self { text }
     }
 
+    /// The line number (from 1) where `text` first starts, for failure messages.
+    pub fn line_of(&self, text: &str) -> Option<usize> {
+        let at = self.text.find(text)?;
+        Some(self.text[..at].matches('\n').count() + 1)
+    }
+
     /// The section whose heading contains `title`; panics when there is none, naming it.
     pub fn section(&self, title: &str) -> Section {
         sections(&self.text)
@@ -189,5 +195,7 @@ mod tests {
         assert_eq!(s.between("and", "."), "and `z`");
         assert_eq!(s.table_rows(), [vec!["h", "`a | b`"], vec!["1", "2"]]);
         assert_eq!(r.section("C").text, "end\n");
+        assert_eq!(r.line_of("| 1"), Some(13));
+        assert_eq!(r.line_of("intro"), Some(2));
     }
 }
