@@ -171,11 +171,11 @@ fn status_and_metrics_match_the_readme_up_unhealthy_and_down() {
             .unwrap_or(0);
         let at = format!("README.md:{}", start + line);
         panic!(
-            "{at}: the `weir status` example's section {} is {:?}, weir status prints {:?}\n\
+            "{at}: the `weir status` example's section {} is `{}`, weir status prints `{}`\n\
              README sections {shown:?}\nweir status     {printed:?}\n{}",
             i + 1,
-            shown.get(i),
-            printed.get(i),
+            shown.get(i).map_or("(none)", String::as_str),
+            printed.get(i).map_or("(none)", String::as_str),
             out.stdout
         );
     }
@@ -390,8 +390,7 @@ fn the_outbox_tools_exit_as_the_readmes_table_says() {
         .and_then(|c| c.pragma_update(None, "user_version", 99))
         .unwrap_or_else(|e| panic!("{e}"));
     let missing = d.join("missing.db");
-    let config = Config::new("ob", d).upstream(1)
-        .sim(toml! { name = "s" });
+    let config = Config::new("ob", d).upstream(1).sim(toml! { name = "s" });
     let outbox = config.outbox_db();
     let cfg = config.write();
 

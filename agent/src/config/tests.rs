@@ -109,7 +109,9 @@ fn a_bad_duration_names_the_key_the_line_and_the_fix() {
 
 #[test]
 fn a_duration_with_an_unknown_unit_names_the_unit() {
-    let e = invalid(&format!("{MINIMAL}\n[engine]\nallowed_lateness = \"10x\"\n"));
+    let e = invalid(&format!(
+        "{MINIMAL}\n[engine]\nallowed_lateness = \"10x\"\n"
+    ));
     assert_eq!(e.problem, "\"10x\" is not a duration (no unit \"x\")");
 }
 
