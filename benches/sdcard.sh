@@ -7,7 +7,8 @@
 # Starts a private Mosquitto on a free port (upstream up, PUBACKs flowing), then the real
 # weir with SENSORS simulated sensors each sampling every INTERVAL, WINDOW tumbling windows
 # and a threshold detector, its state directory on a disk-backed filesystem (not tmpfs:
-# write_bytes counts nothing there). After a 20 s warm-up it reads write_bytes from
+# write_bytes counts nothing there) and its control socket in STATE_DIR/run (never the
+# system's /run/weir/control.sock). After a 20 s warm-up it reads write_bytes from
 # /proc/<pid>/io at the start and the end of SECONDS and extrapolates to a day.
 #
 # write_bytes is what the process caused to be sent to the block device: a page is counted
@@ -78,6 +79,9 @@ cp_line=
 [agent]
 device = "sdbench"
 state_dir = "$STATE_DIR/state"
+# Its own control socket: the default, /run/weir/control.sock, belongs to an installed weir
+# or a test run on the same machine.
+runtime_dir = "$STATE_DIR/run"
 $cp_line
 
 [engine]

@@ -1,7 +1,8 @@
 //! A builder for `weir.toml`: sensible test defaults, every one of them overridable, so
 //! that a test states only the settings its scenario is about.
 //!
-//! Defaults: `[agent] device` and `state_dir = <dir>/state`; `[engine.window] size = "1s"`;
+//! Defaults: `[agent] device`, `state_dir = <dir>/state` and `runtime_dir = <dir>/run` (a
+//! test never takes the system's `/run/weir/control.sock`); `[engine.window] size = "1s"`;
 //! with [`Config::upstream`], the uplink on 127.0.0.1 with `reconnect_min = "100ms"` and
 //! `reconnect_max = "1s"` (a restarted broker is found again at once); with
 //! [`Config::ingest`], MQTT ingest from 127.0.0.1 with a fixed `client_id`. Everything
@@ -96,7 +97,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config for device `device` whose state lives in `<dir>/state`.
+    /// A config for device `device` whose state lives in `<dir>/state` and whose control
+    /// socket is `<dir>/run/control.sock`.
     pub fn new(device: &str, dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
@@ -105,6 +107,7 @@ impl Config {
         }
         .set("agent", "device", device)
         .set("agent", "state_dir", dir.join("state").as_path())
+        .set("agent", "runtime_dir", dir.join("run").as_path())
         .set("engine.window", "size", "1s")
     }
 

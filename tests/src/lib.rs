@@ -32,6 +32,7 @@ pub mod homeassistant;
 pub mod postgres;
 pub mod process;
 pub mod publisher;
+pub mod readme;
 pub mod recorder;
 pub mod sink;
 pub mod snapshot;

@@ -94,7 +94,7 @@ pub enum Command {
             env = "WEIR_CONFIG"
         )]
         config: PathBuf,
-        /// Log filter, e.g. "info" or "weir=debug" (also WEIR_LOG).
+        /// Log filter, e.g. "info" or "info,weir=debug" (also WEIR_LOG).
         #[arg(long, env = "WEIR_LOG", default_value = "info")]
         log: String,
     },

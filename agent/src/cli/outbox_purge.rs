@@ -71,6 +71,20 @@ pub fn purge(
         );
         return exit::BUSY;
     }
+    if cfg.is_none() {
+        // Only with `--db`: the socket checked is a guess, and a daemon with another
+        // runtime_dir would not be seen. Say which one, so that a "purged" is not read as
+        // "weir was not running".
+        let _ = writeln!(
+            err,
+            "note: no configuration loaded from {}, so only the default control socket {}/{} \
+             was checked for a running weir (nothing answers); if weir runs with another \
+             [agent] runtime_dir, stop it first or name its file with --config",
+            t.config.display(),
+            DEFAULT_RUNTIME_DIR,
+            CONTROL_SOCKET
+        );
+    }
     let now = crate::reading::now_ms();
     let older = i64::try_from(args.older_than.as_millis()).unwrap_or(i64::MAX);
     let req = PurgeRequest {
@@ -197,5 +211,46 @@ fn syslog(msg: &str) {
     let line = format!("<12>weir-outbox[{}]: {msg}", std::process::id());
     if let Ok(sock) = UnixDatagram::unbound() {
         let _ = sock.send_to(line.as_bytes(), "/dev/log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_db_and_no_configuration_it_says_which_control_socket_it_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = dir.path().join("absent.toml");
+        let db = dir.path().join("absent.db");
+        let t = Target {
+            config: &config,
+            db: Some(&db),
+            json: false,
+        };
+        let args = PurgeArgs {
+            older_than: Duration::from_secs(1),
+            class: None,
+            yes: true,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = purge(&t, args, &mut std::io::empty(), &mut out, &mut err);
+        let err = String::from_utf8_lossy(&err);
+        if code == exit::BUSY {
+            // A weir installed on this machine answers there: the refusal names the socket.
+            assert!(err.contains("/run/weir/control.sock"), "{err}");
+            return;
+        }
+        assert!(
+            err.starts_with(&format!(
+                "note: no configuration loaded from {}, so only the default control socket \
+                 /run/weir/control.sock was checked",
+                config.display()
+            )),
+            "{err}"
+        );
+        // Then the missing file is what fails.
+        assert_eq!(code, exit::FAILURE, "{err}");
+        assert!(!db.exists());
     }
 }

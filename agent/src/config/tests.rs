@@ -103,6 +103,16 @@ fn a_bad_duration_names_the_key_the_line_and_the_fix() {
         shown.starts_with("weir.toml:8: engine.allowed_lateness: "),
         "{shown}"
     );
+    // The parser's byte offsets ("expected number at 0") are not repeated to the reader.
+    assert_eq!(e.problem, "\"ten seconds\" is not a duration");
+}
+
+#[test]
+fn a_duration_with_an_unknown_unit_names_the_unit() {
+    let e = invalid(&format!(
+        "{MINIMAL}\n[engine]\nallowed_lateness = \"10x\"\n"
+    ));
+    assert_eq!(e.problem, "\"10x\" is not a duration (no unit \"x\")");
 }
 
 #[test]

@@ -37,9 +37,19 @@ fn with(path: &[Seg], seg: Seg) -> Vec<Seg> {
 fn duration(path: &[Seg], value: Option<&str>, default: &str) -> Result<Duration> {
     let text = value.unwrap_or(default);
     humantime::parse_duration(text).or_else(|e| {
+        // The parser's own words ("expected number at 0") point at a byte offset, which
+        // tells a technician nothing the fix line does not; a unit it does not know, or a
+        // number too large, is worth naming.
+        let why = match e {
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!(" (no unit \"{unit}\")")
+            }
+            humantime::DurationError::NumberOverflow => " (too large)".to_string(),
+            _ => String::new(),
+        };
         err(
             path,
-            format!("\"{text}\" is not a duration ({e})"),
+            format!("\"{text}\" is not a duration{why}"),
             "write a number with a unit, e.g. \"500ms\", \"10s\", \"5m\", \"1h\"",
         )
     })
