@@ -188,12 +188,37 @@ fn stderr_id() -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
-/// Installs the global subscriber with `filter` (falling back to `info` when invalid).
+/// The filter a daemon starts with for `input` (`--log` / `WEIR_LOG`), and a
+/// warning to log when it is not `input` as typed. As `weir log-level` does,
+/// level names are normalised (`warning` is WARN, not a module); a filter that
+/// sets no level for everything else keeps ERROR on for the rest (`weir=debug`
+/// starts as `error,weir=debug`) unless it says `off,` itself; one that cannot
+/// be read falls back to `info`. A daemon must start either way.
+pub fn startup_filter(input: &str) -> (String, Option<String>) {
+    if let Ok(f) = Filter::parse(input, false) {
+        return (f.text, None);
+    }
+    match Filter::parse(input, true) {
+        Ok(f) => {
+            let text = format!("error,{}", f.text);
+            let why = format!(
+                "log filter {input:?} sets no level for everything else, which would turn ERROR off there: using {text:?} (write \"off,{input}\" to silence the rest on purpose)"
+            );
+            (text, Some(why))
+        }
+        Err(e) => (
+            "info".to_owned(),
+            Some(format!(
+                "log filter {input:?} not used, \"info\" instead: {e}"
+            )),
+        ),
+    }
+}
+
+/// Installs the global subscriber with `filter` (see [`startup_filter`]).
 pub fn init(filter: &str) -> LogControl {
-    // `WEIR_LOG=warning` means WARN, not the module "warning"; an unparseable value
-    // falls back to info below.
-    let normalised = Filter::parse(filter, true).map(|f| f.text);
-    let filter = normalised.as_deref().unwrap_or("info");
+    let (normalised, warning) = startup_filter(filter);
+    let filter = normalised.as_str();
     let (filter, text) = match filter.parse::<Targets>() {
         Ok(f) => (f, filter.to_string()),
         Err(_) => (
@@ -223,6 +248,9 @@ pub fn init(filter: &str) -> LogControl {
         .with(journal)
         .with(fmt)
         .try_init();
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
     LogControl {
         handle: Some(handle),
         current: Mutex::new(text),
@@ -239,6 +267,25 @@ fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_startup_filter_never_turns_error_off_unless_it_says_off() {
+        assert_eq!(
+            startup_filter("info,weir=debug"),
+            ("info,weir=debug".into(), None)
+        );
+        assert_eq!(startup_filter("warning"), ("warn".into(), None));
+        let (text, why) = startup_filter("weir=debug,rumqttc=warn");
+        assert_eq!(text, "error,weir=debug,rumqttc=warn");
+        assert!(why.is_some_and(|w| w.contains("would turn ERROR off")));
+        assert_eq!(
+            startup_filter("off,weir=debug"),
+            ("off,weir=debug".into(), None)
+        );
+        let (text, why) = startup_filter("loud");
+        assert_eq!(text, "info");
+        assert!(why.is_some_and(|w| w.contains("\"loud\" is not a level")));
+    }
 
     #[test]
     fn colours_need_a_terminal_and_no_no_color() {
