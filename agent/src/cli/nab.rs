@@ -166,19 +166,26 @@ fn weighted(wid: Option<usize>, u: f64, p: &Profile) -> f64 {
     }
 }
 
-/// The corpus-wide threshold sweep: (threshold, best raw score).
-fn sweep(points: &[Point], ids: &[usize], p: &Profile) -> (f64, f64) {
-    let mut order: Vec<usize> = (0..points.len()).collect();
-    order.sort_by(|&a, &b| points[b].0.total_cmp(&points[a].0));
+/// `points` ordered by score, highest first; equal scores keep their order
+/// (a stable sort), as the sweep's sums must not depend on the sort.
+fn by_score(points: &[Point]) -> Vec<Point> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    sorted
+}
+
+/// The corpus-wide threshold sweep over `sorted` (see [`by_score`]):
+/// (threshold, best raw score).
+fn sweep(sorted: &[Point], ids: &[usize], p: &Profile) -> (f64, f64) {
     let mut win: HashMap<usize, f64> = ids.iter().map(|&id| (id, -p.fn_)).collect();
     let mut win_sum = -p.fn_ * ids.len() as f64;
     let mut fp_sum = 0.0;
     let (mut best_t, mut best) = (1.1, win_sum);
     let mut i = 0;
-    while i < order.len() {
-        let s = points[order[i]].0;
-        while i < order.len() && points[order[i]].0 == s {
-            let (_, wid, u) = points[order[i]];
+    while i < sorted.len() {
+        let s = sorted[i].0;
+        while i < sorted.len() && sorted[i].0 == s {
+            let (_, wid, u) = sorted[i];
             let v = weighted(wid, u, p);
             match wid {
                 None => fp_sum += v,
@@ -213,12 +220,14 @@ pub fn score(series: &[Series], profiles: &[Profile]) -> Vec<NabResult> {
         ids.extend(i);
     }
     let total_windows: usize = series.iter().map(|s| s.windows.len()).sum();
+    // One sort for every profile; the null detector's equal scores need none.
     let null: Vec<Point> = points.iter().map(|&(_, w, u)| (0.5, w, u)).collect();
+    let sorted = by_score(&points);
     profiles
         .iter()
         .map(|p| {
             let (_, null_score) = sweep(&null, &ids, p);
-            let (threshold, raw) = sweep(&points, &ids, p);
+            let (threshold, raw) = sweep(&sorted, &ids, p);
             let perfect = total_windows as f64 * p.tp;
             let mut detected: Vec<usize> = points
                 .iter()
