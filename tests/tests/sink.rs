@@ -1,10 +1,15 @@
 //! The reference sink (`weir-sink`, docs/fleet.md) against a real fleet: four `weir` daemons
 //! under load through one real Mosquitto, two sinks sharing one subscription, a private
 //! PostgreSQL cluster. One sink is SIGKILLed and the broker restarted mid-run, and a tenth of
-//! the messages are published again as duplicates (the two sinks do not share a subscription
-//! here: see `SINK_ARGS`); the tables must then equal what a
+//! the messages are published again as duplicates; the tables must then equal what a
 //! deduplicating subscriber recorded: every window once at its highest revision, every alert
 //! once with both times, every late reading and dead letter once, bad messages in `rejects`.
+//!
+//! The sinks share `$share/weir-sink/weir/+/#`, which Mosquitto 2.0 does not persist: after
+//! the broker restart the group has no members until a sink resubscribes, and only the sinks'
+//! guard sessions (docs/fleet.md) hold what the devices publish meanwhile. With
+//! `WEIR_SINK_NO_GUARD=1` in the environment (the sinks inherit it) the guards are off and
+//! this test fails with panes missing: that is the loss the guard closes.
 //!
 //! Skips, saying so, only when PostgreSQL's server binaries are not installed
 //! (`scripts/deps.sh test` installs Debian's `postgresql`).
@@ -20,13 +25,8 @@ use weir_tests::*;
 
 const DEVICES: [&str; 4] = ["fleet-a", "fleet-b", "fleet-c", "fleet-d"];
 
-/// Both sinks subscribe without sharing, each writing every message: Mosquitto 2.0 does not
-/// save shared subscriptions (`$share/...`) in its persistence file, so after the broker
-/// restart the group has no members until a sink resubscribes, and what the devices publish
-/// in between is lost for the group (99 to 140 panes per run here) while a plain persistent
-/// subscriber (the truth) keeps it. docs/fleet.md has the evidence and the planned fix; the
-/// shared case is not covered end to end until then.
-const SINK_ARGS: &[&str] = &["--batch", "200", "--group", ""];
+/// Both sinks in one shared-subscription group, with their guard sessions (the default).
+const SINK_ARGS: &[&str] = &["--batch", "200", "--group", "weir-sink"];
 
 fn postgres_or_skip(dir: &Path) -> Option<Postgres> {
     let pg = Postgres::start(dir);
@@ -327,8 +327,8 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
         );
     }
 
-    // Rejects: one row per distinct bad payload, arrivals counted (each sink sees each
-    // arrival: the payload published twice is counted twice as often); the log says why.
+    // Rejects: one row per distinct bad payload, arrivals counted (at least once each: a
+    // redelivery or a guard writing counts one again); the log says why.
     let rejects = pg.query("SELECT topic, reason, seen FROM rejects ORDER BY topic, reason");
     let summary: Vec<(String, String)> = rejects
         .iter()
@@ -345,7 +345,7 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
     );
     let seen: Vec<i64> = rejects.iter().map(|r| r[2].parse().unwrap_or(0)).collect();
     assert!(
-        seen[1] == 2 * seen[0] && seen[0] == seen[2] && seen[0] >= 1,
+        seen[0] >= 1 && seen[1] >= 2 && seen[2] >= 1,
         "rejects: {rejects:?}"
     );
     let logs = format!("{}{}", sink_a.log(), sink_b.log());
@@ -353,6 +353,20 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
         logs.contains("message rejected") && logs.contains("unknown message type `gauge`"),
         "no clear log line for the rejects:\n{logs}"
     );
+    // The run shared one subscription, and the guards covered the restart: each went back to
+    // writing when its connection was lost and stopped when its sink's mark came back.
+    assert!(
+        logs.contains(r#""$share/weir-sink/weir/+/#""#),
+        "the sinks did not subscribe to the shared group:\n{logs}"
+    );
+    if std::env::var_os("WEIR_SINK_NO_GUARD").is_none() {
+        for needle in [
+            "guard: its mark came back",
+            "guard: writing (the group may be missing messages)",
+        ] {
+            assert!(logs.contains(needle), "no {needle:?} in the sinks' logs:\n{logs}");
+        }
+    }
 
     sink_a.stop_ok(Duration::from_secs(30));
     sink_b.stop_ok(Duration::from_secs(30));
