@@ -44,7 +44,8 @@ struct Args {
     /// No guard session. With a group, the sink otherwise also holds `<client-id>-guard`, a
     /// plain persistent subscription that writes what a broker restart hides from the group
     /// (Mosquitto 2.0 does not persist shared subscriptions; docs/fleet.md).
-    #[arg(long, env = "WEIR_SINK_NO_GUARD")]
+    #[arg(long, env = "WEIR_SINK_NO_GUARD", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     no_guard: bool,
 }
 

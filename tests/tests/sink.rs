@@ -1,13 +1,15 @@
 //! The reference sink (`weir-sink`, docs/fleet.md) against a real fleet: four `weir` daemons
 //! under load through one real Mosquitto, two sinks sharing one subscription, a private
-//! PostgreSQL cluster. One sink is SIGKILLed and the broker restarted mid-run, and a tenth of
+//! PostgreSQL cluster. One sink is SIGKILLed, and the broker restarted mid-run while both
+//! sinks are frozen (SIGSTOP), and a tenth of
 //! the messages are published again as duplicates; the tables must then equal what a
 //! deduplicating subscriber recorded: every window once at its highest revision, every alert
 //! once with both times, every late reading and dead letter once, bad messages in `rejects`.
 //!
 //! The sinks share `$share/weir-sink/weir/+/#`, which Mosquitto 2.0 does not persist: after
 //! the broker restart the group has no members until a sink resubscribes, and only the sinks'
-//! guard sessions (docs/fleet.md) hold what the devices publish meanwhile. With
+//! guard sessions (docs/fleet.md) hold what the devices publish meanwhile (the sinks are
+//! frozen then, so that this gap is certain, not a race between reconnect delays). With
 //! `WEIR_SINK_NO_GUARD=1` in the environment (the sinks inherit it) the guards are off and
 //! this test fails with panes missing: that is the loss the guard closes.
 //!
@@ -249,13 +251,21 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
     let mut sink_b = Sink::start(port, &url, "sink-b", &sinks_dir, SINK_ARGS);
     feed(&publisher, 120..160);
 
-    // The publisher is idle here (its clean session would drop what is in flight); the
-    // devices keep publishing.
+    // The broker restarts while both sinks are frozen (SIGSTOP: hosts slow to come back),
+    // so the devices reconnect and publish their backlog and new results while the shared
+    // group has no member (Mosquitto 2.0 did not persist it): only the guards' plain
+    // subscriptions hold those messages. The publisher is idle across the restart itself (its
+    // clean session would drop what is in flight); the devices keep publishing.
+    sink_a.signal("STOP");
+    sink_b.signal("STOP");
     broker.stop();
     std::thread::sleep(Duration::from_secs(1));
     broker.start();
-    sink_b.wait_log("session_present=true", Duration::from_secs(60));
-    feed(&publisher, 160..240);
+    feed(&publisher, 160..200);
+    sink_a.signal("CONT");
+    sink_b.signal("CONT");
+    sink_a.wait_log("broker connection lost", Duration::from_secs(60));
+    feed(&publisher, 200..240);
 
     truth.stop_duplicating();
     for w in &mut weirs {
