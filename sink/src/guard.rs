@@ -132,10 +132,17 @@ mod tests {
     fn the_guard_writes_from_the_start_until_its_mark_comes_back() {
         let mut g = Gate::default();
         assert!(g.guard_writes());
-        assert_eq!(g.guard_subscribed(5), None, "no mark before the group exists");
+        assert_eq!(
+            g.guard_subscribed(5),
+            None,
+            "no mark before the group exists"
+        );
         assert!(g.guard_writes());
         assert_eq!(g.main_subscribed(6), Some(6));
-        assert!(g.guard_writes(), "a mark published is not yet a mark received");
+        assert!(
+            g.guard_writes(),
+            "a mark published is not yet a mark received"
+        );
         assert!(g.mark_received(6));
         assert!(!g.guard_writes());
     }
@@ -144,7 +151,10 @@ mod tests {
     fn a_stale_mark_does_not_stop_the_guard() {
         let mut g = armed();
         g.main_lost();
-        assert!(!g.mark_received(2), "issued before the main connection was lost");
+        assert!(
+            !g.mark_received(2),
+            "issued before the main connection was lost"
+        );
         assert_eq!(g.main_subscribed(3), Some(3));
         assert!(!g.mark_received(2), "retransmitted on the new connection");
         assert!(g.guard_writes());
@@ -178,7 +188,10 @@ mod tests {
         // reaches no broker, and is withdrawn when that connection's loss is seen.
         assert_eq!(g.guard_subscribed(7), Some(7));
         g.main_lost();
-        assert!(!g.mark_received(7), "retransmitted on the main client's new connection");
+        assert!(
+            !g.mark_received(7),
+            "retransmitted on the main client's new connection"
+        );
         assert_eq!(g.main_subscribed(8), Some(8));
         assert!(g.mark_received(8));
         assert!(!g.guard_writes());

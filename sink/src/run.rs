@@ -401,7 +401,11 @@ async fn event_loop(
                     });
                     if let Some(n) = issued {
                         let (topic, payload) = (g.mark_topic.clone(), guard::mark_payload(n));
-                        if let Err(e) = g.main.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                        if let Err(e) = g
+                            .main
+                            .publish(topic, QoS::AtLeastOnce, false, payload)
+                            .await
+                        {
                             warn!(error = %e, "guard mark not queued");
                         }
                     }

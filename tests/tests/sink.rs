@@ -374,7 +374,10 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
             "guard: its mark came back",
             "guard: writing (the group may be missing messages)",
         ] {
-            assert!(logs.contains(needle), "no {needle:?} in the sinks' logs:\n{logs}");
+            assert!(
+                logs.contains(needle),
+                "no {needle:?} in the sinks' logs:\n{logs}"
+            );
         }
     }
 
