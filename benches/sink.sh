@@ -13,6 +13,11 @@
 #        N=50000 BATCH=200 benches/sink.sh
 #        PROFILE=debug benches/sink.sh   (the debug build: quicker to build, slower to run)
 #        SINK_BIN=path/to/weir-sink benches/sink.sh   (no build)
+#        WEIR_SINK_NO_GUARD=1 benches/sink.sh   (sinks without their guard sessions)
+#
+# With the guard (the default, docs/fleet.md) each sink's guard session also holds all N
+# panes and writes them until its mark comes back, which at a sink's start covers the whole
+# backlog: the figure is then the time until every row is in, whoever wrote it.
 set -euo pipefail
 N=${N:-20000}
 BATCH=${BATCH:-500}
@@ -78,8 +83,9 @@ EOF
 }
 
 start_sink() { # client id, group, log
+  # Each run on its own topics: the previous runs' sessions (and guards) stay on the broker.
   "$sink" --mqtt "127.0.0.1:$mqport" --database "$db" --client-id "$1" --group "$2" \
-    --batch "$BATCH" >/dev/null 2>"$3" &   # stdout closed: $(start_sink) returns at once
+    --topic "weir/$2/#" --batch "$BATCH" >/dev/null 2>"$3" &   # stdout closed: $(start_sink) returns at once
   pids+=($!)
   echo $!
 }
@@ -89,7 +95,10 @@ wait_log() { for _ in $(seq 300); do grep -q "$2" "$1" && return 0; sleep 0.1; d
 run() { # number of sinks
   local n=$1 group="bench-$1" ps=() i
   for i in $(seq "$n"); do ps+=("$(start_sink "$group-$i" "$group" "$tmp/$group-$i.warm")"); done
-  for i in $(seq "$n"); do wait_log "$tmp/$group-$i.warm" subscribed; done
+  # Both subscriptions in place: the shared one, and the guard's (its mark came back).
+  local ready=subscribed
+  [ "$GUARD" = on ] && ready="its mark came back"
+  for i in $(seq "$n"); do wait_log "$tmp/$group-$i.warm" "$ready"; done
   kill "${ps[@]}"; wait "${ps[@]}" 2>/dev/null || true
   psql "TRUNCATE panes"
   panes "$group" > "$tmp/$group.jsonl"
@@ -101,9 +110,10 @@ run() { # number of sinks
   until [ "$(psql 'SELECT count(*) FROM panes')" -ge "$N" ]; do sleep 0.05; done
   t1=$(date +%s.%N)
   kill "${ps[@]}"; wait "${ps[@]}" 2>/dev/null || true
-  python3 -c "n=$N; t=$t1-$t0; print(f'$n sink(s): {n} rows in {t:.2f} s = {n/t:,.0f} rows/s (batch $BATCH, $PROFILE build)')"
+  python3 -c "n=$N; t=$t1-$t0; print(f'$n sink(s): {n} rows in {t:.2f} s = {n/t:,.0f} rows/s (batch $BATCH, $PROFILE build, guard ${GUARD})')"
 }
 
+GUARD=$([ -n "${WEIR_SINK_NO_GUARD:-}" ] && echo off || echo on)
 echo "weir-sink bench: $N panes, $(nproc) cores, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), $(mosquitto -h 2>/dev/null | head -1 | awk '{print $3}') mosquitto" >&2
 run 1
 run 2

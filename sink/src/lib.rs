@@ -12,9 +12,11 @@
 //! - [`decode`]: one MQTT message to one [`decode::Record`] or a [`decode::Reject`]; pure.
 //! - [`schema`]: the tables and their migrations (`schema_version`).
 //! - [`store`]: idempotent statements, one transaction per batch.
+//! - [`guard`]: when the guard session writes (shared subscriptions across broker restarts).
 //! - [`run`]: the MQTT event loop and the batch / commit / acknowledge cycle.
 
 pub mod decode;
+pub mod guard;
 pub mod run;
 pub mod schema;
 pub mod store;

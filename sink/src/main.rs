@@ -41,6 +41,12 @@ struct Args {
     /// MQTT keep-alive in seconds.
     #[arg(long, default_value_t = 30)]
     keep_alive: u64,
+    /// No guard session. With a group, the sink otherwise also holds `<client-id>-guard`, a
+    /// plain persistent subscription that writes what a broker restart hides from the group
+    /// (Mosquitto 2.0 does not persist shared subscriptions; docs/fleet.md).
+    #[arg(long, env = "WEIR_SINK_NO_GUARD", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    no_guard: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +99,7 @@ fn real_main() -> anyhow::Result<()> {
         database: a.database,
         batch: a.batch,
         keep_alive: Duration::from_secs(a.keep_alive.max(5)),
+        guard: !a.no_guard,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -18,18 +18,24 @@
 //!   tasks cannot wait on each other.
 //! - A message that cannot be read, or whose row the database refuses, becomes a row in
 //!   `rejects` and is acknowledged like the others: it never blocks the rest.
+//! - With a shared subscription, a second client, the guard (`<client-id>-guard`, a plain
+//!   subscription on its own persistent session), feeds the same channel and the same writer;
+//!   [`crate::guard::Gate`] decides, as each of its messages arrives, whether it is written or
+//!   only acknowledged. Each delivery names the client that acknowledges it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeReasonCode,
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::decode::{Reject, decode};
+use crate::guard::{self, Gate};
 use crate::store::{Item, Store, StoreError, Written};
 
 /// How the sink runs (the command line, `weir-sink --help`).
@@ -53,6 +59,9 @@ pub struct Options {
     pub batch: usize,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
+    /// With a group: run the guard session (`<client-id>-guard`) that covers the messages a
+    /// broker restart hides from the group (docs/fleet.md). Ignored without a group.
+    pub guard: bool,
 }
 
 impl Options {
@@ -68,9 +77,63 @@ impl Options {
     }
 }
 
+/// Which of the sink's two MQTT clients a message came on (and is acknowledged on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The client with the shared subscription.
+    Main = 0,
+    /// The guard: a plain subscription on its own persistent session.
+    Guard = 1,
+}
+
 struct Delivery {
     publish: Publish,
+    role: Role,
+    /// The connection it came on (see the invariants).
     epoch: u64,
+    /// Written, or only acknowledged (the guard's copy of what the group holds; a mark).
+    write: bool,
+}
+
+/// One MQTT client: the handle that acknowledges, and its connection's epoch.
+#[derive(Clone)]
+struct Conn {
+    client: AsyncClient,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Conn {
+    fn new(opts: &Options, client_id: &str) -> (Self, EventLoop) {
+        let mut mqtt = MqttOptions::new(client_id, &opts.host, opts.port);
+        mqtt.set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(opts.keep_alive)
+            .set_max_packet_size(256 * 1024, 256 * 1024);
+        if let Some((u, p)) = &opts.credentials {
+            mqtt.set_credentials(u, p);
+        }
+        // The writer must never wait to queue a PUBACK: the event loop may itself be waiting
+        // for room in the deliveries channel, which only the writer empties (a deadlock seen
+        // under load after a broker restart with a capacity of 64). Acks queued are at most
+        // what the broker has in flight to us plus one batch; this capacity is a limit, not
+        // an allocation.
+        let (client, eventloop) = AsyncClient::new(mqtt, (opts.batch * 8).max(65_536));
+        let conn = Self {
+            client,
+            epoch: Arc::new(AtomicU64::new(0)),
+        };
+        (conn, eventloop)
+    }
+}
+
+/// What the guard's and the main client's event loops share.
+#[derive(Clone)]
+struct Guarded {
+    gate: Arc<Mutex<Gate>>,
+    /// The main client: marks go out on its connection.
+    main: AsyncClient,
+    /// This sink's mark topic.
+    mark_topic: String,
 }
 
 /// Runs until `stop` turns true; then finishes the batch in hand, acknowledges it and
@@ -80,31 +143,44 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> Result<(), c
         return Ok(());
     };
 
-    let mut mqtt = MqttOptions::new(&opts.client_id, &opts.host, opts.port);
-    mqtt.set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(opts.keep_alive)
-        .set_max_packet_size(256 * 1024, 256 * 1024);
-    if let Some((u, p)) = &opts.credentials {
-        mqtt.set_credentials(u, p);
-    }
-    // The writer must never wait to queue a PUBACK: the event loop may itself be waiting for
-    // room in the deliveries channel, which only the writer empties (a deadlock seen under
-    // load after a broker restart with a capacity of 64). Acks queued are at most what the
-    // broker has in flight to us plus one batch; this capacity is a limit, not an allocation.
-    let (client, eventloop) = AsyncClient::new(mqtt, (opts.batch * 8).max(65_536));
+    let (main, main_events) = Conn::new(&opts, &opts.client_id);
     let (tx, mut rx) = mpsc::channel(opts.batch.max(1));
-    let epoch = Arc::new(AtomicU64::new(0));
-    let events = tokio::spawn(event_loop(
-        eventloop,
-        client.clone(),
+    let guarded = (opts.guard && opts.group.is_some()).then(|| Guarded {
+        gate: Arc::new(Mutex::new(Gate::default())),
+        main: main.client.clone(),
+        mark_topic: guard::mark_topic(&opts.client_id),
+    });
+    let mut conns = vec![main.clone()];
+    let mut tasks = vec![tokio::spawn(event_loop(
+        main_events,
+        Role::Main,
+        main.clone(),
         opts.filters(),
-        tx,
-        epoch.clone(),
-    ));
+        tx.clone(),
+        guarded.clone(),
+    ))];
+    if let Some(g) = &guarded {
+        let (conn, events) = Conn::new(&opts, &format!("{}-guard", opts.client_id));
+        let mut filters = opts.topics.clone();
+        filters.push(g.mark_topic.clone());
+        conns.push(conn.clone());
+        tasks.push(tokio::spawn(event_loop(
+            events,
+            Role::Guard,
+            conn,
+            filters,
+            tx,
+            guarded.clone(),
+        )));
+        info!(client_id = %format!("{}-guard", opts.client_id), "guard session on");
+    } else {
+        drop(tx);
+    }
 
     let mut totals = Written::default();
     let mut stale = 0u64;
+    let mut guard_written = 0u64;
+    let mut guard_skipped = 0u64;
     let mut last_report = Instant::now();
     let mut batch: Vec<Delivery> = Vec::with_capacity(opts.batch);
     loop {
@@ -120,28 +196,41 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> Result<(), c
                 Err(_) => break,
             }
         }
-        let items: Vec<Item> = batch.iter().map(|d| item(&d.publish)).collect();
-        match write(&mut store, &opts.database, &items, &mut stop).await? {
-            Some(w) => totals += w,
-            // Stopped while the database was away: nothing acknowledged, all redelivered.
-            None => break,
+        let items: Vec<Item> = batch
+            .iter()
+            .filter(|d| d.write)
+            .map(|d| item(&d.publish))
+            .collect();
+        for d in batch.iter().filter(|d| d.role == Role::Guard) {
+            *if d.write {
+                &mut guard_written
+            } else {
+                &mut guard_skipped
+            } += 1;
         }
-        let now_epoch = epoch.load(Ordering::SeqCst);
+        if !items.is_empty() {
+            match write(&mut store, &opts.database, &items, &mut stop).await? {
+                Some(w) => totals += w,
+                // Stopped while the database was away: nothing acknowledged, all redelivered.
+                None => break,
+            }
+        }
         for d in batch.drain(..) {
-            if d.epoch != now_epoch {
+            let conn = &conns[d.role as usize];
+            if d.epoch != conn.epoch.load(Ordering::SeqCst) {
                 stale += 1;
                 continue;
             }
-            if client.ack(&d.publish).await.is_err() {
-                // The event loop is gone: nothing more can be acknowledged.
-                break;
-            }
+            // An error: that event loop is gone, nothing more can be acknowledged on it.
+            let _ = conn.client.ack(&d.publish).await;
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             info!(
                 applied = totals.applied,
                 unchanged = totals.unchanged,
                 not_acked_reconnect = stale,
+                guard_written,
+                guard_skipped,
                 "rows written"
             );
             last_report = Instant::now();
@@ -153,8 +242,12 @@ pub async fn run(opts: Options, mut stop: watch::Receiver<bool>) -> Result<(), c
         "stopping: last batch committed and acknowledged"
     );
     drop(rx);
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), events).await;
+    for c in &conns {
+        let _ = c.client.disconnect().await;
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     Ok(())
 }
 
@@ -263,23 +356,31 @@ async fn connect_store(
     }
 }
 
+/// Drives one client: subscribes on every CONNACK (a persistent session's subscriptions may
+/// not have survived a broker restart: shared ones never do), feeds the writer, and tells the
+/// gate about subscriptions, marks and lost connections.
 async fn event_loop(
     mut eventloop: EventLoop,
-    client: AsyncClient,
+    role: Role,
+    conn: Conn,
     filters: Vec<String>,
     tx: mpsc::Sender<Delivery>,
-    epoch: Arc<AtomicU64>,
+    guarded: Option<Guarded>,
 ) {
     let mut backoff = Backoff::new();
+    // For the logs: whether the guard was writing when it last received something.
+    let mut guard_writing = true;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Backoff::new();
-                info!(session_present = ack.session_present, filters = ?filters, "connected to the broker");
-                for f in &filters {
-                    if let Err(e) = client.subscribe(f, QoS::AtLeastOnce).await {
-                        warn!(filter = %f, error = %e, "subscribe not queued");
-                    }
+                info!(?role, session_present = ack.session_present, filters = ?filters, "connected to the broker");
+                // One SUBSCRIBE for all filters: one SUBACK says they all exist.
+                let subs = filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = conn.client.subscribe_many(subs).await {
+                    warn!(?role, error = %e, "subscribe not queued");
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -288,15 +389,59 @@ async fn event_loop(
                     .iter()
                     .any(|c| matches!(c, SubscribeReasonCode::Failure))
                 {
-                    error!(filters = ?filters, "the broker refused a subscription");
-                } else {
-                    info!("subscribed");
+                    error!(?role, filters = ?filters, "the broker refused a subscription");
+                    continue;
+                }
+                info!(?role, "subscribed");
+                if let Some(g) = &guarded {
+                    let nonce = fastrand::u64(..);
+                    let issued = g.gate.lock().ok().and_then(|mut gate| match role {
+                        Role::Main => gate.main_subscribed(nonce),
+                        Role::Guard => gate.guard_subscribed(nonce),
+                    });
+                    if let Some(n) = issued {
+                        let (topic, payload) = (g.mark_topic.clone(), guard::mark_payload(n));
+                        if let Err(e) = g
+                            .main
+                            .publish(topic, QoS::AtLeastOnce, false, payload)
+                            .await
+                        {
+                            warn!(error = %e, "guard mark not queued");
+                        }
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                let write = match (&guarded, role) {
+                    // Marks are never written; the guard's own may stop its writing.
+                    _ if guard::is_mark(&p.topic) => {
+                        if let (Some(g), Role::Guard) = (&guarded, role) {
+                            let matched = p.topic == g.mark_topic
+                                && guard::parse_mark(&p.payload).is_some_and(|n| {
+                                    g.gate.lock().is_ok_and(|mut gate| gate.mark_received(n))
+                                });
+                            if matched && guard_writing {
+                                guard_writing = false;
+                                info!("guard: its mark came back; acknowledging without writing");
+                            }
+                        }
+                        false
+                    }
+                    (Some(g), Role::Guard) => {
+                        let writes = g.gate.lock().map_or(true, |gate| gate.guard_writes());
+                        if writes && !guard_writing {
+                            guard_writing = true;
+                            info!("guard: writing (the group may be missing messages)");
+                        }
+                        writes
+                    }
+                    _ => true,
+                };
                 let d = Delivery {
                     publish: p,
-                    epoch: epoch.load(Ordering::SeqCst),
+                    role,
+                    epoch: conn.epoch.load(Ordering::SeqCst),
+                    write,
                 };
                 // The writer has stopped: the message stays unacknowledged, for redelivery.
                 let _ = tx.send(d).await;
@@ -304,7 +449,13 @@ async fn event_loop(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
-                epoch.fetch_add(1, Ordering::SeqCst);
+                conn.epoch.fetch_add(1, Ordering::SeqCst);
+                if let Some(Ok(mut gate)) = guarded.as_ref().map(|g| g.gate.lock()) {
+                    match role {
+                        Role::Main => gate.main_lost(),
+                        Role::Guard => gate.guard_lost(),
+                    }
+                }
                 // rumqttc reads up to ten packets at a time and keeps the ones not yet
                 // returned across a reconnect: after the next CONNACK they would come out
                 // tagged with the new epoch and be acknowledged on the new connection under
@@ -314,7 +465,7 @@ async fn event_loop(
                 if tx.is_closed() {
                     return;
                 }
-                warn!(error = %e, "broker connection lost; reconnecting");
+                warn!(?role, error = %e, "broker connection lost; reconnecting");
                 backoff.pause().await;
             }
         }

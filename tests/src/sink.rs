@@ -85,6 +85,13 @@ impl Sink {
         });
     }
 
+    /// Sends it signal `name` (`STOP`, `CONT`, ...), if it is running.
+    pub fn signal(&self, name: &str) {
+        if let Some(c) = self.child.as_ref() {
+            signal(c.id(), name);
+        }
+    }
+
     /// SIGKILL: whatever it had not acknowledged stays with the broker.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,10 +1,17 @@
 //! The reference sink (`weir-sink`, docs/fleet.md) against a real fleet: four `weir` daemons
 //! under load through one real Mosquitto, two sinks sharing one subscription, a private
-//! PostgreSQL cluster. One sink is SIGKILLed and the broker restarted mid-run, and a tenth of
-//! the messages are published again as duplicates (the two sinks do not share a subscription
-//! here: see `SINK_ARGS`); the tables must then equal what a
+//! PostgreSQL cluster. One sink is SIGKILLed, and the broker restarted mid-run while both
+//! sinks are frozen (SIGSTOP), and a tenth of
+//! the messages are published again as duplicates; the tables must then equal what a
 //! deduplicating subscriber recorded: every window once at its highest revision, every alert
 //! once with both times, every late reading and dead letter once, bad messages in `rejects`.
+//!
+//! The sinks share `$share/weir-sink/weir/+/#`, which Mosquitto 2.0 does not persist: after
+//! the broker restart the group has no members until a sink resubscribes, and only the sinks'
+//! guard sessions (docs/fleet.md) hold what the devices publish meanwhile (the sinks are
+//! frozen then, so that this gap is certain, not a race between reconnect delays). With
+//! `WEIR_SINK_NO_GUARD=1` in the environment (the sinks inherit it) the guards are off and
+//! this test fails with panes missing: that is the loss the guard closes.
 //!
 //! Skips, saying so, only when PostgreSQL's server binaries are not installed
 //! (`scripts/deps.sh test` installs Debian's `postgresql`).
@@ -20,12 +27,8 @@ use weir_tests::*;
 
 const DEVICES: [&str; 4] = ["fleet-a", "fleet-b", "fleet-c", "fleet-d"];
 
-/// Both sinks subscribe without sharing, each writing every message: with Mosquitto 2.0.11 a
-/// broker restart under load lost messages in flight to shared-subscription (`$share/...`)
-/// sessions, even with the devices paused around the restart and the sinks caught up, while
-/// a plain persistent subscriber (the truth here) kept them; with this setting the run
-/// passes. docs/fleet.md says so; the shared case is not covered end to end.
-const SINK_ARGS: &[&str] = &["--batch", "200", "--group", ""];
+/// Both sinks in one shared-subscription group, with their guard sessions (the default).
+const SINK_ARGS: &[&str] = &["--batch", "200", "--group", "weir-sink"];
 
 fn postgres_or_skip(dir: &Path) -> Option<Postgres> {
     let pg = Postgres::start(dir);
@@ -248,13 +251,21 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
     let mut sink_b = Sink::start(port, &url, "sink-b", &sinks_dir, SINK_ARGS);
     feed(&publisher, 120..160);
 
-    // The publisher is idle here (its clean session would drop what is in flight); the
-    // devices keep publishing.
+    // The broker restarts while both sinks are frozen (SIGSTOP: hosts slow to come back),
+    // so the devices reconnect and publish their backlog and new results while the shared
+    // group has no member (Mosquitto 2.0 did not persist it): only the guards' plain
+    // subscriptions hold those messages. The publisher is idle across the restart itself (its
+    // clean session would drop what is in flight); the devices keep publishing.
+    sink_a.signal("STOP");
+    sink_b.signal("STOP");
     broker.stop();
     std::thread::sleep(Duration::from_secs(1));
     broker.start();
-    sink_b.wait_log("session_present=true", Duration::from_secs(60));
-    feed(&publisher, 160..240);
+    feed(&publisher, 160..200);
+    sink_a.signal("CONT");
+    sink_b.signal("CONT");
+    sink_a.wait_log("broker connection lost", Duration::from_secs(60));
+    feed(&publisher, 200..240);
 
     truth.stop_duplicating();
     for w in &mut weirs {
@@ -326,8 +337,8 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
         );
     }
 
-    // Rejects: one row per distinct bad payload, arrivals counted (each sink sees each
-    // arrival: the payload published twice is counted twice as often); the log says why.
+    // Rejects: one row per distinct bad payload, arrivals counted (at least once each: a
+    // redelivery or a guard writing counts one again); the log says why.
     let rejects = pg.query("SELECT topic, reason, seen FROM rejects ORDER BY topic, reason");
     let summary: Vec<(String, String)> = rejects
         .iter()
@@ -344,7 +355,7 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
     );
     let seen: Vec<i64> = rejects.iter().map(|r| r[2].parse().unwrap_or(0)).collect();
     assert!(
-        seen[1] == 2 * seen[0] && seen[0] == seen[2] && seen[0] >= 1,
+        seen[0] >= 1 && seen[1] >= 2 && seen[2] >= 1,
         "rejects: {rejects:?}"
     );
     let logs = format!("{}{}", sink_a.log(), sink_b.log());
@@ -352,6 +363,23 @@ fn a_fleet_lands_in_postgres_once_at_final_revisions_through_a_sink_kill_a_broke
         logs.contains("message rejected") && logs.contains("unknown message type `gauge`"),
         "no clear log line for the rejects:\n{logs}"
     );
+    // The run shared one subscription, and the guards covered the restart: each went back to
+    // writing when its connection was lost and stopped when its sink's mark came back.
+    assert!(
+        logs.contains(r#""$share/weir-sink/weir/+/#""#),
+        "the sinks did not subscribe to the shared group:\n{logs}"
+    );
+    if std::env::var_os("WEIR_SINK_NO_GUARD").is_none() {
+        for needle in [
+            "guard: its mark came back",
+            "guard: writing (the group may be missing messages)",
+        ] {
+            assert!(
+                logs.contains(needle),
+                "no {needle:?} in the sinks' logs:\n{logs}"
+            );
+        }
+    }
 
     sink_a.stop_ok(Duration::from_secs(30));
     sink_b.stop_ok(Duration::from_secs(30));
