@@ -458,7 +458,7 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
             }
         }
     } else {
-        for (i, field) in line.split(',').enumerate() {
+        for (i, field) in comma_fields(line).enumerate() {
             if let Some(Some(k)) = cols.by_col.get(i) {
                 f[*k] = Some(Cow::Borrowed(field));
             }
@@ -491,6 +491,28 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
         label: label.as_deref().is_some_and(is_label),
         raw: line,
     }
+}
+
+/// The fields of an unquoted CSV line, as `line.split(',')` gives them: a
+/// byte scan, several times cheaper than `str::split` on fields this short
+/// (a comma is one byte in UTF-8 and never part of another character).
+fn comma_fields(line: &str) -> impl Iterator<Item = &str> {
+    let bytes = line.as_bytes();
+    let mut start = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b',')
+            .map_or(bytes.len(), |p| start + p);
+        let field = line.get(start..end);
+        done = end == bytes.len();
+        start = end + 1;
+        field
+    })
 }
 
 fn json_row<'a>(line: &'a str, label: Option<&str>) -> Row<'a> {
@@ -742,6 +764,15 @@ fn peak_rss() -> Option<u64> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comma_fields_are_what_split_gives() {
+        for line in ["", ",", "a", "a,b", ",a,", "s,m,1.5,17,", "é,ü,,x"] {
+            let ours: Vec<&str> = comma_fields(line).collect();
+            let std: Vec<&str> = line.split(',').collect();
+            assert_eq!(ours, std, "{line:?}");
+        }
+    }
 
     #[test]
     fn csv_fields_may_be_quoted_and_contain_commas_and_quotes() {
