@@ -317,7 +317,23 @@ impl Outbox {
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<InsertReport, OutboxError> {
-        self.write(msgs, checkpoint, checkpoint.is_some())
+        self.write(msgs, checkpoint, checkpoint.is_some(), i64::MAX)
+    }
+
+    /// [`Outbox::commit`] of the rows staged below id `below` only: those staged later stay
+    /// staged, for the next write (they came from a state newer than `checkpoint`).
+    pub(super) fn commit_staged_below(
+        &mut self,
+        msgs: &[NewMessage],
+        checkpoint: Option<&Checkpoint>,
+        below: i64,
+    ) -> Result<InsertReport, OutboxError> {
+        self.write(msgs, checkpoint, checkpoint.is_some(), below)
+    }
+
+    /// The id the next staged or stored row gets: every row staged so far is below it.
+    pub(super) fn next_id(&self) -> i64 {
+        self.next_id
     }
 
     /// [`Outbox::commit`] without its fsync: the transaction is committed (a process crash
@@ -327,8 +343,9 @@ impl Outbox {
         &mut self,
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
+        below: i64,
     ) -> Result<InsertReport, OutboxError> {
-        self.write(msgs, checkpoint, false)
+        self.write(msgs, checkpoint, false, below)
     }
 
     fn write(
@@ -336,6 +353,7 @@ impl Outbox {
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
         full: bool,
+        below: i64,
     ) -> Result<InsertReport, OutboxError> {
         // Stop short of a full disk: the last space belongs to deletions. Inserts never
         // use the reserve either.
@@ -370,7 +388,7 @@ impl Outbox {
         if full {
             self.set_synchronous("FULL")?;
         }
-        let result = self.insert_once(msgs, checkpoint);
+        let result = self.insert_once(msgs, checkpoint, below);
         if full {
             self.set_synchronous("NORMAL")?;
         }
@@ -476,6 +494,7 @@ impl Outbox {
         &mut self,
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
+        below: i64,
     ) -> Result<InsertReport, OutboxError> {
         let mut report = InsertReport::default();
         if msgs.is_empty() && checkpoint.is_none() && self.memory.staged.is_empty() {
@@ -499,7 +518,9 @@ impl Outbox {
         // A staged row keeps the id it was delivered under; a new one takes the next id when it
         // is stored (a dropped message takes none).
         let mut next_id = self.next_id;
-        let staged = self.memory.staged.iter().map(|s| (Some(s.id), &s.msg));
+        let staged = (self.memory.staged.iter())
+            .take_while(|s| s.id < below)
+            .map(|s| (Some(s.id), &s.msg));
         for (given, msg) in staged.chain(msgs.iter().map(|m| (None, m))) {
             let bytes = msg.bytes();
             let ci = msg.class.index();
@@ -570,7 +591,7 @@ impl Outbox {
         tx.commit().map_err(err)?;
         self.class_bytes = class_bytes;
         self.next_id = next_id;
-        self.memory.staged.clear();
+        self.memory.staged.retain(|s| s.id >= below);
         self.memory.deleted();
         #[cfg(test)]
         {
