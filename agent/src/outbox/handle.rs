@@ -86,12 +86,21 @@ impl OutboxHandle {
     /// fall back to at startup.
     pub fn spawn(outbox: Outbox) -> (OutboxHandle, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        // The WAL checkpoints go to the fsync thread with the fsyncs; if they cannot, SQLite
+        // keeps running them here.
+        let checkpoints = match outbox.hand_over_wal_checkpoints() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoints stay on the outbox thread");
+                false
+            }
+        };
         let syncer = Syncer::spawn(outbox.path());
         let spawned = std::thread::Builder::new()
             .name("weir-outbox".to_owned())
             .spawn(move || {
                 let (syncer, sync_thread) = syncer;
-                run(outbox, rx, &syncer);
+                run(outbox, rx, &syncer, checkpoints);
                 // Answers what is queued, then ends.
                 drop(syncer);
                 let _ = sync_thread.join();
@@ -207,7 +216,7 @@ pub async fn commit_answer(
         .unwrap_or_else(|_| Err((OutboxError::Closed, Batch::default())))
 }
 
-fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer) {
+fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer, checkpoints: bool) {
     // Only to wait for a command with a timeout (deletions that are due); nothing else runs on it.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -219,6 +228,9 @@ fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let wait = outbox.flush_if_due(std::time::Instant::now());
+        if checkpoints && outbox.wal_checkpoint_due() {
+            syncer.checkpoint();
+        }
         let first = match wait {
             None => rx.blocking_recv(),
             Some(d) => match rt.block_on(async { tokio::time::timeout(d, rx.recv()).await }) {
@@ -235,6 +247,9 @@ fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer) {
             }
         }
         execute(&mut outbox, batch.drain(..), Some(syncer));
+        if checkpoints && outbox.wal_checkpoint_due() {
+            syncer.checkpoint();
+        }
     }
 }
 

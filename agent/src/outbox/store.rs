@@ -33,7 +33,18 @@ const JOURNAL_SIZE_LIMIT: i64 = 256 * 1024;
 /// kernel's page cache holds the rest of the file anyway.
 const CACHE_SIZE: i64 = -512;
 /// 64 pages of 4 KiB: a checkpoint every 256 KiB of WAL.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 64;
+pub(super) const WAL_AUTOCHECKPOINT_PAGES: i64 = 64;
+
+/// Frames in the WAL after the last commit of an outbox whose WAL checkpoints run on the
+/// "weir-fsync" thread (see [`Outbox::hand_over_wal_checkpoints`]). SQLite's hook is a plain
+/// function, so the count is process-wide: one outbox per process writes it (tests with more
+/// only move a checkpoint earlier or later).
+static WAL_FRAMES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn count_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.store(i64::from(frames), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
 
 /// Test only: `WEIR_TEST_SQLITE_SYNCHRONOUS=OFF` (or `NORMAL`, `FULL`, `EXTRA`) replaces
 /// every `synchronous` level the outbox sets (with `OFF` the checkpoints' own fsync on
@@ -258,6 +269,33 @@ impl Outbox {
         {
             self.ensure_reserve();
         }
+    }
+
+    /// Stops SQLite's automatic WAL checkpoints on this connection: the caller runs them
+    /// (`sync`, off the outbox thread) when [`Outbox::wal_checkpoint_due`] says so, at the
+    /// same cadence. A checkpoint copies the WAL into the database and syncs both, tens of
+    /// milliseconds on a card, during which the outbox thread would serve nobody.
+    pub(super) fn hand_over_wal_checkpoints(&self) -> Result<(), OutboxError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| OutboxError::from_sqlite(&self.path, e))?;
+        self.conn.wal_hook(Some(count_wal_frames));
+        Ok(())
+    }
+
+    /// Whether the WAL has grown to [`WAL_AUTOCHECKPOINT_PAGES`] since the last call that said so
+    /// (where SQLite's automatic checkpoint would have run).
+    pub(super) fn wal_checkpoint_due(&self) -> bool {
+        let frames = WAL_FRAMES.load(std::sync::atomic::Ordering::Relaxed);
+        frames >= WAL_AUTOCHECKPOINT_PAGES
+            && WAL_FRAMES
+                .compare_exchange(
+                    frames,
+                    0,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
     }
 
     fn checkpoint_truncate(&self) {
