@@ -1140,6 +1140,8 @@ async fn stage_answered(
 }
 
 /// The answer of the commit in flight; never, if there is none.
+// The Err carries the batch by value on purpose, see `OutboxHandle::commit`.
+#[allow(clippy::result_large_err)]
 async fn commit_answered(committing: &mut Option<InFlight>) -> CommitResult {
     match committing {
         Some(c) => (&mut c.answer)
