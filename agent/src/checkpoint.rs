@@ -299,6 +299,21 @@ impl Seen {
         self.changed_ingest.clear();
     }
 
+    /// A checkpoint holding these entries (its `seen` and `ingest`, as taken) has committed,
+    /// possibly after more deliveries: an entry changed since stays for the next checkpoint.
+    pub fn committed_entries(&mut self, seen: &[(u16, u64)], ingest: &[(u8, i64, Option<i64>)]) {
+        for (pkid, fingerprint) in seen {
+            if self.changed.get(pkid) == Some(fingerprint) {
+                self.changed.remove(pkid);
+            }
+        }
+        for (space, id, value) in ingest {
+            if self.changed_ingest.get(&(*space, *id)) == Some(value) {
+                self.changed_ingest.remove(&(*space, *id));
+            }
+        }
+    }
+
     /// The QoS 1 entries recorded since the last commit, to store with a checkpoint.
     fn changes(&self) -> Vec<(u16, u64)> {
         let mut v: Vec<(u16, u64)> = self.changed.iter().map(|(k, f)| (*k, *f)).collect();

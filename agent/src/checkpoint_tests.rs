@@ -370,3 +370,32 @@ fn a_retained_copy_of_the_last_message_counted_on_its_topic_is_not_counted_again
         Verdict::RetainedRepeat
     );
 }
+
+#[test]
+fn deliveries_recorded_while_a_commit_is_in_flight_go_with_the_next_checkpoint() {
+    let mut seen = Seen::new(4);
+    seen.admit(&meta(1, 7, false, false, "t/1", b"1"));
+    seen.admit(&meta(2, 9, false, false, "t/2", b"2"));
+    // Taken when the commit starts.
+    let (written, ingest) = (seen.changes(), seen.ingest_changes());
+    // Meanwhile: packet id 7 reused for another message, 9 released, 8 new.
+    seen.admit(&meta(1, 7, false, false, "t/1", b"3"));
+    seen.release(9);
+    seen.admit(&meta(1, 8, false, false, "t/3", b"4"));
+    seen.committed_entries(&written, &ingest);
+    let next: Vec<u16> = seen.changes().iter().map(|(pkid, _)| *pkid).collect();
+    assert_eq!(
+        next,
+        [7, 8],
+        "the newer records of 7 and 8 are still to be written"
+    );
+    assert!(
+        seen.ingest_changes().contains(&(HELD, 9, None)),
+        "the release of 9 is still to be written"
+    );
+    // Nothing changed meanwhile: the commit settles everything it held.
+    seen.committed();
+    let (written, ingest) = (seen.changes(), seen.ingest_changes());
+    seen.committed_entries(&written, &ingest);
+    assert!(seen.changes().is_empty() && seen.ingest_changes().is_empty());
+}

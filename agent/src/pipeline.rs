@@ -20,6 +20,14 @@
 //! which the broker redelivers; local sensors' readings of that interval are
 //! lost, as they always were. READY is signalled after the first checkpoint,
 //! taken right after the restore.
+//!
+//! The engine never waits for the outbox while it runs: staging and the commit are
+//! sent and their answers taken as they come (branches of the engine's `select!`),
+//! one staging and one commit in flight at most. A commit holds the state taken when
+//! it was sent and the rows staged before it (the outbox thread runs commands in
+//! order), and releases the acknowledgements owed at that moment; those owed later
+//! wait for the next commit. Only a failed commit stops the engine (held and retried
+//! as before), and the start and the end wait for the commit in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -38,7 +46,9 @@ use crate::detect::Detectors;
 use crate::engine::Engine;
 use crate::homeassistant::HomeAssistant;
 use crate::metrics::Counters;
-use crate::outbox::{Batch, Class, NewMessage, Outbox, OutboxError, OutboxHandle};
+use crate::outbox::{
+    Batch, Class, CommitAnswer, NewMessage, Outbox, OutboxError, OutboxHandle, StageAnswer,
+};
 use crate::process::Processor;
 use crate::reading::{Reading, TsSource, now_ms};
 use crate::source::link::IngestLink;
@@ -188,6 +198,10 @@ pub async fn run(
         seen,
         checkpoint_every: cfg.checkpoint_interval,
         broker_max_inflight,
+        owed_limit: owed_limit(broker_max_inflight),
+        due: false,
+        committing: None,
+        staging: None,
         buffered_bytes: ha_msgs.iter().map(NewMessage::bytes).sum(),
         buffered_msgs: ha_msgs.len(),
         msgs: ha_msgs,
@@ -461,6 +475,13 @@ const MAX_BUFFERED_MSGS: usize = 512;
 const MAX_BUFFERED_BYTES: u64 = 64 * 1024;
 const MAX_OWED_ACKS: usize = 32_768;
 
+/// Owed acknowledgements that start a checkpoint at once, for a broker that sends
+/// `broker_max_inflight` deliveries unacknowledged: half of them, so that the commit
+/// releasing them is under way while the broker still has room to send the other half.
+fn owed_limit(broker_max_inflight: usize) -> usize {
+    (broker_max_inflight / 2).clamp(1, MAX_OWED_ACKS)
+}
+
 /// The READY point: systemd (`Type=notify`) considers the service started here,
 /// and `weir run`'s caller orders dependent units after it. Everything READY
 /// promises must happen before this call: the state directory and the outbox are
@@ -486,6 +507,18 @@ struct EngineTask {
     seen: Seen,
     checkpoint_every: std::time::Duration,
     broker_max_inflight: usize,
+    /// Owed acknowledgements that start a checkpoint at once: half the broker's window
+    /// (so the next commit is under way before the broker stops sending), at most
+    /// [`MAX_OWED_ACKS`].
+    owed_limit: usize,
+    /// A checkpoint is due (the interval, an owed acknowledgement's deadline, a stalled
+    /// broker) and starts as soon as no commit is in flight.
+    due: bool,
+    /// The commit in flight, at most one.
+    committing: Option<InFlight>,
+    /// Messages sent to the outbox's memory and not answered yet (one batch at most),
+    /// kept to go with the next checkpoint should staging fail.
+    staging: Option<(StageAnswer, Vec<NewMessage>)>,
     /// Produced since the last checkpoint; committed with the next one.
     msgs: Vec<NewMessage>,
     /// Owed for deliveries since the last checkpoint; sent after the next one.
@@ -550,8 +583,10 @@ impl EngineTask {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
-            let mut due = false;
-            let stalled = self.acks.len() >= self.broker_max_inflight;
+            // At most one commit in flight: until it answers, the checkpoint triggers only
+            // note that one is due (acknowledgements owed meanwhile go with the next one).
+            let idle = self.committing.is_none();
+            let stalled = idle && self.acks.len() >= self.broker_max_inflight;
             // MQTT deliveries waiting for their acknowledgement: the checkpoint that
             // releases them comes within ACK_WITHIN, however long the interval.
             let owed = (!self.acks.is_empty()).then(|| {
@@ -559,6 +594,8 @@ impl EngineTask {
                     .acks_since
                     .get_or_insert_with(|| tokio::time::Instant::now() + ACK_WITHIN)
             });
+            let mut answered = None;
+            let mut staged = None;
             // The watchdog is fed from this loop (and the commit retry inside it)
             // and nowhere else: if the engine stops turning, systemd stops hearing
             // from it and restarts the service.
@@ -577,11 +614,13 @@ impl EngineTask {
                     self.hearing.apply(&mut self.processor.engine, now);
                     self.step(|p, msgs| p.tick(now, msgs));
                 }
-                _ = every.tick() => due = true,
+                _ = every.tick() => self.due = true,
                 // The broker waits for our acknowledgements before it sends more.
-                () = tokio::time::sleep(STALL), if stalled => due = true,
-                () = tokio::time::sleep_until(owed.unwrap_or_else(tokio::time::Instant::now)), if owed.is_some() => due = true,
+                () = tokio::time::sleep(STALL), if stalled => self.due = true,
+                () = tokio::time::sleep_until(owed.unwrap_or_else(tokio::time::Instant::now)), if idle && owed.is_some() => self.due = true,
                 () = self.watchdog.due() => {}
+                result = commit_answered(&mut self.committing), if !idle => answered = Some(result),
+                result = stage_answered(&mut self.staging), if self.staging.is_some() => staged = Some(result),
                 done = next_durable(&mut self.syncing), if !self.syncing.is_empty() => {
                     release(done);
                 }
@@ -590,15 +629,22 @@ impl EngineTask {
                 }
             }
             self.watchdog.feed().await;
-            if !self.msgs.is_empty() {
-                self.stage().await;
+            if let Some(result) = staged {
+                if let Some((_, msgs)) = self.staging.take() {
+                    self.staged(result, msgs);
+                }
             }
-            if due
-                || self.buffered_msgs >= MAX_BUFFERED_MSGS
-                || self.buffered_bytes >= MAX_BUFFERED_BYTES
-                || self.acks.len() >= MAX_OWED_ACKS
+            if let Some(result) = answered {
+                self.commit_finished(result).await;
+            }
+            self.stage().await;
+            if self.committing.is_none()
+                && (self.due
+                    || self.buffered_msgs >= MAX_BUFFERED_MSGS
+                    || self.buffered_bytes >= MAX_BUFFERED_BYTES
+                    || self.acks.len() >= self.owed_limit)
             {
-                self.checkpoint().await;
+                self.begin_checkpoint().await;
             }
             let p = &self.processor;
             self.gauges.keys.store(p.engine.key_count() as u64, Relaxed);
@@ -791,19 +837,49 @@ impl EngineTask {
     }
 
     /// Hands what was produced to the outbox's memory, where the uplink finds it
-    /// at once. If that fails (the outbox cannot read the file), the messages
-    /// stay here and go with the next checkpoint's transaction instead.
+    /// at once, and returns: the answer comes to [`EngineTask::staged`] while the
+    /// engine goes on (one batch at a time; what is produced meanwhile goes with the
+    /// next). A commit queued before it is written first; the engine does not wait for it.
     async fn stage(&mut self) {
+        if self.staging.is_some() || self.msgs.is_empty() {
+            return;
+        }
         if let Some(ha) = self.processor.homeassistant() {
             ha.before_send();
         }
         let msgs = std::mem::take(&mut self.msgs);
+        match self.outbox.send_stage(msgs.clone()).await {
+            Ok(answer) => self.staging = Some((answer, msgs)),
+            Err(e) => self.staged(Err(e), msgs),
+        }
+    }
+
+    /// Waits for the messages being staged, if any, and takes the answer.
+    async fn stage_settled(&mut self) {
+        if self.staging.is_some() {
+            let result = stage_answered(&mut self.staging).await;
+            if let Some((_, msgs)) = self.staging.take() {
+                self.staged(result, msgs);
+            }
+        }
+    }
+
+    /// The outbox's answer to staging `msgs`. If staging failed (the outbox cannot
+    /// read the file), the messages come back here and go with the next checkpoint's
+    /// transaction instead.
+    fn staged(
+        &mut self,
+        result: Result<crate::outbox::InsertReport, OutboxError>,
+        msgs: Vec<NewMessage>,
+    ) {
         let n = msgs.len() as u64;
-        match self.outbox.stage(msgs.clone()).await {
+        match result {
             Ok(report) => {
                 // What the next checkpoint would write bounds the wait, not what was
                 // produced: rows delivered meanwhile cost nothing.
-                (self.buffered_msgs, self.buffered_bytes) = report.staged;
+                let (rows, bytes) = report.staged;
+                self.buffered_msgs = rows + self.msgs.len();
+                self.buffered_bytes = bytes + self.msgs.iter().map(NewMessage::bytes).sum::<u64>();
                 Counters::add(&self.counters.produced, n);
                 Counters::add(&self.counters.outbox_inserted, report.ids.len() as u64);
                 self.account_dropped(&report);
@@ -813,19 +889,46 @@ impl EngineTask {
             }
             Err(e) => {
                 tracing::warn!(error = %e, messages = n, "cannot stage results; they go with the next checkpoint");
-                self.msgs = msgs;
+                // In front of what was produced since.
+                let later = std::mem::replace(&mut self.msgs, msgs);
+                self.msgs.extend(later);
             }
         }
     }
 
-    /// Commits what was produced since the last checkpoint together with the
-    /// state now, then acknowledges the deliveries it covers. If the outbox
-    /// cannot be written (disk full, read-only card), the batch is held and
-    /// retried with capped backoff: the channel fills, MQTT ingest stops
-    /// reading (the broker keeps the readings) and the sensors apply their
-    /// `when_full` policy. Only at shutdown, after a few more attempts, is a
-    /// batch given up, and then it is counted and logged.
+    /// A checkpoint now, waiting for it (at start and at the end): after the one in
+    /// flight, if any, commits what was produced since together with the state now.
     async fn checkpoint(&mut self) {
+        self.commit_settled().await;
+        self.begin_checkpoint().await;
+        self.commit_settled().await;
+    }
+
+    /// Waits for the commit in flight, if any, and takes its answer (see
+    /// [`EngineTask::commit_finished`]).
+    async fn commit_settled(&mut self) {
+        if self.committing.is_some() {
+            let result = commit_answered(&mut self.committing).await;
+            self.commit_finished(result).await;
+        }
+    }
+
+    /// Sends what was produced since the last checkpoint, with the state now, to the
+    /// outbox as one commit, and returns: the engine goes on while the outbox writes it
+    /// ([`EngineTask::commit_finished`] takes the answer). The state is taken here, so
+    /// the checkpoint matches the messages of its commit: those staged before this call
+    /// (the outbox runs commands in order) and `msgs`. The acknowledgements owed now are
+    /// the ones it releases; those owed from now on wait for the next commit.
+    async fn begin_checkpoint(&mut self) {
+        debug_assert!(self.committing.is_none(), "one commit in flight at most");
+        // Everything produced so far is staged first (the uplink may deliver it before
+        // the commit), so the batch carries messages only when staging failed.
+        self.stage_settled().await;
+        if !self.msgs.is_empty() {
+            self.stage().await;
+            self.stage_settled().await;
+        }
+        self.due = false;
         self.buffered_msgs = 0;
         self.buffered_bytes = 0;
         self.acks_since = None;
@@ -853,17 +956,50 @@ impl EngineTask {
             return;
         }
         Counters::add(&self.counters.produced, produced);
+        let taken = Taken {
+            acks: std::mem::take(&mut self.acks),
+            produced,
+            seen: cp.seen.clone(),
+            ingest: cp.ingest.clone(),
+            hold: self.hold.mark(),
+        };
+        let answer = match self.outbox.send_commit(Batch::new(msgs, Some(cp))).await {
+            Ok(answer) => answer,
+            // Not queued (the thread is gone): answered at once, for the usual handling.
+            Err(refused) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let _ = reply.send(Err(refused));
+                answer
+            }
+        };
+        self.committing = Some(InFlight { answer, taken });
+    }
+
+    /// The commit in flight has answered. Committed: its acknowledgements are sent once
+    /// the card has it (see `outbox::sync`). Failed (disk full, read-only card): the batch
+    /// is held and retried here with capped backoff, the engine waiting: the channel
+    /// fills, MQTT ingest stops reading (the broker keeps the readings) and the sensors
+    /// apply their `when_full` policy. Only at shutdown, after a few more attempts, is a
+    /// batch given up, and then it is counted and logged.
+    async fn commit_finished(&mut self, result: CommitResult) {
+        let Some(InFlight { taken, .. }) = self.committing.take() else {
+            return;
+        };
+        let Taken {
+            acks,
+            produced,
+            seen,
+            ingest,
+            hold,
+        } = taken;
         let mut backoff = crate::uplink::backoff::Backoff::new(
             std::time::Duration::from_millis(100),
             std::time::Duration::from_secs(5),
         );
         let mut failures = 0u32;
-        let mut batch = Batch {
-            msgs,
-            checkpoint: Some(cp),
-        };
+        let mut result = result;
         loop {
-            match self.outbox.commit(batch).await {
+            match result {
                 Ok((report, durable)) => {
                     if failures > 0 {
                         tracing::warn!(
@@ -878,15 +1014,15 @@ impl EngineTask {
                     if !report.ids.is_empty() {
                         self.new_rows.notify_one();
                     }
-                    self.seen.committed();
-                    self.hold.committed();
+                    // What changed since the state was taken goes with the next checkpoint.
+                    self.seen.committed_entries(&seen, &ingest);
+                    self.hold.committed_at(hold);
                     if let Some(ha) = self.processor.homeassistant() {
                         ha.committed();
                     }
                     // Acknowledged once the card has it, not before; the engine goes on
                     // meanwhile (see `outbox::sync`).
-                    self.syncing
-                        .push_back((durable, std::mem::take(&mut self.acks)));
+                    self.syncing.push_back((durable, acks));
                     return;
                 }
                 Err((e, held)) => {
@@ -914,10 +1050,10 @@ impl EngineTask {
                                 1,
                             );
                         }
-                        self.acks.clear();
+                        // Not sent: the broker redelivers these deliveries.
+                        drop(acks);
                         return;
                     }
-                    batch = held;
                     // Retry when the uplink has deleted rows, or after the backoff.
                     // Holding is deliberate, not a hang: systemd's watchdog is fed on
                     // its own schedule meanwhile (the backoff reaches 5 s, more than
@@ -941,6 +1077,7 @@ impl EngineTask {
                         }
                     };
                     self.watchdog.while_waiting(wait).await;
+                    result = self.outbox.commit(held).await;
                 }
             }
         }
@@ -966,6 +1103,51 @@ impl EngineTask {
             }
             self.counters.bump("evicted", c.as_str(), evicted);
         }
+    }
+}
+
+/// What a commit's outbox answer is.
+type CommitResult =
+    Result<(crate::outbox::InsertReport, crate::outbox::Durable), (OutboxError, Batch)>;
+
+/// The commit sent to the outbox and not answered yet, see [`EngineTask::begin_checkpoint`].
+struct InFlight {
+    answer: CommitAnswer,
+    taken: Taken,
+}
+
+/// What was taken from the engine for a commit, to settle once it answers.
+struct Taken {
+    /// Owed when the state was taken: released by this commit once it is durable.
+    acks: Vec<Ack>,
+    /// Messages handed over with the commit itself (not staged).
+    produced: u64,
+    /// The delivery record's entries the checkpoint holds.
+    seen: Vec<(u16, u64)>,
+    ingest: Vec<(u8, i64, Option<i64>)>,
+    /// The held readings the checkpoint holds.
+    hold: crate::clock::HoldMark,
+}
+
+/// The answer to the messages being staged; never, if there are none.
+async fn stage_answered(
+    staging: &mut Option<(StageAnswer, Vec<NewMessage>)>,
+) -> Result<crate::outbox::InsertReport, OutboxError> {
+    match staging {
+        Some((answer, _)) => answer.await.unwrap_or(Err(OutboxError::Closed)),
+        None => std::future::pending().await,
+    }
+}
+
+/// The answer of the commit in flight; never, if there is none.
+// The Err carries the batch by value on purpose, see `OutboxHandle::commit`.
+#[allow(clippy::result_large_err)]
+async fn commit_answered(committing: &mut Option<InFlight>) -> CommitResult {
+    match committing {
+        Some(c) => (&mut c.answer)
+            .await
+            .unwrap_or_else(|_| Err((OutboxError::Closed, Batch::default()))),
+        None => std::future::pending().await,
     }
 }
 

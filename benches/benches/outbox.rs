@@ -88,10 +88,7 @@ fn commit_panes(c: &mut Criterion) {
                     msgs
                 },
                 |msgs| {
-                    let batch = weir::outbox::Batch {
-                        msgs,
-                        checkpoint: None,
-                    };
+                    let batch = weir::outbox::Batch::new(msgs, None);
                     rt.block_on(handle.commit(batch)).map_err(|e| e.0).unwrap()
                 },
                 criterion::BatchSize::SmallInput,

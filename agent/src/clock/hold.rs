@@ -80,6 +80,13 @@ pub struct HoldChanges {
     pub delete_below: Option<i64>,
 }
 
+/// Where the stored readings stood when a checkpoint was taken, see [`Hold::mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldMark {
+    stored_to: u64,
+    stored_from: u64,
+}
+
 /// `r` with the correction applied and marked.
 fn corrected(mut r: Reading, correction: i64) -> Reading {
     r.ts = r.ts.saturating_add(correction);
@@ -170,8 +177,22 @@ impl Hold {
 
     /// A checkpoint holding [`Hold::changes`] has committed.
     pub fn committed(&mut self) {
-        self.stored_to = self.next_seq;
-        self.stored_from = self.low();
+        self.committed_at(self.mark());
+    }
+
+    /// Where [`Hold::changes`] stands now: what a checkpoint taken now stores.
+    pub fn mark(&self) -> HoldMark {
+        HoldMark {
+            stored_to: self.next_seq,
+            stored_from: self.low(),
+        }
+    }
+
+    /// A checkpoint holding the changes taken at `mark` has committed; readings held or
+    /// released since go with the next one.
+    pub fn committed_at(&mut self, mark: HoldMark) {
+        self.stored_to = mark.stored_to;
+        self.stored_from = mark.stored_from;
     }
 
     fn low(&self) -> u64 {

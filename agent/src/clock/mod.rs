@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 mod hold;
-pub use hold::{Admitted, Hold, HoldChanges, boot_id};
+pub use hold::{Admitted, Hold, HoldChanges, HoldMark, boot_id};
 
 use crate::reading::{TimestampMs, TsSource};
 

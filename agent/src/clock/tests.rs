@@ -257,3 +257,30 @@ fn the_stored_hold_follows_the_hold_and_comes_back_in_the_same_boot_only() {
     let (back, _, _) = Hold::restore(3, &stored, 0);
     assert!(back.is_empty());
 }
+
+#[test]
+fn readings_held_while_a_commit_is_in_flight_go_with_the_next_one() {
+    const BOOT: u64 = 7;
+    let mut stored = Vec::new();
+    let mut h = Hold::new(8);
+    for ts in [1, 2] {
+        h.admit(reading(ts, TsSource::Unsynced), None);
+    }
+    // Taken when the commit starts; it answers after two more readings were held.
+    let c = h.changes(BOOT);
+    let mark = h.mark();
+    apply(&mut stored, &c);
+    for ts in [3, 4] {
+        h.admit(reading(ts, TsSource::Unsynced), None);
+    }
+    h.committed_at(mark);
+    let c = h.changes(BOOT);
+    assert_eq!(c.added.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [3, 4]);
+    apply(&mut stored, &c);
+    h.committed();
+    let (mut back, _, _) = Hold::restore(8, &stored, BOOT);
+    assert_eq!(
+        back.give_up().map(|r| r.ts).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+}

@@ -26,14 +26,36 @@ const MAX_BATCH: usize = QUEUE_CAPACITY;
 
 type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
-/// Messages and the checkpoint of the state that produced them: committed together.
+/// Messages and the checkpoint of the state that produced them: committed together, with the
+/// rows staged before the batch's first attempt (see [`Batch::new`]).
 #[derive(Debug, Default)]
 pub struct Batch {
     /// The messages.
     pub msgs: Vec<NewMessage>,
     /// The checkpoint, if one is due with them.
     pub checkpoint: Option<Checkpoint>,
+    /// Set by the outbox thread at the first attempt: the staged rows below this id go with the
+    /// batch. A retry writes the same ones, whatever was staged after the first attempt (that
+    /// belongs to the next checkpoint, the engine having moved on meanwhile).
+    staged_below: Option<i64>,
 }
+
+impl Batch {
+    /// A batch of `msgs` and `checkpoint`.
+    pub fn new(msgs: Vec<NewMessage>, checkpoint: Option<Checkpoint>) -> Self {
+        Batch {
+            msgs,
+            checkpoint,
+            staged_below: None,
+        }
+    }
+}
+
+/// The outbox's answer to messages sent with [`OutboxHandle::send_stage`].
+pub type StageAnswer = oneshot::Receiver<Result<InsertReport, OutboxError>>;
+
+/// The outbox's answer to a commit sent with [`OutboxHandle::send_commit`].
+pub type CommitAnswer = oneshot::Receiver<Result<(InsertReport, Durable), (OutboxError, Batch)>>;
 
 pub(super) enum Command {
     Insert(Vec<NewMessage>, Reply<InsertReport>),
@@ -64,12 +86,21 @@ impl OutboxHandle {
     /// fall back to at startup.
     pub fn spawn(outbox: Outbox) -> (OutboxHandle, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        // The WAL checkpoints go to the fsync thread with the fsyncs; if they cannot, SQLite
+        // keeps running them here.
+        let checkpoints = match outbox.hand_over_wal_checkpoints() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoints stay on the outbox thread");
+                false
+            }
+        };
         let syncer = Syncer::spawn(outbox.path());
         let spawned = std::thread::Builder::new()
             .name("weir-outbox".to_owned())
             .spawn(move || {
                 let (syncer, sync_thread) = syncer;
-                run(outbox, rx, &syncer);
+                run(outbox, rx, &syncer, checkpoints);
                 // Answers what is queued, then ends.
                 drop(syncer);
                 let _ = sync_thread.join();
@@ -90,6 +121,17 @@ impl OutboxHandle {
         self.call(|reply| Command::Stage(msgs, reply)).await
     }
 
+    /// [`OutboxHandle::stage`] in two steps, like [`OutboxHandle::send_commit`]: queues the
+    /// messages and returns the answer to await while the caller goes on.
+    pub async fn send_stage(&self, msgs: Vec<NewMessage>) -> Result<StageAnswer, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Stage(msgs, reply))
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        Ok(answer)
+    }
+
     /// See [`Outbox::commit`]. A failed commit hands the batch back, so the caller can hold it
     /// and retry. A checkpoint is committed (a process crash keeps it) when this returns, and
     /// durable against a power cut when the [`Durable`] answers `Ok`: acknowledge what it
@@ -100,6 +142,16 @@ impl OutboxHandle {
         &self,
         batch: Batch,
     ) -> Result<(InsertReport, Durable), (OutboxError, Batch)> {
+        let answer = self.send_commit(batch).await?;
+        commit_answer(answer).await
+    }
+
+    /// [`OutboxHandle::commit`] in two steps: this one queues the batch (waiting only for room
+    /// in the queue) and returns the answer to await, with [`commit_answer`], while the caller
+    /// goes on. Commands sent after this one run after it: rows staged from now on are not
+    /// part of this batch.
+    #[allow(clippy::result_large_err)]
+    pub async fn send_commit(&self, batch: Batch) -> Result<CommitAnswer, (OutboxError, Batch)> {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(cmd)) = self.tx.send(Command::Commit(batch, reply)).await
         {
@@ -109,9 +161,7 @@ impl OutboxHandle {
             };
             return Err((OutboxError::Closed, batch));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err((OutboxError::Closed, Batch::default())))
+        Ok(answer)
     }
 
     /// See [`Outbox::load_checkpoint`].
@@ -154,7 +204,19 @@ impl OutboxHandle {
     }
 }
 
-fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer) {
+/// The result of a commit sent with [`OutboxHandle::send_commit`]; a thread that is gone
+/// answers [`OutboxError::Closed`].
+// The Err carries the batch by value on purpose, see `OutboxHandle::commit`.
+#[allow(clippy::result_large_err)]
+pub async fn commit_answer(
+    answer: CommitAnswer,
+) -> Result<(InsertReport, Durable), (OutboxError, Batch)> {
+    answer
+        .await
+        .unwrap_or_else(|_| Err((OutboxError::Closed, Batch::default())))
+}
+
+fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer, checkpoints: bool) {
     // Only to wait for a command with a timeout (deletions that are due); nothing else runs on it.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -166,6 +228,9 @@ fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let wait = outbox.flush_if_due(std::time::Instant::now());
+        if checkpoints && outbox.wal_checkpoint_due() {
+            syncer.checkpoint();
+        }
         let first = match wait {
             None => rx.blocking_recv(),
             Some(d) => match rt.block_on(async { tokio::time::timeout(d, rx.recv()).await }) {
@@ -182,6 +247,9 @@ fn run(mut outbox: Outbox, mut rx: mpsc::Receiver<Command>, syncer: &Syncer) {
             }
         }
         execute(&mut outbox, batch.drain(..), Some(syncer));
+        if checkpoints && outbox.wal_checkpoint_due() {
+            syncer.checkpoint();
+        }
     }
 }
 
@@ -213,19 +281,22 @@ pub(super) fn execute(
                 flush_acks(outbox, &mut acks);
                 let _ = reply.send(outbox.stats());
             }
-            Command::Commit(batch, reply) => {
+            Command::Commit(mut batch, reply) => {
                 flush_acks(outbox, &mut acks);
+                let below = *batch.staged_below.get_or_insert(outbox.next_id());
                 let cp = batch.checkpoint.as_ref();
                 let result = match syncer {
                     Some(syncer) => outbox
-                        .commit_unsynced(&batch.msgs, cp)
+                        .commit_unsynced(&batch.msgs, cp, below)
                         .map(|report| (report, syncer.request())),
                     // Synced here: already durable.
-                    None => outbox.commit(&batch.msgs, cp).map(|report| {
-                        let (done, durable) = oneshot::channel();
-                        let _ = done.send(Ok(()));
-                        (report, durable)
-                    }),
+                    None => outbox
+                        .commit_staged_below(&batch.msgs, cp, below)
+                        .map(|report| {
+                            let (done, durable) = oneshot::channel();
+                            let _ = done.send(Ok(()));
+                            (report, durable)
+                        }),
                 };
                 let _ = reply.send(result.map_err(|e| (e, batch)));
             }

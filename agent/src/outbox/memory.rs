@@ -3,9 +3,11 @@
 //! per checkpoint instead of one per insert and one per group of PUBACKs (`docs/storage.md`).
 //!
 //! Invariants:
-//! - A staged row has an id above every id on disk and every earlier staged id; it is pending
-//!   exactly like a stored row. It reaches the disk with the next write ([`super::Outbox::commit`]
-//!   or [`super::Outbox::insert`]) unless it was acknowledged first: then it never does.
+//! - A staged row has an id above every earlier staged id and above every id on disk (except
+//!   the messages of a held batch retried after more rows were staged, see `Batch`); it is
+//!   pending exactly like a stored row. It reaches the disk with the next write
+//!   ([`super::Outbox::commit`] or [`super::Outbox::insert`]; a commit takes the rows staged
+//!   before its first attempt) unless it was acknowledged first: then it never does.
 //! - A row in `delivered` is on disk but no longer pending: `pending` and `stats` leave it out
 //!   and the next write transaction deletes it first. Losing this set (a crash, a power cut)
 //!   only makes those rows pending again: a resend, which consumers drop by `msg_id`.

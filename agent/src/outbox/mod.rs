@@ -119,7 +119,7 @@ use std::path::PathBuf;
 
 pub use checkpoint::{Checkpoint, StoredCheckpoint};
 pub use error::OutboxError;
-pub use handle::{Batch, OutboxHandle};
+pub use handle::{Batch, CommitAnswer, OutboxHandle, StageAnswer, commit_answer};
 pub use store::Outbox;
 pub use sync::Durable;
 

@@ -33,7 +33,18 @@ const JOURNAL_SIZE_LIMIT: i64 = 256 * 1024;
 /// kernel's page cache holds the rest of the file anyway.
 const CACHE_SIZE: i64 = -512;
 /// 64 pages of 4 KiB: a checkpoint every 256 KiB of WAL.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 64;
+pub(super) const WAL_AUTOCHECKPOINT_PAGES: i64 = 64;
+
+/// Frames in the WAL after the last commit of an outbox whose WAL checkpoints run on the
+/// "weir-fsync" thread (see [`Outbox::hand_over_wal_checkpoints`]). SQLite's hook is a plain
+/// function, so the count is process-wide: one outbox per process writes it (tests with more
+/// only move a checkpoint earlier or later).
+static WAL_FRAMES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn count_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.store(i64::from(frames), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
 
 /// Test only: `WEIR_TEST_SQLITE_SYNCHRONOUS=OFF` (or `NORMAL`, `FULL`, `EXTRA`) replaces
 /// every `synchronous` level the outbox sets (with `OFF` the checkpoints' own fsync on
@@ -260,6 +271,33 @@ impl Outbox {
         }
     }
 
+    /// Stops SQLite's automatic WAL checkpoints on this connection: the caller runs them
+    /// (`sync`, off the outbox thread) when [`Outbox::wal_checkpoint_due`] says so, at the
+    /// same cadence. A checkpoint copies the WAL into the database and syncs both, tens of
+    /// milliseconds on a card, during which the outbox thread would serve nobody.
+    pub(super) fn hand_over_wal_checkpoints(&self) -> Result<(), OutboxError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| OutboxError::from_sqlite(&self.path, e))?;
+        self.conn.wal_hook(Some(count_wal_frames));
+        Ok(())
+    }
+
+    /// Whether the WAL has grown to [`WAL_AUTOCHECKPOINT_PAGES`] since the last call that said so
+    /// (where SQLite's automatic checkpoint would have run).
+    pub(super) fn wal_checkpoint_due(&self) -> bool {
+        let frames = WAL_FRAMES.load(std::sync::atomic::Ordering::Relaxed);
+        frames >= WAL_AUTOCHECKPOINT_PAGES
+            && WAL_FRAMES
+                .compare_exchange(
+                    frames,
+                    0,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
     fn checkpoint_truncate(&self) {
         let done = self
             .conn
@@ -317,7 +355,23 @@ impl Outbox {
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<InsertReport, OutboxError> {
-        self.write(msgs, checkpoint, checkpoint.is_some())
+        self.write(msgs, checkpoint, checkpoint.is_some(), i64::MAX)
+    }
+
+    /// [`Outbox::commit`] of the rows staged below id `below` only: those staged later stay
+    /// staged, for the next write (they came from a state newer than `checkpoint`).
+    pub(super) fn commit_staged_below(
+        &mut self,
+        msgs: &[NewMessage],
+        checkpoint: Option<&Checkpoint>,
+        below: i64,
+    ) -> Result<InsertReport, OutboxError> {
+        self.write(msgs, checkpoint, checkpoint.is_some(), below)
+    }
+
+    /// The id the next staged or stored row gets: every row staged so far is below it.
+    pub(super) fn next_id(&self) -> i64 {
+        self.next_id
     }
 
     /// [`Outbox::commit`] without its fsync: the transaction is committed (a process crash
@@ -327,8 +381,9 @@ impl Outbox {
         &mut self,
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
+        below: i64,
     ) -> Result<InsertReport, OutboxError> {
-        self.write(msgs, checkpoint, false)
+        self.write(msgs, checkpoint, false, below)
     }
 
     fn write(
@@ -336,6 +391,7 @@ impl Outbox {
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
         full: bool,
+        below: i64,
     ) -> Result<InsertReport, OutboxError> {
         // Stop short of a full disk: the last space belongs to deletions. Inserts never
         // use the reserve either.
@@ -370,7 +426,7 @@ impl Outbox {
         if full {
             self.set_synchronous("FULL")?;
         }
-        let result = self.insert_once(msgs, checkpoint);
+        let result = self.insert_once(msgs, checkpoint, below);
         if full {
             self.set_synchronous("NORMAL")?;
         }
@@ -476,6 +532,7 @@ impl Outbox {
         &mut self,
         msgs: &[NewMessage],
         checkpoint: Option<&Checkpoint>,
+        below: i64,
     ) -> Result<InsertReport, OutboxError> {
         let mut report = InsertReport::default();
         if msgs.is_empty() && checkpoint.is_none() && self.memory.staged.is_empty() {
@@ -499,7 +556,9 @@ impl Outbox {
         // A staged row keeps the id it was delivered under; a new one takes the next id when it
         // is stored (a dropped message takes none).
         let mut next_id = self.next_id;
-        let staged = self.memory.staged.iter().map(|s| (Some(s.id), &s.msg));
+        let staged = (self.memory.staged.iter())
+            .take_while(|s| s.id < below)
+            .map(|s| (Some(s.id), &s.msg));
         for (given, msg) in staged.chain(msgs.iter().map(|m| (None, m))) {
             let bytes = msg.bytes();
             let ci = msg.class.index();
@@ -570,7 +629,7 @@ impl Outbox {
         tx.commit().map_err(err)?;
         self.class_bytes = class_bytes;
         self.next_id = next_id;
-        self.memory.staged.clear();
+        self.memory.staged.retain(|s| s.id >= below);
         self.memory.deleted();
         #[cfg(test)]
         {

@@ -13,10 +13,15 @@
 //! starts over it syncs the new header first. So nothing committed before the request is lost
 //! once the answer is `Ok`.
 //!
-//! WAL checkpoints (copying the WAL into the database, two fsyncs) stay SQLite's automatic
-//! ones on the outbox thread, every 256 KiB of WAL: at the default interval about one in ten
-//! Weir checkpoints. Running them here too was measured to write more (each moved the same
-//! few pages into the database more often) and to fsync more.
+//! WAL checkpoints (copying the WAL into the database, two fsyncs) run here too, on a
+//! connection of this thread, at SQLite's automatic cadence (every 256 KiB of WAL, counted by
+//! the outbox thread's WAL hook, see `Outbox::hand_over_wal_checkpoints`): at the default
+//! interval about one in ten Weir checkpoints. On the outbox thread they held it for tens of
+//! milliseconds, with an alert to stage or rows for the uplink waiting behind. Running one
+//! after every fsync instead was measured to write more (each moved the same few pages into
+//! the database more often) and to fsync more. A PASSIVE checkpoint never blocks the writer
+//! (SQLite copies only frames no reader needs); the writer still truncates the WAL to
+//! `journal_size_limit` when it starts it over.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -28,7 +33,12 @@ use super::OutboxError;
 /// Answers `Ok` once everything committed before the request is on the card.
 pub type Durable = oneshot::Receiver<Result<(), OutboxError>>;
 
-type Request = oneshot::Sender<Result<(), OutboxError>>;
+enum Request {
+    /// Answered once everything committed before it is on the card.
+    Sync(oneshot::Sender<Result<(), OutboxError>>),
+    /// A WAL checkpoint is due.
+    Checkpoint,
+}
 
 /// The sending side, held by the outbox thread.
 pub(super) struct Syncer {
@@ -58,8 +68,13 @@ impl Syncer {
         let (reply, answer) = oneshot::channel();
         // A send fails only once the thread is gone; the dropped `reply` then answers the
         // caller with a closed channel, which it treats as not durable.
-        let _ = self.tx.send(reply);
+        let _ = self.tx.send(Request::Sync(reply));
         answer
+    }
+
+    /// Asks for a WAL checkpoint, after the fsyncs requested before.
+    pub fn checkpoint(&self) {
+        let _ = self.tx.send(Request::Checkpoint);
     }
 }
 
@@ -72,17 +87,55 @@ fn wal_path(db: &Path) -> PathBuf {
 fn run(db: &Path, mut rx: mpsc::UnboundedReceiver<Request>) {
     let wal = wal_path(db);
     let mut waiting = Vec::new();
+    let mut conn = None;
     while let Some(first) = rx.blocking_recv() {
-        waiting.push(first);
+        let mut checkpoint = false;
+        let mut take = |r| match r {
+            Request::Sync(reply) => waiting.push(reply),
+            Request::Checkpoint => checkpoint = true,
+        };
+        take(first);
         while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
+            take(more);
         }
-        let result = sync(&wal);
-        for reply in waiting.drain(..) {
-            let _ = reply.send(result.clone().map_err(|detail| OutboxError::Sync {
-                path: db.to_path_buf(),
-                detail,
-            }));
+        if !waiting.is_empty() {
+            let result = sync(&wal);
+            for reply in waiting.drain(..) {
+                let _ = reply.send(result.clone().map_err(|detail| OutboxError::Sync {
+                    path: db.to_path_buf(),
+                    detail,
+                }));
+            }
+        }
+        if checkpoint {
+            wal_checkpoint(db, &mut conn);
+        }
+    }
+}
+
+/// A PASSIVE WAL checkpoint on this thread's connection (opened at the first). A failure
+/// leaves the frames in the WAL for the next one, or for the next open.
+fn wal_checkpoint(db: &Path, conn: &mut Option<rusqlite::Connection>) {
+    if conn.is_none() {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let opened = rusqlite::Connection::open_with_flags(db, flags).and_then(|c| {
+            // Syncs the WAL before copying and the database after, like the writer's would.
+            c.pragma_update(None, "synchronous", super::store::synchronous("NORMAL"))?;
+            c.pragma_update(None, "wal_autocheckpoint", 0)?;
+            Ok(c)
+        });
+        match opened {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the outbox for its WAL checkpoint; the WAL grows until the next one");
+                return;
+            }
+        }
+    }
+    if let Some(c) = conn {
+        if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "WAL checkpoint failed; the next one takes its frames");
         }
     }
 }

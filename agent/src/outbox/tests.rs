@@ -780,3 +780,22 @@ fn stats_count_staged_rows_and_leave_out_the_acknowledged_ones() {
         }
     );
 }
+
+#[test]
+fn a_commit_writes_the_rows_staged_before_its_first_attempt_and_leaves_later_ones_staged() {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    ob.stage(vec![msg(Agg, 10, None, 1), msg(Agg, 10, None, 2)])
+        .unwrap();
+    // The batch's first attempt: rows below this go with it, even when retried later.
+    let below = ob.next_id();
+    ob.stage(vec![msg(Agg, 10, None, 3)]).unwrap();
+    ob.commit_staged_below(&[], Some(&Checkpoint::default()), below)
+        .unwrap();
+    assert_eq!(stored_ids(&ob), vec![1, 2]);
+    assert_eq!(ob.staged_rows(), 1, "staged after the state was taken");
+    assert_eq!(ids(&all(&ob)), vec![1, 2, 3]);
+    ob.commit(&[], Some(&Checkpoint::default())).unwrap();
+    assert_eq!(stored_ids(&ob), vec![1, 2, 3]);
+    assert_eq!(ob.staged_rows(), 0);
+}
