@@ -134,6 +134,24 @@ pub fn summary(msgs: &[Msg]) -> String {
     format!("{v:?}")
 }
 
+/// Unpacks a `weir diag` bundle into `into` with the system's tar and returns
+/// its top-level entries (one directory, `weir-diag-<device>-<time>`).
+pub fn unpack_bundle(bundle: &std::path::Path, into: &std::path::Path) -> Vec<std::fs::DirEntry> {
+    std::fs::create_dir_all(into).unwrap_or_else(|e| panic!("{e}"));
+    let st = Command::new("tar")
+        .arg("xzf")
+        .arg(bundle)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "tar could not unpack {}", bundle.display());
+    std::fs::read_dir(into)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .collect()
+}
+
 /// A scratch directory that survives for inspection when `WEIR_KEEP_TMP` is set.
 pub fn scratch() -> tempfile::TempDir {
     let keep = std::env::var_os("WEIR_KEEP_TMP").is_some();

@@ -4,10 +4,9 @@
 //! password written into the config by mistake nowhere in it.
 
 use std::path::Path;
-use std::process::Command;
 
 use weir_tests::snapshot::assert_snapshot;
-use weir_tests::{Config, cli_with, scratch, toml};
+use weir_tests::{Config, cli_with, scratch, toml, unpack_bundle};
 
 const PASSWORD: &str = "Tr0ub4dor&3-not-for-support";
 /// The one before it, left in a comment.
@@ -101,20 +100,7 @@ fn a_diag_bundle_lists_every_section_and_holds_no_password() {
         out.contains("(commented-out ones too) are redacted") && !out.contains("no passwords"),
         "{out}"
     );
-    let x = dir.path().join("x");
-    std::fs::create_dir_all(&x).unwrap_or_else(|e| panic!("{e}"));
-    let st = Command::new("tar")
-        .arg("xzf")
-        .arg(&bundle)
-        .arg("-C")
-        .arg(&x)
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(st.success());
-    let top: Vec<_> = std::fs::read_dir(&x)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .flatten()
-        .collect();
+    let top = unpack_bundle(&bundle, &dir.path().join("x"));
     assert_eq!(top.len(), 1);
     let root = top[0].path();
     assert!(

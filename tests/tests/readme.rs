@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weir_tests::readme::{Readme, codes};
 use weir_tests::{
-    Broker, CliOut, Config, Weir, cli, cli_cfg, cli_with, free_port, scratch, toml, wait_for,
-    weir_command,
+    Broker, CliOut, Config, Weir, cli, cli_cfg, cli_with, free_port, scratch, toml, unpack_bundle,
+    wait_for, weir_command,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -528,19 +528,8 @@ fn a_diag_bundle_holds_the_files_the_readme_lists_and_no_secret_it_names() {
         .unwrap_or(0);
     assert_eq!(mode, 0o600, "{}", bundle.display());
 
-    let x = d.join("x");
-    std::fs::create_dir_all(&x).unwrap_or_else(|e| panic!("{e}"));
-    let st = std::process::Command::new("tar")
-        .arg("xzf")
-        .arg(&bundle)
-        .arg("-C")
-        .arg(&x)
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(st.success());
-    let root = std::fs::read_dir(&x)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .flatten()
+    let root = unpack_bundle(&bundle, &d.join("x"))
+        .into_iter()
         .next()
         .unwrap_or_else(|| panic!("an empty bundle"))
         .path();
