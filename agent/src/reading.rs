@@ -54,7 +54,7 @@ impl fmt::Display for Key {
 }
 
 /// Hasher of the per-key maps on the hot path (engine, detectors): foldhash,
-/// randomly seeded per process. The std SipHash cost about 250 instructions
+/// randomly seeded per process. The std SipHash cost several hundred instructions
 /// per lookup, several lookups per reading. Keys come from configured sources
 /// and are bounded by `max_keys`, so the weaker flooding resistance costs at
 /// worst a slower lookup among at most `max_keys` keys.
