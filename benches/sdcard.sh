@@ -23,7 +23,9 @@
 # SOURCE (sim, the default: simulated local sensors; mqtt: the sensors publish plain values
 # with QoS 1 to a local Mosquitto set as the README recommends, which Weir ingests, and the
 # script reports that broker's own writes and fsyncs too), AUTOSAVE (that broker's
-# autosave_interval in seconds, default 1800, Mosquitto's default).
+# autosave_interval in seconds, default 1800, Mosquitto's default), INFLIGHT (with
+# SOURCE=mqtt: that broker's max_inflight_messages and Weir's [ingest] broker_max_inflight,
+# default 1000 as the README recommends; 20 is Mosquitto's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +72,7 @@ persistence_location $STATE_DIR/local/
 autosave_interval ${AUTOSAVE:-1800}
 max_queued_messages 0
 upgrade_outgoing_qos true
+max_inflight_messages ${INFLIGHT:-1000}
 log_dest none
 EOF
 cp_line=
@@ -104,7 +107,7 @@ metric = "temperature"
 high = 30.0
 EOF
     if [ "$SOURCE" = mqtt ]; then
-        printf '\n[ingest]\nhost = "127.0.0.1"\nport = %d\n[[ingest.topic]]\nfilter = "sensors/+/+"\nsensor = "{2}"\nmetric = "{3}"\n' "$lport"
+        printf '\n[ingest]\nhost = "127.0.0.1"\nport = %d\nbroker_max_inflight = %d\n[[ingest.topic]]\nfilter = "sensors/+/+"\nsensor = "{2}"\nmetric = "{3}"\n' "$lport" "${INFLIGHT:-1000}"
     else
         for i in $(seq 1 "$SENSORS"); do
             printf '\n[[sim]]\nname = "s%03d"\nmetric = "temperature"\ninterval = "%s"\nseed = %d\nbase = 21.0\nnoise = 0.2\n' \

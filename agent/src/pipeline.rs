@@ -206,7 +206,6 @@ pub async fn run(
         buffered_msgs: ha_msgs.len(),
         msgs: ha_msgs,
         acks: Vec::new(),
-        acks_since: None,
         syncing: std::collections::VecDeque::new(),
         outbox: outbox.clone(),
         counters: counters.clone(),
@@ -460,12 +459,6 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 /// if nothing arrives for this long, checkpoint now rather than at the interval.
 const STALL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The longest an MQTT delivery waits for the checkpoint that acknowledges it,
-/// whatever `checkpoint_interval` says: the broker holds it meanwhile, and resends
-/// it after a reconnect if it has to. Local sensors have no one waiting: their
-/// state goes at the interval.
-const ACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Bounds on what waits for the next checkpoint: beyond either, it is taken at
 /// once. Messages: one transaction stays small enough to fit the space a nearly
 /// full disk keeps (see `outbox`), so a held batch can always go in once the
@@ -511,8 +504,7 @@ struct EngineTask {
     /// (so the next commit is under way before the broker stops sending), at most
     /// [`MAX_OWED_ACKS`].
     owed_limit: usize,
-    /// A checkpoint is due (the interval, an owed acknowledgement's deadline, a stalled
-    /// broker) and starts as soon as no commit is in flight.
+    /// A checkpoint is due (the interval, a stalled broker) and starts as soon as no commit is in flight.
     due: bool,
     /// The commit in flight, at most one.
     committing: Option<InFlight>,
@@ -528,8 +520,6 @@ struct EngineTask {
     /// Committed checkpoints waiting for their fsync, oldest first, with the
     /// acknowledgements each releases.
     syncing: std::collections::VecDeque<(crate::outbox::Durable, Vec<Ack>)>,
-    /// When the oldest owed acknowledgement must go out (see [`ACK_WITHIN`]).
-    acks_since: Option<tokio::time::Instant>,
     /// Their bytes. Both count `msgs` until staged; then the outbox says.
     buffered_bytes: u64,
     stop: CancellationToken,
@@ -587,13 +577,6 @@ impl EngineTask {
             // note that one is due (acknowledgements owed meanwhile go with the next one).
             let idle = self.committing.is_none();
             let stalled = idle && self.acks.len() >= self.broker_max_inflight;
-            // MQTT deliveries waiting for their acknowledgement: the checkpoint that
-            // releases them comes within ACK_WITHIN, however long the interval.
-            let owed = (!self.acks.is_empty()).then(|| {
-                *self
-                    .acks_since
-                    .get_or_insert_with(|| tokio::time::Instant::now() + ACK_WITHIN)
-            });
             let mut answered = None;
             let mut staged = None;
             // The watchdog is fed from this loop (and the commit retry inside it)
@@ -614,10 +597,14 @@ impl EngineTask {
                     self.hearing.apply(&mut self.processor.engine, now);
                     self.step(|p, msgs| p.tick(now, msgs));
                 }
+                // The interval also bounds how long an MQTT delivery waits for the
+                // checkpoint that acknowledges it (unless half the broker's window fills
+                // first): the broker holds it meanwhile and resends it after a reconnect,
+                // so waiting costs nothing but redeliveries after a crash, and every
+                // commit it saves is an fsync the card does not take.
                 _ = every.tick() => self.due = true,
                 // The broker waits for our acknowledgements before it sends more.
                 () = tokio::time::sleep(STALL), if stalled => self.due = true,
-                () = tokio::time::sleep_until(owed.unwrap_or_else(tokio::time::Instant::now)), if idle && owed.is_some() => self.due = true,
                 () = self.watchdog.due() => {}
                 result = commit_answered(&mut self.committing), if !idle => answered = Some(result),
                 result = stage_answered(&mut self.staging), if self.staging.is_some() => staged = Some(result),
@@ -931,7 +918,6 @@ impl EngineTask {
         self.due = false;
         self.buffered_msgs = 0;
         self.buffered_bytes = 0;
-        self.acks_since = None;
         if let Some(ha) = self.processor.homeassistant() {
             ha.before_send();
         }
