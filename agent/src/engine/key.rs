@@ -30,6 +30,9 @@ pub(super) struct KeyState {
     // Usually one or two windows; a sorted Vec beats a tree at that size, and
     // keeps its capacity as windows come and go, so the steady state does not allocate.
     pub windows: Vec<OpenWindow>,
+    /// In the engine's dirty list already (cleared by `take_dirty`; not in
+    /// snapshots: a restored key is clean).
+    pub listed: bool,
 }
 
 #[derive(Debug)]
@@ -54,6 +57,16 @@ impl KeyState {
             last_arrival: TimestampMs::MIN,
             idle: false,
             windows: Vec::with_capacity((per_reading + 1).min(cfg.max_windows_per_key)),
+            listed: false,
+        }
+    }
+
+    /// Lists `key` (whose state this is) in the engine's `dirty` list unless
+    /// it is there already: the incremental checkpoint must write it.
+    pub(super) fn mark_dirty(&mut self, dirty: &mut Vec<Key>, key: &Key) {
+        if !self.listed {
+            self.listed = true;
+            dirty.push(key.clone());
         }
     }
 

@@ -50,7 +50,7 @@ pub use sketch::{ALPHA0 as QUANTILE_ALPHA, MAX_BINS as QUANTILE_MAX_BINS};
 pub use state::{EngineState, KeySnapshot};
 pub use window::{Window, Windows};
 
-use crate::reading::{Key, KeyMap, KeySet, Reading, TimestampMs};
+use crate::reading::{Key, KeyMap, Reading, TimestampMs};
 use key::{Ctx, KeyState};
 
 /// The largest magnitude a reading may have: with it, the sum of any window
@@ -75,7 +75,9 @@ pub struct Engine {
     next_due: TimestampMs,
     // Keys whose state may have changed since the last `take_dirty`: what an
     // incremental checkpoint must write. A superset is harmless, a miss is not.
-    dirty: KeySet,
+    // Each key once: its state's `listed` flag says whether it is here, so a
+    // reading of a listed key costs no hash lookup for this.
+    dirty: Vec<Key>,
     // Whether `now` is a synchronised time the clock guards may judge by.
     clock_trusted: bool,
 }
@@ -94,7 +96,7 @@ impl Engine {
             global_max_ts: None,
             timers: BTreeSet::new(),
             next_due: TimestampMs::MAX,
-            dirty: KeySet::default(),
+            dirty: Vec::new(),
             clock_trusted: true,
         }
     }
@@ -116,7 +118,7 @@ impl Engine {
         }
         for (k, st) in &mut self.keys {
             st.shift_clock(delta);
-            mark(&mut self.dirty, k);
+            st.mark_dirty(&mut self.dirty, k);
         }
         if self.next_due != TimestampMs::MAX {
             self.next_due = self.next_due.saturating_add(delta);
@@ -184,8 +186,6 @@ impl Engine {
                 .is_some_and(|b| reading.ts < now_ms.saturating_sub(b))
         {
             Some(RejectReason::TooOld)
-        } else if self.keys.len() >= cfg.max_keys && !self.keys.contains_key(&reading.key) {
-            Some(RejectReason::KeyLimit)
         } else {
             None
         };
@@ -193,10 +193,6 @@ impl Engine {
             out.push(Output::Rejected { reading, reason });
             return;
         }
-        if let Some(idle) = cfg.idle_timeout_ms {
-            self.next_due = self.next_due.min(now_ms.saturating_add(idle));
-        }
-        mark(&mut self.dirty, &reading.key);
         let global = cfg.scope == Scope::Global;
         let session = matches!(cfg.window, WindowSpec::Session { .. });
         let mut ctx = Ctx {
@@ -207,15 +203,47 @@ impl Engine {
             now: now_ms,
             out,
         };
-        // Step 3 for sessions: join before the watermark moves.
-        let joined = if session {
-            self.keys
-                .get_mut(&reading.key)
-                .and_then(|state| state.join_session(&reading, &mut ctx))
-        } else {
-            None
+        // One hash lookup finds the key's state and settles the key limit
+        // (step 2); with per-key scope it is the only one. Nothing changes
+        // before the key is known to be admitted.
+        let joined = match self.keys.get_mut(&reading.key) {
+            Some(state) => {
+                admitted(&mut ctx, state, &mut self.dirty, &reading.key);
+                // Step 3 for sessions: join before the watermark moves.
+                let joined = if session {
+                    state.join_session(&reading, &mut ctx)
+                } else {
+                    None
+                };
+                if !global {
+                    state.accept(reading, None, joined, &mut ctx);
+                    return;
+                }
+                joined
+            }
+            None => {
+                if self.keys.len() >= ctx.cfg.max_keys {
+                    ctx.out.push(Output::Rejected {
+                        reading,
+                        reason: RejectReason::KeyLimit,
+                    });
+                    return;
+                }
+                let state = self
+                    .keys
+                    .entry(reading.key.clone())
+                    .or_insert_with(|| KeyState::new(ctx.cfg, reading.ts));
+                admitted(&mut ctx, state, &mut self.dirty, &reading.key);
+                if !global {
+                    state.accept(reading, None, None, &mut ctx);
+                    return;
+                }
+                // A new key has no session to join.
+                None
+            }
         };
-        if global && self.global_max_ts.is_none_or(|m| reading.ts > m) {
+        // Global scope: the watermark may fire other keys' windows first.
+        if self.global_max_ts.is_none_or(|m| reading.ts > m) {
             self.global_max_ts = Some(reading.ts);
             self.fire_timers(now_ms, out);
         }
@@ -227,17 +255,14 @@ impl Engine {
             now: now_ms,
             out,
         };
-        let global_max = self.global_max_ts.filter(|_| global);
-        // Look up by reference first: the common path never clones the key.
-        if let Some(state) = self.keys.get_mut(&reading.key) {
-            state.accept(reading, global_max, joined, &mut ctx);
-            return;
-        }
+        // Panics only if a key lost its state, which never happens: keys are
+        // never removed from `keys`.
+        #[allow(clippy::expect_used)]
         let state = self
             .keys
-            .entry(reading.key.clone())
-            .or_insert_with(|| KeyState::new(ctx.cfg, reading.ts));
-        state.accept(reading, global_max, joined, &mut ctx);
+            .get_mut(&reading.key)
+            .expect("the key was admitted above and keys are never removed");
+        state.accept(reading, self.global_max_ts, joined, &mut ctx);
     }
 
     /// Lets wall-clock time pass to `now_ms`: emits late panes held by
@@ -279,7 +304,7 @@ impl Engine {
         for (_, k) in &due {
             if let Some(st) = self.keys.get_mut(k) {
                 st.on_tick(k, &mut ctx);
-                mark(&mut self.dirty, k);
+                st.mark_dirty(&mut self.dirty, k);
             }
         }
         // Recompute the bound exactly over what is still pending.
@@ -315,7 +340,7 @@ impl Engine {
             };
             if let Some(st) = self.keys.get_mut(&k) {
                 st.advance(&k, t, wm, &mut ctx);
-                mark(&mut self.dirty, &k);
+                st.mark_dirty(&mut self.dirty, &k);
             }
         }
     }
@@ -369,7 +394,13 @@ impl Engine {
     /// particular order), for an incremental checkpoint: write
     /// [`Engine::key_snapshot`] of each, and [`Engine::global_max_ts`].
     pub fn take_dirty(&mut self) -> Vec<Key> {
-        self.dirty.drain().collect()
+        let keys = std::mem::take(&mut self.dirty);
+        for k in &keys {
+            if let Some(st) = self.keys.get_mut(k) {
+                st.listed = false;
+            }
+        }
+        keys
     }
 
     /// The configuration in force (clamped to valid values, see [`Engine::new`]).
@@ -378,9 +409,11 @@ impl Engine {
     }
 }
 
-/// Adds `key` to the dirty set, cloning it only the first time.
-fn mark(dirty: &mut KeySet, key: &Key) {
-    if !dirty.contains(key) {
-        dirty.insert(key.clone());
+/// What every admitted reading does to its key, before steps 3 to 6: the key
+/// may have changed (for the next checkpoint), and its idle deadline moves.
+fn admitted(ctx: &mut Ctx, state: &mut KeyState, dirty: &mut Vec<Key>, key: &Key) {
+    if let Some(idle) = ctx.cfg.idle_timeout_ms {
+        *ctx.next_due = (*ctx.next_due).min(ctx.now.saturating_add(idle));
     }
+    state.mark_dirty(dirty, key);
 }

@@ -398,3 +398,36 @@ fn watermarks_lists_every_key_once() {
     wms.sort();
     assert_eq!(wms, vec![("a/m".to_string(), 90), ("b/m".to_string(), 290)]);
 }
+
+#[test]
+fn a_key_is_listed_dirty_once_until_taken_and_again_after_its_next_reading() {
+    let mut e = Engine::new(cfg(1_000, 0, 0));
+    push(&mut e, "a", 100, 1.0);
+    push(&mut e, "a", 200, 2.0);
+    push(&mut e, "b", 300, 3.0);
+    let mut dirty = e.take_dirty();
+    dirty.sort();
+    assert_eq!(dirty, vec![Key::new("a", "m"), Key::new("b", "m")]);
+    assert!(e.take_dirty().is_empty());
+    push(&mut e, "b", 400, 4.0);
+    assert_eq!(e.take_dirty(), vec![Key::new("b", "m")]);
+}
+
+#[test]
+fn a_rejected_reading_leaves_no_key_dirty() {
+    let mut c = cfg(1_000, 0, 0);
+    c.max_keys = 1;
+    let mut e = Engine::new(c);
+    push(&mut e, "a", 100, 1.0);
+    e.take_dirty();
+    let out = push(&mut e, "b", 200, 2.0);
+    assert!(matches!(
+        out[..],
+        [Output::Rejected {
+            reason: RejectReason::KeyLimit,
+            ..
+        }]
+    ));
+    assert!(e.take_dirty().is_empty());
+    assert_eq!(e.key_count(), 1);
+}
