@@ -27,7 +27,12 @@ struct Acc {
 
 /// Collects the run's rows and alerts per sensor.
 pub struct Eval {
+    /// Sensor name to its accumulator; reported in name order.
     series: BTreeMap<String, Acc>,
+    /// The sensor of the last reading and its accumulator, out of `series` while it is here:
+    /// readings come in runs of one sensor, and a map lookup per reading (string compares)
+    /// was a visible part of the run. `series` is only complete after `settle`.
+    last: Option<(String, Acc)>,
     windows: Option<HashMap<String, Vec<(i64, i64)>>>,
 }
 
@@ -36,6 +41,7 @@ impl Eval {
     pub fn new(windows: Option<HashMap<String, Vec<(i64, i64)>>>) -> Self {
         Self {
             series: BTreeMap::new(),
+            last: None,
             windows,
         }
     }
@@ -52,7 +58,7 @@ impl Eval {
         ) else {
             return;
         };
-        let acc = self.series.entry(sensor.to_string()).or_default();
+        let acc = self.acc(sensor);
         match state {
             "raised" => {
                 acc.open += 1;
@@ -62,12 +68,31 @@ impl Eval {
         }
     }
 
+    /// `sensor`'s accumulator, made the `last` one.
+    fn acc(&mut self, sensor: &str) -> &mut Acc {
+        if self.last.as_ref().is_none_or(|(name, _)| name != sensor) {
+            self.settle();
+        }
+        let series = &mut self.series;
+        &mut self
+            .last
+            .get_or_insert_with(|| {
+                let acc = series.remove(sensor).unwrap_or_default();
+                (sensor.to_string(), acc)
+            })
+            .1
+    }
+
+    /// Puts the `last` accumulator back into `series`.
+    fn settle(&mut self) {
+        if let Some((name, acc)) = self.last.take() {
+            self.series.insert(name, acc);
+        }
+    }
+
     /// One accepted reading, with its score and label (if a column has one).
     pub fn on_reading(&mut self, sensor: &str, ts: i64, score: f64, label: bool) {
-        let acc = match self.series.get_mut(sensor) {
-            Some(a) => a,
-            None => self.series.entry(sensor.to_string()).or_default(),
-        };
+        let acc = self.acc(sensor);
         let alerted = acc.open > 0;
         if acc.ts.last() == Some(&ts) {
             let i = acc.ts.len() - 1;
@@ -104,7 +129,8 @@ impl Eval {
     }
 
     /// Prints the evaluation.
-    pub fn report(&self, w: &mut dyn Write) -> std::io::Result<()> {
+    pub fn report(&mut self, w: &mut dyn Write) -> std::io::Result<()> {
+        self.settle();
         let rows = self.windows.is_none();
         let mut corpus = Vec::new();
         let mut total = AlertCounts::default();

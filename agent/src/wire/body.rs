@@ -12,9 +12,9 @@
 //! wire's own, not the engine's, so that reordering an internal enum cannot change the wire.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::VERSION;
+use super::json::{self, Obj};
 use crate::reading::TimestampMs;
 
 /// Message kinds; the value is the postcard kind byte.
@@ -271,43 +271,23 @@ pub enum Message<'a> {
     DeadLetter(DeadLetterBody<'a>),
 }
 
-/// The pane's JSON, in Weir 0.1's field order.
-#[derive(Serialize)]
-struct PaneJson<'a> {
-    v: u32,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: String,
-    msg_id: String,
-    device: &'a str,
-    sensor: &'a str,
-    metric: &'a str,
-    window_start: TimestampMs,
-    window_end: TimestampMs,
-    revision: u32,
-    timing: &'static str,
-    #[serde(rename = "final")]
-    is_final: bool,
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-    mean: f64,
-    stddev: f64,
-    first: f64,
-    last: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p50: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p90: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p99: Option<f64>,
-    emitted_at: TimestampMs,
-}
-
 /// `<device>/<sensor>/<metric>/<window_start>-<window_end>`.
 pub fn pane_id(device: &str, sensor: &str, metric: &str, start: i64, end: i64) -> String {
-    format!("{device}/{sensor}/{metric}/{start}-{end}")
+    // Not `format!`: this runs for every pane (its supersede key), and the formatting
+    // machinery cost more than the copying.
+    let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+    [
+        device,
+        "/",
+        sensor,
+        "/",
+        metric,
+        "/",
+        a.format(start),
+        "-",
+        b.format(end),
+    ]
+    .concat()
 }
 
 impl Message<'_> {
@@ -323,89 +303,128 @@ impl Message<'_> {
 
     /// The JSON payload the `json` format publishes (`docs/wire.md`).
     pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the JSON payload to `out`. Written by hand (`super::json`), byte for byte what
+    /// serde_json wrote before: panes in Weir 0.1's field order, the other kinds with their keys
+    /// sorted (they were `json!` maps, which serde_json orders by key).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Message::Pane(p) => {
-                let id = pane_id(p.device, p.sensor, p.metric, p.window_start, p.window_end);
-                to_vec(&PaneJson {
-                    v: VERSION,
-                    kind: "pane",
-                    msg_id: format!("{id}#r{}", p.revision),
-                    id,
-                    device: p.device,
-                    sensor: p.sensor,
-                    metric: p.metric,
-                    window_start: p.window_start,
-                    window_end: p.window_end,
-                    revision: p.revision,
-                    timing: p.timing.as_str(),
-                    is_final: p.is_final,
-                    count: p.count,
-                    sum: p.sum,
-                    min: p.min,
-                    max: p.max,
-                    mean: p.mean,
-                    stddev: p.stddev,
-                    first: p.first,
-                    last: p.last,
-                    p50: p.p50,
-                    p90: p.p90,
-                    p99: p.p99,
-                    emitted_at: p.emitted_at,
-                })
+                let mut o = Obj::open(out);
+                o.int("v", VERSION);
+                o.str("type", "pane");
+                o.raw_str("id", |out| pane_id_into(out, p));
+                o.raw_str("msg_id", |out| {
+                    pane_id_into(out, p);
+                    out.extend_from_slice(b"#r");
+                    json::int(out, p.revision);
+                });
+                o.str("device", p.device);
+                o.str("sensor", p.sensor);
+                o.str("metric", p.metric);
+                o.int("window_start", p.window_start);
+                o.int("window_end", p.window_end);
+                o.int("revision", p.revision);
+                o.str("timing", p.timing.as_str());
+                o.bool("final", p.is_final);
+                o.int("count", p.count);
+                o.f64("sum", p.sum);
+                o.f64("min", p.min);
+                o.f64("max", p.max);
+                o.f64("mean", p.mean);
+                o.f64("stddev", p.stddev);
+                o.f64("first", p.first);
+                o.f64("last", p.last);
+                for (k, v) in [("p50", p.p50), ("p90", p.p90), ("p99", p.p99)] {
+                    if v.is_some() {
+                        o.opt_f64(k, v);
+                    }
+                }
+                o.int("emitted_at", p.emitted_at);
+                o.close();
             }
-            // serde_json's map is ordered by key: these objects come out sorted, as in 0.1.
             Message::Alert(a) => {
-                let id = format!("{}/{}", a.device, a.alert_id);
                 let state = a.state.as_str();
-                to_vec(&json!({
-                    "v": VERSION,
-                    "type": "alert",
-                    "msg_id": format!("{id}#{state}"),
-                    "id": id,
-                    "device": a.device,
-                    "sensor": a.sensor,
-                    "metric": a.metric,
-                    "detector": a.detector,
-                    "kind": a.kind,
-                    "state": state,
-                    "severity": a.severity.as_str(),
-                    "value": a.value,
-                    "baseline": a.baseline,
-                    "threshold": a.threshold,
-                    "reason": a.reason,
-                    "ts": a.ts,
-                    "raised_ts": a.raised_ts,
-                    "emitted_at": a.emitted_at,
-                }))
+                let mut o = Obj::open(out);
+                o.opt_f64("baseline", a.baseline);
+                o.str("detector", a.detector);
+                o.str("device", a.device);
+                o.int("emitted_at", a.emitted_at);
+                o.str_parts("id", &[a.device, "/", a.alert_id]);
+                o.str("kind", a.kind);
+                o.str("metric", a.metric);
+                o.str_parts("msg_id", &[a.device, "/", a.alert_id, "#", state]);
+                o.int("raised_ts", a.raised_ts);
+                o.str("reason", a.reason);
+                o.str("sensor", a.sensor);
+                o.str("severity", a.severity.as_str());
+                o.str("state", state);
+                o.f64("threshold", a.threshold);
+                o.int("ts", a.ts);
+                o.str("type", "alert");
+                o.int("v", VERSION);
+                o.f64("value", a.value);
+                o.close();
             }
-            Message::Late(l) => to_vec(&json!({
-                "v": VERSION,
-                "type": "late",
-                "msg_id": format!("{}/late/{}/{}", l.device, l.boot_id, l.seq),
-                "device": l.device,
-                "sensor": l.sensor,
-                "metric": l.metric,
-                "value": l.value,
-                "ts": l.ts,
-                "ts_source": l.ts_source.as_str(),
-                "watermark": l.watermark,
-                "late_by_ms": l.late_by_ms,
-                "emitted_at": l.emitted_at,
-            })),
-            Message::DeadLetter(d) => to_vec(&json!({
-                "v": VERSION,
-                "type": "deadletter",
-                "msg_id": format!("{}/dl/{}/{}", d.device, d.boot_id, d.seq),
-                "device": d.device,
-                "source": d.source,
-                "reason": d.reason,
-                "detail": d.detail,
-                "payload": d.payload,
-                "received_at": d.received_at,
-                "emitted_at": d.emitted_at,
-            })),
+            Message::Late(l) => {
+                let mut o = Obj::open(out);
+                o.str("device", l.device);
+                o.int("emitted_at", l.emitted_at);
+                o.int("late_by_ms", l.late_by_ms);
+                o.str("metric", l.metric);
+                o.raw_str("msg_id", |out| {
+                    json::escape_into(out, l.device);
+                    out.extend_from_slice(b"/late/");
+                    json::escape_into(out, l.boot_id);
+                    out.push(b'/');
+                    json::int(out, l.seq);
+                });
+                o.str("sensor", l.sensor);
+                o.int("ts", l.ts);
+                o.str("ts_source", l.ts_source.as_str());
+                o.str("type", "late");
+                o.int("v", VERSION);
+                o.f64("value", l.value);
+                o.int("watermark", l.watermark);
+                o.close();
+            }
+            Message::DeadLetter(d) => {
+                let mut o = Obj::open(out);
+                o.str("detail", d.detail);
+                o.str("device", d.device);
+                o.int("emitted_at", d.emitted_at);
+                o.raw_str("msg_id", |out| {
+                    json::escape_into(out, d.device);
+                    out.extend_from_slice(b"/dl/");
+                    json::escape_into(out, d.boot_id);
+                    out.push(b'/');
+                    json::int(out, d.seq);
+                });
+                o.str("payload", d.payload);
+                o.str("reason", d.reason);
+                o.int("received_at", d.received_at);
+                o.str("source", d.source);
+                o.str("type", "deadletter");
+                o.int("v", VERSION);
+                o.close();
+            }
         }
     }
+}
+
+/// The pane id, escaped, without quotes.
+fn pane_id_into(out: &mut Vec<u8>, p: &PaneBody<'_>) {
+    for (part, sep) in [(p.device, b'/'), (p.sensor, b'/'), (p.metric, b'/')] {
+        json::escape_into(out, part);
+        out.push(sep);
+    }
+    json::int(out, p.window_start);
+    out.push(b'-');
+    json::int(out, p.window_end);
 }
 
 /// Serialising our own plain structs cannot fail (no maps with non-string keys, no

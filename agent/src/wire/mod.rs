@@ -9,6 +9,7 @@
 //! technician's `mosquitto_sub` must be able to read them, and they are small and infrequent.
 
 pub mod body;
+mod json;
 pub mod postcard;
 
 use serde_json::json;
@@ -155,7 +156,7 @@ impl Wire {
         }));
         NewMessage {
             class: Class::Aggregate,
-            topic: format!("{}/agg/{}/{}", self.prefix, p.key.sensor, p.key.metric),
+            topic: [&*self.prefix, "/agg/", &p.key.sensor, "/", &p.key.metric].concat(),
             payload,
             supersede_key: Some(self.pane_id(p)),
             created_ms: now,
@@ -183,7 +184,7 @@ impl Wire {
         }));
         NewMessage {
             class: Class::Alert,
-            topic: format!("{}/alert/{}/{}", self.prefix, a.key.sensor, a.key.metric),
+            topic: [&*self.prefix, "/alert/", &a.key.sensor, "/", &a.key.metric].concat(),
             payload,
             supersede_key: None,
             created_ms: now,
@@ -383,5 +384,7 @@ mod tests {
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod json_tests;
+#[cfg(test)]
+mod json_writer_tests;
 #[cfg(test)]
 mod postcard_tests;
