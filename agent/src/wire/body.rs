@@ -340,8 +340,8 @@ impl Message<'_> {
                 o.f64("first", p.first);
                 o.f64("last", p.last);
                 for (k, v) in [("p50", p.p50), ("p90", p.p90), ("p99", p.p99)] {
-                    if v.is_some() {
-                        o.opt_f64(k, v);
+                    if let Some(v) = v {
+                        o.f64(k, v);
                     }
                 }
                 o.int("emitted_at", p.emitted_at);
@@ -377,11 +377,7 @@ impl Message<'_> {
                 o.int("late_by_ms", l.late_by_ms);
                 o.str("metric", l.metric);
                 o.raw_str("msg_id", |out| {
-                    json::escape_into(out, l.device);
-                    out.extend_from_slice(b"/late/");
-                    json::escape_into(out, l.boot_id);
-                    out.push(b'/');
-                    json::int(out, l.seq);
+                    seq_msg_id_into(out, l.device, "late", l.boot_id, l.seq)
                 });
                 o.str("sensor", l.sensor);
                 o.int("ts", l.ts);
@@ -398,11 +394,7 @@ impl Message<'_> {
                 o.str("device", d.device);
                 o.int("emitted_at", d.emitted_at);
                 o.raw_str("msg_id", |out| {
-                    json::escape_into(out, d.device);
-                    out.extend_from_slice(b"/dl/");
-                    json::escape_into(out, d.boot_id);
-                    out.push(b'/');
-                    json::int(out, d.seq);
+                    seq_msg_id_into(out, d.device, "dl", d.boot_id, d.seq)
                 });
                 o.str("payload", d.payload);
                 o.str("reason", d.reason);
@@ -414,6 +406,15 @@ impl Message<'_> {
             }
         }
     }
+}
+
+/// `<device>/<kind>/<boot_id>/<seq>`, escaped, without quotes: the msg_id of the messages
+/// numbered per boot (late readings, dead letters).
+fn seq_msg_id_into(out: &mut Vec<u8>, device: &str, kind: &str, boot_id: &str, seq: u64) {
+    for part in [device, "/", kind, "/", boot_id, "/"] {
+        json::escape_into(out, part);
+    }
+    json::int(out, seq);
 }
 
 /// The pane id, escaped, without quotes.

@@ -5,7 +5,7 @@
 //! message. This writes straight into the caller's `Vec<u8>` with the same number formatters
 //! serde_json uses (`itoa` for integers, `zmij` for finite floats, `null` for non-finite ones)
 //! and the same string escapes (`"`, `\`, and control characters; nothing else). The unit tests
-//! in `body.rs` compare its output with serde_json's on awkward strings and floats, so a
+//! in `json_writer_tests.rs` compare its output with serde_json's on awkward strings and floats, so a
 //! divergence (e.g. after a serde_json upgrade that changes float formatting) fails.
 //!
 //! Invariant: the caller writes keys in the order serde_json would (struct field order, or
