@@ -102,7 +102,8 @@ run() { # number of sinks
   kill "${ps[@]}"; wait "${ps[@]}" 2>/dev/null || true
   psql "TRUNCATE panes"
   panes "$group" > "$tmp/$group.jsonl"
-  mosquitto_pub -p "$mqport" -q 1 -t "weir/$group/agg/s/temp" -l < "$tmp/$group.jsonl"
+  # At most 60,000 lines a process: past its 65,535 message ids mosquitto_pub -l may quit early.
+  split -l 60000 --filter="mosquitto_pub -p $mqport -q 1 -t weir/$group/agg/s/temp -l" < "$tmp/$group.jsonl"
   ps=()
   local t0 t1
   t0=$(date +%s.%N)
