@@ -559,6 +559,9 @@ impl EngineTask {
                 "held for the clock's synchronisation when the machine restarted: when it was read cannot be known",
             );
         }
+        // Episodes whose detector went away with a config change end now, in the
+        // first checkpoint, rather than staying raised for their consumers.
+        self.step(|p, msgs| p.end_orphaned_alerts(now, msgs));
         self.clock.held.store(self.hold.len() as u64, Relaxed);
         self.checkpoint().await;
         self.synced_all().await;

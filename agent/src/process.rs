@@ -103,6 +103,13 @@ impl Processor {
         self.drain(now, msgs);
     }
 
+    /// Publishes the `cleared` of every open episode the restored state could not
+    /// keep (see [`crate::detect::Detectors::end_orphaned`]); at start, once.
+    pub fn end_orphaned_alerts(&mut self, now: TimestampMs, msgs: &mut Vec<NewMessage>) {
+        self.detectors.end_orphaned(now, &mut self.alerts);
+        self.drain_alerts(now, msgs);
+    }
+
     /// Handles one input at wall-clock `now`, appending the messages it causes
     /// (panes, alerts, late readings, dead letters) to `msgs` in causal order.
     pub fn input(&mut self, input: Input, now: TimestampMs, msgs: &mut Vec<NewMessage>) {

@@ -250,3 +250,71 @@ fn the_last_will_marks_the_device_offline_when_the_agent_dies() {
     assert!(st.retain);
     assert_eq!(st.state, "offline");
 }
+
+/// An episode open when weir stops, whose detector is gone from the config at the
+/// next start, is ended with a `cleared` (same id, the reason saying why) instead of
+/// staying raised for ever for the consumers (a Home Assistant problem sensor, say).
+#[test]
+fn an_open_alert_whose_detector_was_removed_is_cleared_at_the_next_start() {
+    let dir = scratch();
+    let broker = Broker::start_new(dir.path());
+    let upstream = Recorder::connect(broker.port, "weir/swap/#");
+    let input = Publisher::connect(broker.port);
+    let base = || {
+        Config::new("swap", dir.path())
+            .agent(toml! { shutdown_grace = "3s" })
+            .upstream(broker.port)
+            .uplink(toml! { status_interval = "1s" })
+            .ingest(broker.port, "swap-ingest")
+            .topic("sensors/+/+", "{2}", "{3}")
+    };
+    let before = base()
+        .detector(toml! {
+            name = "too-hot", kind = "threshold", sensor = "boiler", metric = "temperature",
+            high = 40.0, hysteresis = 1.0,
+        })
+        .write();
+    let mut weir = Weir::start(&before, dir.path());
+    upstream
+        .wait_until("status online", WAIT, |m| m.last_online().is_some())
+        .unwrap_or_else(|e| weir.fail(&e));
+    std::thread::sleep(Duration::from_millis(500));
+    let reading = format!(r#"{{"value": 55.0, "ts": {}}}"#, now_ms() - 1000);
+    input.publish("sensors/boiler/temperature", reading);
+    let raised = upstream
+        .wait_map("the alert raised", WAIT, |m| {
+            m.alerts(None).into_iter().find(|a| a.state == "raised")
+        })
+        .unwrap_or_else(|e| weir.fail(&e));
+    weir.stop_ok(WAIT);
+
+    // Same sensors, another detector: the threshold's episode cannot go on.
+    let after = base()
+        .detector(
+            toml! { name = "unusual", kind = "zscore", sensor = "boiler", metric = "temperature" },
+        )
+        .write();
+    let mut weir = Weir::start(&after, dir.path());
+    let cleared = upstream
+        .wait_map("the orphaned episode cleared", WAIT, |m| {
+            m.alerts(None)
+                .into_iter()
+                .find(|a| a.state == "cleared" && a.id == raised.id)
+        })
+        .unwrap_or_else(|e| weir.fail(&e));
+    assert_eq!(cleared.kind, "threshold", "{}", cleared.json);
+    assert_eq!(cleared.json["detector"], "too-hot");
+    assert!(
+        cleared.json["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("detectors configured for boiler/temperature changed")),
+        "{}",
+        cleared.json
+    );
+    assert_eq!(
+        upstream.with(|m| m.alerts(None).len()),
+        2,
+        "one raised, one cleared"
+    );
+    weir.stop_ok(WAIT);
+}

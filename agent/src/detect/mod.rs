@@ -81,6 +81,10 @@ pub struct Detectors {
     // once: a flag in the key's states says whether it is listed, so the hot
     // path hashes the key once, not twice.
     dirty: Vec<Key>,
+    /// Open episodes whose state a restore could not keep (the detectors changed
+    /// between runs, or the key is beyond `max_keys`): each still owes consumers
+    /// its `cleared` (see [`Detectors::end_orphaned`]).
+    orphaned: Vec<Alert>,
 }
 
 impl Detectors {
@@ -110,6 +114,7 @@ impl Detectors {
             any_flatline,
             any_online,
             dirty: Vec::new(),
+            orphaned: Vec::new(),
         }
     }
 

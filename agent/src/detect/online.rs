@@ -172,6 +172,18 @@ impl OnlineState {
         }
     }
 
+    /// The name of its detector kind, as [`super::DetectorKind::name`] gives it.
+    pub(super) fn kind_name(&self) -> &'static str {
+        match self.core {
+            Core::LevelShift(_) => "level_shift",
+            Core::Rate(_) => "rate",
+            Core::Spread(_) => "spread",
+            Core::Seasonal(_) => "seasonal",
+            Core::Auto(_) => "auto",
+            Core::Reference(_) => "reference",
+        }
+    }
+
     /// Bytes this state holds, inline and on the heap (an open alert apart).
     pub(super) fn bytes(&self) -> usize {
         let heap = match &self.core {

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DetectorSpec, Detectors, KeyStates, fresh_states};
-use crate::reading::Key;
+use super::{Alert, AlertState, DetectorSpec, Detectors, KeyStates, fresh_states};
+use crate::reading::{Key, TimestampMs};
 
 /// Everything [`Detectors`] hold, keys sorted so that equal detectors give
 /// equal snapshots.
@@ -45,6 +45,38 @@ impl KeyStates {
         let o = self.online.iter().map(|s| (4 + s.1.code(), s.0));
         t.chain(z).chain(q).chain(f).chain(o).collect()
     }
+
+    /// The raised alert of every open episode, with its detector's kind name (a
+    /// stored alert has none: see `alert::boxed`).
+    fn into_open_alerts(self) -> impl Iterator<Item = Alert> {
+        let named = |kind: &'static str, a: Option<&Alert>| a.map(|a| Alert { kind, ..a.clone() });
+        let t = self
+            .threshold
+            .iter()
+            .filter_map(|(_, s)| named("threshold", s.active()));
+        let z = self
+            .zscore
+            .iter()
+            .filter_map(|(_, s)| named("zscore", s.active()));
+        let q = self
+            .silence
+            .iter()
+            .filter_map(|(_, s)| named("silence", s.active()));
+        let f = self
+            .flatline
+            .iter()
+            .filter_map(|(_, s)| named("flatline", s.active()));
+        let o = self
+            .online
+            .iter()
+            .filter_map(|(_, s)| named(s.kind_name(), s.active()));
+        t.chain(z)
+            .chain(q)
+            .chain(f)
+            .chain(o)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
 }
 
 impl Detectors {
@@ -83,15 +115,22 @@ impl Detectors {
 
     /// Detectors that continue exactly where the snapshot's were. A key whose
     /// stored states no longer line up with `specs` (the detectors changed
-    /// between runs) starts afresh; keys beyond `max_keys` are dropped.
+    /// between runs) starts afresh; keys beyond `max_keys` are dropped. The open
+    /// episodes either loses are kept to be ended ([`Detectors::end_orphaned`]),
+    /// so that no consumer is left with an alert raised for ever.
     pub fn restore(specs: Vec<DetectorSpec>, max_keys: usize, state: DetectorsState) -> Self {
         let mut d = Detectors::new(specs, max_keys);
         d.rejected = state.rejected;
-        for (sensor, metric, mut states) in state.keys.into_iter().take(max_keys) {
+        for (n, (sensor, metric, mut states)) in state.keys.into_iter().enumerate() {
+            if n >= max_keys {
+                d.orphaned.extend(states.into_open_alerts());
+                continue;
+            }
             let key = Key::new(sensor, metric);
             let fresh = fresh_states(&d.specs, &key);
             if states.slots() != fresh.slots() {
-                states = fresh;
+                d.orphaned
+                    .extend(std::mem::replace(&mut states, fresh).into_open_alerts());
             }
             // Alert kinds are static names: take them from the specs again.
             let specs = &d.specs;
@@ -127,5 +166,20 @@ impl Detectors {
             d.keys.insert(key, states);
         }
         d
+    }
+
+    /// Ends the open episodes a restore could not keep, at wall-clock `now`:
+    /// a `cleared` alert each, with the episode's id, pushed to `out`. Once.
+    pub fn end_orphaned(&mut self, now: TimestampMs, out: &mut Vec<Alert>) {
+        for mut a in self.orphaned.drain(..) {
+            a.reason = format!(
+                "ended when weir restarted: the detectors configured for {} changed (or the key is over max_keys), so this episode can no longer be judged; raised for: {}",
+                a.key, a.reason
+            );
+            a.state = AlertState::Cleared;
+            // Event time never goes back within an episode.
+            a.ts = now.max(a.ts);
+            out.push(a);
+        }
     }
 }

@@ -221,3 +221,54 @@ fn a_snapshot_of_changed_detectors_restores_keys_afresh() {
     let a = same.active_alerts().next().unwrap();
     assert_eq!((a.kind, a.id.as_str()), ("threshold", "g/t/hot/1"));
 }
+
+#[test]
+fn episodes_a_restore_drops_are_cleared_once() {
+    let mut d = Detectors::new(vec![threshold_spec("hot", Some(35.0), None, 1.0, 0)], 10);
+    let mut out = Vec::new();
+    d.on_reading(&reading("g", "t", 40.0, 1_000), &mut out);
+    d.on_reading(&reading("h", "t", 41.0, 2_000), &mut out);
+    assert_eq!(d.active_alerts().count(), 2);
+
+    // The detector changed: both episodes end, with their ids, kinds and event times kept sane.
+    let mut changed = Detectors::restore(vec![silence_spec("quiet")], 10, d.snapshot());
+    let mut ended = Vec::new();
+    changed.end_orphaned(1_500, &mut ended);
+    ended.sort_by(|a, b| a.id.cmp(&b.id));
+    let got: Vec<_> = ended
+        .iter()
+        .map(|a| (a.id.as_str(), a.state, a.kind, a.detector.as_str(), a.ts))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("g/t/hot/1000", AlertState::Cleared, "threshold", "hot", 1_500),
+            ("h/t/hot/2000", AlertState::Cleared, "threshold", "hot", 2_000),
+        ]
+    );
+    assert!(ended[0].reason.contains("g/t changed"), "{}", ended[0].reason);
+    ended.clear();
+    changed.end_orphaned(9_000, &mut ended);
+    assert!(ended.is_empty(), "once: {ended:?}");
+
+    // Unchanged detectors: nothing ends, the episodes go on.
+    let mut same = Detectors::restore(
+        vec![threshold_spec("hot", Some(35.0), None, 1.0, 0)],
+        10,
+        d.snapshot(),
+    );
+    same.end_orphaned(9_000, &mut ended);
+    assert!(ended.is_empty());
+    assert_eq!(same.active_alerts().count(), 2);
+
+    // A key over max_keys loses its state: its episode ends too.
+    let mut fewer = Detectors::restore(
+        vec![threshold_spec("hot", Some(35.0), None, 1.0, 0)],
+        1,
+        d.snapshot(),
+    );
+    fewer.end_orphaned(9_000, &mut ended);
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].id, "h/t/hot/2000");
+    assert_eq!(fewer.active_alerts().count(), 1);
+}
