@@ -124,7 +124,7 @@ weir_pid=
 lpid=
 pubs=()
 cleanup() {
-    for p in "${pubs[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pubs[@]}"; do kill -- "-$p" 2>/dev/null || true; done
     [ -n "$weir_pid" ] && kill "$weir_pid" 2>/dev/null && wait "$weir_pid" 2>/dev/null
     [ -n "$lpid" ] && kill "$lpid" 2>/dev/null && wait "$lpid" 2>/dev/null
     kill "$mpid" 2>/dev/null || true
@@ -152,8 +152,10 @@ if [ "$SOURCE" = mqtt ]; then
     # One publisher per sensor, a plain value every INTERVAL, QoS 1 (as most devices).
     for i in $(seq 1 "$SENSORS"); do
         topic=$(printf 'sensors/s%03d/temperature' "$i")
-        (while sleep "$INTERVAL"; do echo "21.$((RANDOM % 10))"; done |
-            exec mosquitto_pub -h 127.0.0.1 -p "$lport" -q 1 -l -t "$topic") &
+        # In its own process group (setsid), so that the cleanup ends the loop and
+        # mosquitto_pub together, not only the shell that started them.
+        setsid bash -c 'while sleep "$1"; do echo "21.$((RANDOM % 10))"; done |
+            exec mosquitto_pub -h 127.0.0.1 -p "$2" -q 1 -l -t "$3"' _ "$INTERVAL" "$lport" "$topic" &
         pubs+=($!)
     done
 fi
