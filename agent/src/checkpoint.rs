@@ -98,7 +98,8 @@ pub fn take(
         meta: encode(&meta),
         keys,
         seen: seen.changes(),
-        ingest: seen.ingest_changes(),
+        held: seen.held_changed(),
+        topics: seen.topics_changed(),
         hold: Vec::new(),
         hold_delete_below: None,
     }
@@ -130,7 +131,7 @@ pub fn restore(
         max_keys,
         DetectorsState::from_parts(meta.detectors_rejected, detector_keys),
     );
-    let seen = Seen::from_entries(max_keys, stored.seen.clone(), &stored.ingest);
+    let seen = Seen::from_entries(max_keys, stored.seen.clone(), &stored.held, &stored.topics);
     Ok((engine, detectors, seen))
 }
 
@@ -181,10 +182,6 @@ pub enum Verdict {
     RetainedRepeat,
 }
 
-/// Storage spaces of [`Seen`]'s records in a checkpoint's `ingest` list.
-const HELD: u8 = 1;
-const TOPIC: u8 = 2;
-
 /// The ingest deliveries whose effect is in the state. `docs/ingest.md` has the
 /// whole argument; in short:
 ///
@@ -207,7 +204,12 @@ const TOPIC: u8 = 2;
 ///   `topic_cap` topics); a retained delivery equal to it is the copy of what
 ///   was counted, not a new reading.
 ///
-/// Checkpoints store only the entries changed since the previous one.
+/// Checkpoints store the QoS 1 entries changed since the previous one, and `held` and
+/// `topics` each whole when it changed since the last committed checkpoint: each carries a
+/// generation, bumped at every change, and the generation its last committed checkpoint was
+/// taken at ([`SeenMark`]). A checkpoint taken at generation g holds the record as of g, so
+/// once it commits the record is stored up to g; changes after g, made while it was in
+/// flight, leave the generation above and go (whole) with the next checkpoint.
 #[derive(Debug, Default)]
 pub struct Seen {
     last: HashMap<u16, u64>,
@@ -215,7 +217,17 @@ pub struct Seen {
     held: HashSet<u16>,
     topics: HashMap<u64, u64>,
     topic_cap: usize,
-    changed_ingest: HashMap<(u8, i64), Option<i64>>,
+    /// Generations of `held` and `topics` now.
+    now: SeenMark,
+    /// Generations of `held` and `topics` in the last committed checkpoint.
+    stored: SeenMark,
+}
+
+/// Generations of [`Seen`]'s whole records, as of a checkpoint taken (see [`Seen::mark`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeenMark {
+    held: u64,
+    topics: u64,
 }
 
 impl Seen {
@@ -227,21 +239,16 @@ impl Seen {
         }
     }
 
-    fn from_entries(topic_cap: usize, entries: Vec<(u16, u64)>, ingest: &[(u8, i64, i64)]) -> Self {
+    fn from_entries(
+        topic_cap: usize,
+        entries: Vec<(u16, u64)>,
+        held: &[u16],
+        topics: &[(u64, u64)],
+    ) -> Self {
         let mut s = Self::new(topic_cap);
         s.last = entries.into_iter().collect();
-        for &(space, id, value) in ingest {
-            match space {
-                // Ids were stored from a u16 and values from a u64, bit for bit.
-                HELD => {
-                    s.held.insert(id as u16);
-                }
-                TOPIC => {
-                    s.topics.insert(id as u64, value as u64);
-                }
-                _ => {}
-            }
-        }
+        s.held = held.iter().copied().collect();
+        s.topics = topics.iter().copied().collect();
         s
     }
 
@@ -263,10 +270,10 @@ impl Seen {
         if m.retain && self.topics.get(&m.topic) == Some(&m.fingerprint) {
             return Verdict::RetainedRepeat;
         }
-        if self.topics.len() < self.topic_cap || self.topics.contains_key(&m.topic) {
-            self.topics.insert(m.topic, m.fingerprint);
-            self.changed_ingest
-                .insert((TOPIC, m.topic as i64), Some(m.fingerprint as i64));
+        if (self.topics.len() < self.topic_cap || self.topics.contains_key(&m.topic))
+            && self.topics.insert(m.topic, m.fingerprint) != Some(m.fingerprint)
+        {
+            self.now.topics += 1;
         }
         Verdict::New
     }
@@ -275,7 +282,7 @@ impl Seen {
     fn hold(&mut self, pkid: u16) -> bool {
         let new = self.held.insert(pkid);
         if new {
-            self.changed_ingest.insert((HELD, i64::from(pkid)), Some(0));
+            self.now.held += 1;
         }
         new
     }
@@ -284,7 +291,7 @@ impl Seen {
     /// a checkpoint holding this removal has committed.
     pub fn release(&mut self, pkid: u16) {
         if self.held.remove(&pkid) {
-            self.changed_ingest.insert((HELD, i64::from(pkid)), None);
+            self.now.held += 1;
         }
     }
 
@@ -293,25 +300,30 @@ impl Seen {
         self.held.len()
     }
 
-    /// A checkpoint holding [`Seen::changes`] has committed.
-    pub fn committed(&mut self) {
-        self.changed.clear();
-        self.changed_ingest.clear();
+    /// The generations of the whole records now: take it with the checkpoint, to give to
+    /// [`Seen::committed_entries`] when that checkpoint commits.
+    pub fn mark(&self) -> SeenMark {
+        self.now
     }
 
-    /// A checkpoint holding these entries (its `seen` and `ingest`, as taken) has committed,
-    /// possibly after more deliveries: an entry changed since stays for the next checkpoint.
-    pub fn committed_entries(&mut self, seen: &[(u16, u64)], ingest: &[(u8, i64, Option<i64>)]) {
+    /// A checkpoint taken now has committed.
+    pub fn committed(&mut self) {
+        self.changed.clear();
+        self.stored = self.now;
+    }
+
+    /// A checkpoint holding these QoS 1 entries (its `seen`, as taken) and the whole records
+    /// as of `mark` has committed, possibly after more deliveries: an entry changed since, and
+    /// a record changed since, stays for the next checkpoint.
+    pub fn committed_entries(&mut self, seen: &[(u16, u64)], mark: SeenMark) {
         for (pkid, fingerprint) in seen {
             if self.changed.get(pkid) == Some(fingerprint) {
                 self.changed.remove(pkid);
             }
         }
-        for (space, id, value) in ingest {
-            if self.changed_ingest.get(&(*space, *id)) == Some(value) {
-                self.changed_ingest.remove(&(*space, *id));
-            }
-        }
+        // Commits land in the order they were taken; `max` keeps that true regardless.
+        self.stored.held = self.stored.held.max(mark.held);
+        self.stored.topics = self.stored.topics.max(mark.topics);
     }
 
     /// The QoS 1 entries recorded since the last commit, to store with a checkpoint.
@@ -321,15 +333,24 @@ impl Seen {
         v
     }
 
-    /// The QoS 2 and topic records changed since the last commit (`None`: delete).
-    fn ingest_changes(&self) -> Vec<(u8, i64, Option<i64>)> {
-        let mut v: Vec<_> = self
-            .changed_ingest
-            .iter()
-            .map(|(&(space, id), &value)| (space, id, value))
-            .collect();
-        v.sort_unstable();
-        v
+    /// Every QoS 2 packet id held, ascending, if the set changed since the last committed
+    /// checkpoint.
+    fn held_changed(&self) -> Option<Vec<u16>> {
+        (self.now.held != self.stored.held).then(|| {
+            let mut v: Vec<u16> = self.held.iter().copied().collect();
+            v.sort_unstable();
+            v
+        })
+    }
+
+    /// Every topic record, ascending by topic, if any changed since the last committed
+    /// checkpoint.
+    fn topics_changed(&self) -> Option<Vec<(u64, u64)>> {
+        (self.now.topics != self.stored.topics).then(|| {
+            let mut v: Vec<(u64, u64)> = self.topics.iter().map(|(t, f)| (*t, *f)).collect();
+            v.sort_unstable();
+            v
+        })
     }
 }
 

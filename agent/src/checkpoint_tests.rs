@@ -180,7 +180,8 @@ fn a_checkpoint_of_another_format_is_refused_not_misread() {
         meta: vec![FORMAT + 1, 0, 0, 0],
         keys: Vec::new(),
         seen: Vec::new(),
-        ingest: Vec::new(),
+        held: Vec::new(),
+        topics: Vec::new(),
         hold: Vec::new(),
     };
     let err = restore(&stored, engine_cfg(false), specs(), 4)
@@ -195,7 +196,8 @@ fn a_checkpoint_of_another_format_is_refused_not_misread() {
         meta: vec![FORMAT, 1],
         keys: Vec::new(),
         seen: Vec::new(),
-        ingest: Vec::new(),
+        held: Vec::new(),
+        topics: Vec::new(),
         hold: Vec::new(),
     };
     assert!(restore(&stored, engine_cfg(false), specs(), 4).is_err());
@@ -377,25 +379,72 @@ fn deliveries_recorded_while_a_commit_is_in_flight_go_with_the_next_checkpoint()
     seen.admit(&meta(1, 7, false, false, "t/1", b"1"));
     seen.admit(&meta(2, 9, false, false, "t/2", b"2"));
     // Taken when the commit starts.
-    let (written, ingest) = (seen.changes(), seen.ingest_changes());
+    let (written, mark) = (seen.changes(), seen.mark());
+    assert_eq!(seen.held_changed(), Some(vec![9]));
     // Meanwhile: packet id 7 reused for another message, 9 released, 8 new.
     seen.admit(&meta(1, 7, false, false, "t/1", b"3"));
     seen.release(9);
     seen.admit(&meta(1, 8, false, false, "t/3", b"4"));
-    seen.committed_entries(&written, &ingest);
+    seen.committed_entries(&written, mark);
     let next: Vec<u16> = seen.changes().iter().map(|(pkid, _)| *pkid).collect();
     assert_eq!(
         next,
         [7, 8],
         "the newer records of 7 and 8 are still to be written"
     );
-    assert!(
-        seen.ingest_changes().contains(&(HELD, 9, None)),
+    assert_eq!(
+        seen.held_changed(),
+        Some(Vec::new()),
         "the release of 9 is still to be written"
     );
+    assert_eq!(
+        seen.topics_changed().map(|t| t.len()),
+        Some(3),
+        "the newer topic records go, whole"
+    );
     // Nothing changed meanwhile: the commit settles everything it held.
-    seen.committed();
-    let (written, ingest) = (seen.changes(), seen.ingest_changes());
-    seen.committed_entries(&written, &ingest);
-    assert!(seen.changes().is_empty() && seen.ingest_changes().is_empty());
+    let (written, mark) = (seen.changes(), seen.mark());
+    seen.committed_entries(&written, mark);
+    assert!(seen.changes().is_empty());
+    assert_eq!((seen.held_changed(), seen.topics_changed()), (None, None));
+}
+
+#[test]
+fn a_commit_in_flight_stores_the_held_set_as_taken_and_the_next_one_the_newer_set() {
+    let dir = TempDir::new().unwrap();
+    let mut db = outbox(&dir);
+    let (mut e, mut d) = (
+        Engine::new(engine_cfg(false)),
+        Detectors::new(Vec::new(), 4),
+    );
+    let mut seen = Seen::new(4);
+    for pkid in [3, 1, 2] {
+        seen.admit(&meta(2, pkid, false, false, "t/1", &[pkid as u8]));
+    }
+    // The checkpoint is taken; while its commit is in flight, 2 is released and 5 arrives.
+    let cp = take(&mut e, &mut d, &seen, 1);
+    let mark = seen.mark();
+    seen.release(2);
+    seen.admit(&meta(2, 5, false, false, "t/2", b"5"));
+    db.commit(&[], Some(&cp)).unwrap();
+    seen.committed_entries(&cp.seen, mark);
+    let stored = db.load_checkpoint().unwrap().unwrap();
+    assert_eq!(stored.held, [1, 2, 3], "the set as it was when taken");
+    assert_eq!(stored.topics.len(), 1);
+    // A crash now: 2 is still held (its PUBCOMP was never sent), 5 was never counted.
+    let back = restore(&stored, engine_cfg(false), Vec::new(), 4)
+        .unwrap()
+        .2;
+    assert_eq!(back.held(), 3);
+    // The next checkpoint writes the newer set whole.
+    let cp = take(&mut e, &mut d, &seen, 2);
+    assert_eq!(cp.held, Some(vec![1, 3, 5]));
+    db.commit(&[], Some(&cp)).unwrap();
+    seen.committed_entries(&cp.seen, seen.mark());
+    let stored = db.load_checkpoint().unwrap().unwrap();
+    assert_eq!(stored.held, [1, 3, 5]);
+    assert_eq!(stored.topics.len(), 2);
+    // Nothing changed: nothing of the record is written again.
+    let cp = take(&mut e, &mut d, &seen, 3);
+    assert_eq!((cp.held, cp.topics), (None, None));
 }

@@ -949,7 +949,7 @@ impl EngineTask {
             acks: std::mem::take(&mut self.acks),
             produced,
             seen: cp.seen.clone(),
-            ingest: cp.ingest.clone(),
+            seen_mark: self.seen.mark(),
             hold: self.hold.mark(),
         };
         let answer = match self.outbox.send_commit(Batch::new(msgs, Some(cp))).await {
@@ -978,7 +978,7 @@ impl EngineTask {
             acks,
             produced,
             seen,
-            ingest,
+            seen_mark,
             hold,
         } = taken;
         let mut backoff = crate::uplink::backoff::Backoff::new(
@@ -1004,7 +1004,7 @@ impl EngineTask {
                         self.new_rows.notify_one();
                     }
                     // What changed since the state was taken goes with the next checkpoint.
-                    self.seen.committed_entries(&seen, &ingest);
+                    self.seen.committed_entries(&seen, seen_mark);
                     self.hold.committed_at(hold);
                     if let Some(ha) = self.processor.homeassistant() {
                         ha.committed();
@@ -1113,7 +1113,8 @@ struct Taken {
     produced: u64,
     /// The delivery record's entries the checkpoint holds.
     seen: Vec<(u16, u64)>,
-    ingest: Vec<(u8, i64, Option<i64>)>,
+    /// The generations of the delivery record's whole records the checkpoint holds.
+    seen_mark: crate::checkpoint::SeenMark,
     /// The held readings the checkpoint holds.
     hold: crate::clock::HoldMark,
 }

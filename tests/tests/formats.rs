@@ -277,7 +277,7 @@ fn a_postcard_run_decodes_to_the_results_of_a_json_run_of_the_same_input() {
     let text = &out.stdout;
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(
-        text.contains(": ok (integrity_check ok, schema version 3"),
+        text.contains(": ok (integrity_check ok, schema version 4"),
         "{text}"
     );
     assert!(text.contains("aggregate"), "{text}");

@@ -173,7 +173,7 @@ fn the_outbox_tools_show_stats_rows_exports_and_purges_of_a_real_backlog() {
     assert_eq!(code, 0);
     let out = mask(
         &out,
-        "(integrity_check ok, schema version 3; ",
+        "(integrity_check ok, schema version 4; ",
         ')',
         "<sizes>",
     );

@@ -118,7 +118,8 @@ fn read_db(path: &Path, cfg: &Config) -> Result<Db, String> {
         meta,
         keys,
         seen: Vec::new(),
-        ingest: Vec::new(),
+        held: Vec::new(),
+        topics: Vec::new(),
         hold: Vec::new(),
     };
     // The watermarks are the engine's: restore it as `weir run` would (detectors are not needed).

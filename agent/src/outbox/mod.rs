@@ -125,9 +125,11 @@ pub use sync::Durable;
 
 /// Schema version written to `PRAGMA user_version`. Version 2 added the checkpoint tables,
 /// version 3 `checkpoint_ingest` (QoS 2 and retained-message records) and `checkpoint_hold`
-/// (readings held for the clock's synchronisation); an older file
-/// simply gains the tables it lacks at the daemon's next start.
-pub const SCHEMA_VERSION: i64 = 3;
+/// (readings held for the clock's synchronisation), version 4 `checkpoint_blob` (those QoS 2 and
+/// retained-message records as one blob each, replacing `checkpoint_ingest`); an older file
+/// simply gains the tables it lacks at the daemon's next start, and loses `checkpoint_ingest`
+/// once its rows are blobs.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Delivery class; the discriminant is the drain priority (lower goes first) and the value
 /// stored in the `class` column.

@@ -184,9 +184,11 @@ impl Outbox {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(at_open)?;
             tx.execute_batch(SCHEMA_SQL).map_err(at_open)?;
-            // Versions 2 and 3 added checkpoint tables; an older file simply gains them.
+            // Versions 2 to 4 added checkpoint tables; an older file simply gains them, and
+            // version 3's ingest rows become version 4's blobs in the same transaction.
             tx.execute_batch(super::checkpoint::SCHEMA_SQL)
                 .map_err(at_open)?;
+            super::checkpoint::migrate(&tx).map_err(at_open)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(at_open)?;
             tx.commit().map_err(at_open)?;

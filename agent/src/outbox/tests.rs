@@ -374,8 +374,8 @@ fn a_newer_schema_version_is_refused() {
         matches!(
             err,
             OutboxError::NewerSchema {
-                found: 4,
-                supported: 3,
+                found: 5,
+                supported: 4,
                 ..
             }
         ),
@@ -397,7 +397,7 @@ fn the_file_is_in_wal_mode_with_normal_sync_and_the_schema_version() {
     };
     assert_eq!(q("journal_mode"), r#"Text("wal")"#);
     assert_eq!(q("synchronous"), "Integer(1)");
-    assert_eq!(q("user_version"), "Integer(3)");
+    assert_eq!(q("user_version"), "Integer(4)");
     assert!(ob.verify().is_ok());
 }
 
@@ -423,7 +423,8 @@ fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
         meta: vec![1, 2],
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
         seen: vec![(7, u64::MAX)],
-        ingest: vec![(1, 7, Some(0)), (2, -5, Some(i64::MIN)), (1, 8, Some(0))],
+        held: Some(vec![7, 8]),
+        topics: Some(vec![(3, u64::MAX), (u64::MAX - 4, 1 << 63)]),
         hold: vec![(3, vec![1]), (4, vec![2])],
         hold_delete_below: None,
     };
@@ -434,18 +435,21 @@ fn a_version_1_file_keeps_its_rows_and_gains_the_checkpoint_tables() {
         [(7, u64::MAX)],
         "a fingerprint round-trips bit for bit"
     );
-    assert_eq!(stored.ingest, [(1, 7, 0), (1, 8, 0), (2, -5, i64::MIN)]);
+    assert_eq!(stored.held, [7, 8]);
+    assert_eq!(stored.topics, [(3, u64::MAX), (u64::MAX - 4, 1 << 63)]);
     assert_eq!(stored.hold, [(3, vec![1]), (4, vec![2])]);
-    // `None` deletes a record; held readings below a number go.
+    // A record is replaced whole, or kept when `None`; held readings below a number go.
     let cp2 = Checkpoint {
-        ingest: vec![(1, 7, None)],
+        held: Some(vec![8]),
+        topics: None,
         hold: vec![(5, vec![3])],
         hold_delete_below: Some(4),
         ..cp.clone()
     };
     ob.commit(&[], Some(&cp2)).unwrap();
     let stored = ob.load_checkpoint().unwrap().unwrap();
-    assert_eq!(stored.ingest, [(1, 8, 0), (2, -5, i64::MIN)]);
+    assert_eq!(stored.held, [8]);
+    assert_eq!(stored.topics, [(3, u64::MAX), (u64::MAX - 4, 1 << 63)]);
     assert_eq!(stored.hold, [(4, vec![2]), (5, vec![3])]);
     assert_eq!(
         (stored.taken_ms, stored.meta, stored.keys),
@@ -462,7 +466,8 @@ fn a_failed_commit_writes_neither_the_rows_nor_the_checkpoint() {
         meta: vec![1],
         keys: vec![("s".into(), "m".into(), Some(vec![3]))],
         seen: vec![(7, u64::MAX)],
-        ingest: Vec::new(),
+        held: None,
+        topics: None,
         hold: Vec::new(),
         hold_delete_below: None,
     };
@@ -798,4 +803,116 @@ fn a_commit_writes_the_rows_staged_before_its_first_attempt_and_leaves_later_one
     ob.commit(&[], Some(&Checkpoint::default())).unwrap();
     assert_eq!(stored_ids(&ob), vec![1, 2, 3]);
     assert_eq!(ob.staged_rows(), 0);
+}
+
+#[test]
+fn a_version_3_file_has_its_ingest_rows_folded_into_blobs_at_open() {
+    let dir = TempDir::new().unwrap();
+    let cfg = config(&dir, 1 << 20);
+    let cp = Checkpoint {
+        taken_ms: 5,
+        meta: vec![1, 2],
+        keys: vec![("s".into(), "m".into(), Some(vec![3]))],
+        seen: vec![(7, 9)],
+        hold: vec![(3, vec![1])],
+        ..Checkpoint::default()
+    };
+    {
+        let mut ob = Outbox::open(&cfg).unwrap();
+        ob.commit(&[msg(Class::Alert, 10, None, 1)], Some(&cp))
+            .unwrap();
+        // What version 3 left behind: QoS 2 ids (space 1) and topics (space 2) as rows,
+        // ids from a u16 and values from a u64 stored bit for bit.
+        ob.conn
+            .execute_batch(
+                "DROP TABLE checkpoint_blob;
+                 CREATE TABLE checkpoint_ingest (
+                     space INTEGER NOT NULL, id INTEGER NOT NULL, value INTEGER NOT NULL,
+                     PRIMARY KEY (space, id)) WITHOUT ROWID;
+                 INSERT INTO checkpoint_ingest VALUES
+                     (1, 65535, 0), (1, 2, 0), (1, 40000, 0), (2, -5, -9223372036854775808),
+                     (2, 7, 3);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+    }
+    let ob = Outbox::open(&cfg).unwrap();
+    let stored = ob.load_checkpoint().unwrap().unwrap();
+    assert_eq!(stored.held, [2, 40000, 65535]);
+    assert_eq!(stored.topics, [(7, 3), ((-5i64) as u64, 1 << 63)]);
+    assert_eq!(
+        (stored.taken_ms, stored.seen, stored.hold),
+        (5, vec![(7, 9)], vec![(3, vec![1])])
+    );
+    assert_eq!(ob.stats().unwrap()[0].rows, 1);
+    let tables: i64 = ob
+        .conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'checkpoint_ingest'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the old table is gone with the migration");
+    let version: i64 = ob
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn the_held_ids_and_topics_round_trip_through_their_blobs() {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    // A short list, the largest list, and sets stored as a bitmap (4,096 ids and all of them).
+    let sets: [Vec<u16>; 5] = [
+        vec![],
+        vec![0, 1, 65535],
+        (0..4095).map(|i| i * 16).collect(),
+        (0..4096).map(|i| i * 16 + 1).collect(),
+        (0..=u16::MAX).collect(),
+    ];
+    for held in sets {
+        let topics: Vec<(u64, u64)> = held
+            .iter()
+            .take(300)
+            .map(|&i| (u64::from(i) << 48, u64::MAX - u64::from(i)))
+            .collect();
+        let cp = Checkpoint {
+            taken_ms: 1,
+            meta: vec![1],
+            held: Some(held.clone()),
+            topics: Some(topics.clone()),
+            ..Checkpoint::default()
+        };
+        ob.commit(&[], Some(&cp)).unwrap();
+        let stored = ob.load_checkpoint().unwrap().unwrap();
+        assert_eq!(stored.held, held);
+        assert_eq!(stored.topics, topics);
+    }
+    let size: i64 = ob
+        .conn
+        .query_row("SELECT max(length(data)) FROM checkpoint_blob", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(size, 1 + 65536 / 8, "a full set is a bitmap");
+}
+
+#[test]
+fn a_blob_that_does_not_decode_is_reported_as_corrupt() {
+    let dir = TempDir::new().unwrap();
+    let mut ob = open(&dir, 1 << 20);
+    let cp = Checkpoint {
+        meta: vec![1],
+        held: Some(vec![1]),
+        ..Checkpoint::default()
+    };
+    ob.commit(&[], Some(&cp)).unwrap();
+    ob.conn
+        .execute_batch("UPDATE checkpoint_blob SET data = x'0102'")
+        .unwrap();
+    let err = ob.load_checkpoint().err().unwrap();
+    assert!(matches!(err, OutboxError::Corrupt { .. }), "{err:?}");
 }
