@@ -242,11 +242,27 @@ fn episodes_a_restore_drops_are_cleared_once() {
     assert_eq!(
         got,
         [
-            ("g/t/hot/1000", AlertState::Cleared, "threshold", "hot", 1_500),
-            ("h/t/hot/2000", AlertState::Cleared, "threshold", "hot", 2_000),
+            (
+                "g/t/hot/1000",
+                AlertState::Cleared,
+                "threshold",
+                "hot",
+                1_500
+            ),
+            (
+                "h/t/hot/2000",
+                AlertState::Cleared,
+                "threshold",
+                "hot",
+                2_000
+            ),
         ]
     );
-    assert!(ended[0].reason.contains("g/t changed"), "{}", ended[0].reason);
+    assert!(
+        ended[0].reason.contains("g/t changed"),
+        "{}",
+        ended[0].reason
+    );
     ended.clear();
     changed.end_orphaned(9_000, &mut ended);
     assert!(ended.is_empty(), "once: {ended:?}");
