@@ -49,7 +49,7 @@ use crate::outbox::{Class, NewMessage};
 use crate::process::{Processor, Score};
 use crate::reading::{Key, Reading, TimestampMs, TsSource};
 use crate::source::Input;
-use crate::source::payload::parse_timestamp;
+use crate::source::payload::{MAX_TIMESTAMP_MS, SECONDS_BELOW, parse_timestamp};
 use crate::wire::{DeadLetter, Wire};
 
 /// Output format.
@@ -346,6 +346,69 @@ struct TsRead {
 }
 
 impl TsRead {
+    /// A timestamp field of a row.
+    fn field(&mut self, f: &TsField) -> Result<TimestampMs, crate::source::payload::PayloadError> {
+        match f {
+            TsField::Text(s) => self.text(s),
+            TsField::Json(v) => self.parse(v),
+        }
+    }
+
+    /// A CSV timestamp: what [`TsRead::parse`] gives for the field read as a
+    /// JSON number if it is one, else as a JSON string. Epoch digits and the
+    /// date-time layouts are read straight from the text; anything else, and
+    /// every error, goes through `parse`, so the messages are its own.
+    fn text(&mut self, s: &str) -> Result<TimestampMs, crate::source::payload::PayloadError> {
+        match self.fast_text(s) {
+            Some(ms) => Ok(ms),
+            None => self.parse(&num_or_text(s)),
+        }
+    }
+
+    /// The accepted timestamps of [`TsRead::text`] that need no JSON value:
+    /// up to 15 plain digits (below 2^53, so exact as the `f64` that `parse`
+    /// works with), or a date-time that chrono's RFC 3339 parser (a
+    /// fixed-layout scan) takes as it is or with `Z` appended, as `parse`
+    /// does for the logger layout. `None` for everything else, and for what
+    /// `parse` would refuse (out of range).
+    fn fast_text(&mut self, s: &str) -> Option<TimestampMs> {
+        let b = s.as_bytes();
+        let in_range = |ms: i64| (0..=MAX_TIMESTAMP_MS).contains(&ms).then_some(ms);
+        if !b.is_empty() && b.len() <= 15 && b.iter().all(u8::is_ascii_digit) {
+            let i = b.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+            let seconds = i < SECONDS_BELOW;
+            let ms = in_range(match self.unit {
+                Some(TsUnit::Ms) => i,
+                // i < 10^15: no overflow.
+                Some(TsUnit::S) => i * 1000,
+                None if seconds => i * 1000,
+                None => i,
+            })?;
+            if self.unit.is_none() && seconds {
+                self.as_seconds += 1;
+            }
+            return Some(ms);
+        }
+        if b.len() < 19 || !b[0].is_ascii_digit() {
+            return None;
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return in_range(t.timestamp_millis());
+        }
+        // `YYYY-MM-DD HH:MM:SS[.fff]`: chrono reads a space at byte 10 as it
+        // reads the `T` that `parse` puts there, so only the `Z` is added.
+        const MAX: usize = 64;
+        if b[10] != b' ' || b.len() >= MAX {
+            return None;
+        }
+        let mut z = [0u8; MAX];
+        z[..b.len()].copy_from_slice(b);
+        z[b.len()] = b'Z';
+        let iso = std::str::from_utf8(&z[..=b.len()]).ok()?;
+        let t = chrono::DateTime::parse_from_rfc3339(iso).ok()?;
+        in_range(t.timestamp_millis())
+    }
+
     fn parse(&mut self, v: &Value) -> Result<TimestampMs, crate::source::payload::PayloadError> {
         if let (Some(unit), Some(f)) = (self.unit, v.as_f64()) {
             let ms = match unit {
@@ -414,10 +477,26 @@ struct Row<'a> {
     sensor: Option<Cow<'a, str>>,
     metric: Option<Cow<'a, str>>,
     value: Result<f64, (&'static str, String)>,
-    ts: Option<Value>,
-    arrival: Option<Value>,
+    ts: Option<TsField<'a>>,
+    arrival: Option<TsField<'a>>,
     label: bool,
     raw: &'a str,
+}
+
+/// A timestamp field as a row has it: CSV text, or a JSON value.
+#[derive(Debug, PartialEq)]
+enum TsField<'a> {
+    Text(Cow<'a, str>),
+    Json(Value),
+}
+
+/// A CSV field as the JSON value it would be: a number when it reads as an
+/// `i64` or an `f64` (a non-finite one is `null`), else a string.
+fn num_or_text(s: &str) -> Value {
+    s.parse::<i64>()
+        .map(Value::from)
+        .or_else(|_| s.parse::<f64>().map(Value::from))
+        .unwrap_or_else(|_| Value::String(s.to_string()))
 }
 
 /// `line` without its trailing `\n`s and `\r`s, as `trim_end_matches(['\n', '\r'])` gives
@@ -494,12 +573,6 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
         })
         .filter(|c| !c.is_empty())
     });
-    let num_or_text = |s: &str| {
-        s.parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| s.parse::<f64>().map(Value::from))
-            .unwrap_or_else(|_| Value::String(s.to_string()))
-    };
     Row {
         sensor,
         metric,
@@ -509,8 +582,8 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
                 .parse::<f64>()
                 .map_err(|_| ("not_a_number", format!("value {v:?} is not a number"))),
         },
-        ts: ts.as_deref().map(num_or_text),
-        arrival: arrival.as_deref().map(num_or_text),
+        ts: ts.map(TsField::Text),
+        arrival: arrival.map(TsField::Text),
         label: label.as_deref().is_some_and(is_label),
         raw: line,
     }
@@ -567,8 +640,16 @@ fn json_row<'a>(line: &'a str, label: Option<&str>) -> Row<'a> {
                 .as_f64()
                 .ok_or(("wrong_type", format!("value {x} is not a number"))),
         },
-        ts: v.get("ts").filter(|t| !t.is_null()).cloned(),
-        arrival: v.get("arrival").filter(|t| !t.is_null()).cloned(),
+        ts: v
+            .get("ts")
+            .filter(|t| !t.is_null())
+            .cloned()
+            .map(TsField::Json),
+        arrival: v
+            .get("arrival")
+            .filter(|t| !t.is_null())
+            .cloned()
+            .map(TsField::Json),
         label: label.and_then(|l| v.get(l)).is_some_and(|x| match x {
             Value::Bool(b) => *b,
             Value::Number(n) => n.as_f64() == Some(1.0),
@@ -588,8 +669,8 @@ fn to_input(
     ts_read: &mut TsRead,
     keys: &mut KeyCache,
 ) -> (Input, TimestampMs) {
-    let arrival = row.arrival.as_ref().and_then(|a| ts_read.parse(a).ok());
-    let ts = row.ts.as_ref().map(|t| ts_read.parse(t));
+    let arrival = row.arrival.as_ref().and_then(|a| ts_read.field(a).ok());
+    let ts = row.ts.as_ref().map(|t| ts_read.field(t));
     let now = clock.advance(ts.as_ref().and_then(|t| t.as_ref().ok().copied()), arrival);
     let dead = |reason: &'static str, detail: String| {
         Input::DeadLetter(DeadLetter {
@@ -883,6 +964,129 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_timestamp_read_from_text_is_what_the_json_value_path_gives() {
+        let inputs = [
+            // epoch digits, either side of 1e11 and of the limits
+            "0",
+            "7",
+            "007",
+            "1583250000",
+            "99999999999",
+            "100000000000",
+            "1583250000000",
+            "253402300799999",
+            "253402300800000",
+            "999999999999999",
+            "1000000000000000",
+            "12345678901234567890",
+            // signs, fractions, exponents, non-finite
+            "-1",
+            "+5",
+            "-1583250000000",
+            "1583250000.5",
+            "1583250000.4999",
+            "1.5e12",
+            "1e400",
+            "-1e400",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            // RFC 3339, fractions of 1 to 9 digits and more, offsets
+            "2020-03-09T10:14:33Z",
+            "2020-03-09t10:14:33z",
+            "2020-03-09T10:14:33.1Z",
+            "2020-03-09T10:14:33.12Z",
+            "2020-03-09T10:14:33.123Z",
+            "2020-03-09T10:14:33.1234Z",
+            "2020-03-09T10:14:33.12345Z",
+            "2020-03-09T10:14:33.123456Z",
+            "2020-03-09T10:14:33.1234567Z",
+            "2020-03-09T10:14:33.12345678Z",
+            "2020-03-09T10:14:33.123456789Z",
+            "2020-03-09T10:14:33.1234567891234Z",
+            "2020-03-09T10:14:33.999+01:00",
+            "2020-03-09T00:14:33-23:59",
+            "2020-03-09T10:14:33+24:00",
+            "2020-03-09T10:14:33+0100",
+            "1970-01-01T00:00:00Z",
+            "1970-01-01T00:59:59+01:00",
+            "1969-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59.999-01:00",
+            "2020-02-29T12:00:00Z",
+            "2019-02-29T12:00:00Z",
+            "2000-02-29T12:00:00Z",
+            "1900-02-29T12:00:00Z",
+            "2020-04-31T12:00:00Z",
+            "2020-13-01T12:00:00Z",
+            "2020-12-31T24:00:00Z",
+            "2020-12-31T23:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2016-12-31 23:59:60",
+            // the logger layout, with and without offsets and fractions
+            "2020-03-09 10:14:33",
+            "2020-03-09 10:14:33.5",
+            "2020-03-09 10:14:33.123456789",
+            "2020-03-09 10:14:33Z",
+            "2020-03-09 10:14:33+02:00",
+            "2020-03-09 10:14:33 ",
+            " 2020-03-09 10:14:33",
+            "2020-03-09  10:14:33",
+            "2020-03-09 10:14:33.",
+            "2020-03-09 10:14:33x",
+            "2020-03-09 10:14",
+            "2020-03-09",
+            "2020-03-09 10:14:33.00000000000000000000000000000000000000000000",
+            "2020-03-09 10:14:33.000000000000000000000000000000000000000000000",
+            // not timestamps
+            "",
+            " ",
+            "yesterday",
+            "2020-03-09T10:14:33",
+            "20200309T101433Z",
+            "2020-03-09T10:14:33ZZ",
+            "2020-03-09T10:14:33Z ",
+            "2020-03-09T10:14:33.Z",
+            "2020-03-09T1é:14:33Z",
+            "2020-03-0é 10:14:33",
+        ];
+        for unit in [None, Some(TsUnit::S), Some(TsUnit::Ms)] {
+            for s in inputs {
+                let mut fast = TsRead {
+                    unit,
+                    as_seconds: 0,
+                };
+                let mut slow = TsRead {
+                    unit,
+                    as_seconds: 0,
+                };
+                assert_eq!(
+                    fast.text(s),
+                    slow.parse(&num_or_text(s)),
+                    "{s:?} with {unit:?}"
+                );
+                assert_eq!(fast.as_seconds, slow.as_seconds, "{s:?} with {unit:?}");
+            }
+        }
+        let mut t = TsRead {
+            unit: None,
+            as_seconds: 0,
+        };
+        for (s, ms) in [
+            ("1583250000", 1_583_250_000_000),
+            ("1583250000000", 1_583_250_000_000),
+            ("2020-03-09 10:14:33.5", 1_583_748_873_500),
+            ("2020-03-09T10:14:33.999+01:00", 1_583_745_273_999),
+        ] {
+            assert_eq!(t.fast_text(s), Some(ms), "{s:?} takes the fast path");
+        }
+        for s in ["1e3", "1583250000.5", "yesterday", "2020-03-09T10:14:33"] {
+            assert_eq!(t.fast_text(s), None, "{s:?} takes the general path");
+        }
+    }
+
+    #[test]
     fn a_row_becomes_a_reading_or_a_dead_letter_with_its_reason() {
         let h: Vec<String> = ["ts", "sensor", "metric", "value"].map(String::from).into();
         let mut c = SimClock::new(0);
@@ -954,7 +1158,7 @@ mod tests {
             assert_eq!(r.sensor.as_deref(), Some("gh"));
             assert_eq!(r.metric.as_deref(), Some("temp"));
             assert_eq!(r.value, Ok(21.5));
-            assert_eq!(r.ts, Some(Value::from(1_700_000_000_000i64)));
+            assert_eq!(r.ts, Some(TsField::Text("1700000000000".into())));
             assert!(r.label);
         }
         let commas = csv_row(&cols, "1,0,5,\"a,b\",gh");
