@@ -374,8 +374,7 @@ impl TsRead {
     fn fast_text(&mut self, s: &str) -> Option<TimestampMs> {
         let b = s.as_bytes();
         let in_range = |ms: i64| (0..=MAX_TIMESTAMP_MS).contains(&ms).then_some(ms);
-        if !b.is_empty() && b.len() <= 15 && b.iter().all(u8::is_ascii_digit) {
-            let i = b.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+        if let Some(i) = digits(b) {
             let seconds = i < SECONDS_BELOW;
             let ms = in_range(match self.unit {
                 Some(TsUnit::Ms) => i,
@@ -483,6 +482,54 @@ struct Row<'a> {
     raw: &'a str,
 }
 
+/// Up to 15 ASCII digits (below 2^53) as their number, in one pass.
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 15 {
+        return None;
+    }
+    let mut n = 0i64;
+    for &d in b {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + i64::from(d);
+    }
+    Some(n)
+}
+
+/// `s.parse::<f64>()`, with a fast path for the usual value: an optional
+/// `-`, and at most 15 digits with an optional `.`. Such a mantissa and its
+/// power of ten are exact as `f64`s, so one division is correctly rounded
+/// (Clinger's fast path, which the standard parser takes for them too).
+fn parse_f64(s: &str) -> Result<f64, std::num::ParseFloatError> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let b = s.as_bytes();
+    let (neg, body) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    let (int, frac) = match body.iter().position(|&c| c == b'.') {
+        Some(p) => (&body[..p], &body[p + 1..]),
+        None => (body, &body[..0]),
+    };
+    if int.len() + frac.len() > 15 || int.len() + frac.len() == 0 {
+        return s.parse();
+    }
+    let mut m = 0i64;
+    for &d in int.iter().chain(frac) {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return s.parse();
+        }
+        m = m * 10 + i64::from(d);
+    }
+    let v = m as f64 / POW10[frac.len()];
+    Ok(if neg { -v } else { v })
+}
+
 /// A timestamp field as a row has it: CSV text, or a JSON value.
 #[derive(Debug, PartialEq)]
 enum TsField<'a> {
@@ -578,9 +625,9 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
         metric,
         value: match value {
             None => Err(("missing_value", "no value".into())),
-            Some(v) => v
-                .parse::<f64>()
-                .map_err(|_| ("not_a_number", format!("value {v:?} is not a number"))),
+            Some(v) => {
+                parse_f64(&v).map_err(|_| ("not_a_number", format!("value {v:?} is not a number")))
+            }
         },
         ts: ts.map(TsField::Text),
         arrival: arrival.map(TsField::Text),
@@ -812,26 +859,51 @@ fn write_all(
 }
 
 /// One `score` record as a JSON line (fields in alphabetical order, as the
-/// other records have them).
+/// other records have them). The bytes are serde_json's; the common cases
+/// (plain strings, integers, a zero score) are written without it.
 fn score_json(buf: &mut Vec<u8>, s: &Score, now: TimestampMs) {
+    let mut now_text = itoa::Buffer::new();
+    let now_text = now_text.format(now).as_bytes();
     buf.extend_from_slice(b"{\"detector\":");
     match &s.detector {
-        Some(d) => put_json(buf, &**d),
+        Some(d) => put_str(buf, d),
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"emitted_at\":");
-    put_json(buf, &now);
+    buf.extend_from_slice(now_text);
     buf.extend_from_slice(b",\"metric\":");
-    put_json(buf, &*s.reading.key.metric);
+    put_str(buf, &s.reading.key.metric);
     buf.extend_from_slice(b",\"score\":");
-    put_json(buf, &s.score);
+    if s.score.to_bits() == 0 {
+        // +0.0, a good share of all scores.
+        buf.extend_from_slice(b"0.0");
+    } else {
+        put_json(buf, &s.score);
+    }
     buf.extend_from_slice(b",\"sensor\":");
-    put_json(buf, &*s.reading.key.sensor);
+    put_str(buf, &s.reading.key.sensor);
     buf.extend_from_slice(b",\"ts\":");
-    put_json(buf, &s.reading.ts);
+    if s.reading.ts == now {
+        buf.extend_from_slice(now_text);
+    } else {
+        buf.extend_from_slice(itoa::Buffer::new().format(s.reading.ts).as_bytes());
+    }
     buf.extend_from_slice(b",\"type\":\"score\",\"value\":");
     put_json(buf, &s.reading.value);
     buf.extend_from_slice(b"}\n");
+}
+
+/// Appends `s` as a JSON string: as is between quotes when nothing in it
+/// needs escaping (serde_json escapes only control bytes, `"` and `\\`), else
+/// through serde_json.
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        put_json(buf, s);
+    }
 }
 
 /// Appends `v` as JSON. Into a Vec, serializing a string or a number cannot
@@ -1087,6 +1159,74 @@ mod tests {
     }
 
     #[test]
+    fn a_value_parses_as_the_standard_parser_parses_it() {
+        let mut inputs: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "-1",
+            "1.",
+            ".5",
+            "-.5",
+            ".",
+            "-",
+            "",
+            "+5",
+            "--5",
+            "0.202394",
+            "2.16975",
+            "-273.15",
+            "123456789012345",
+            "1234567890123456",
+            "0.00000000000001",
+            "0.000000000000001",
+            "0.1",
+            "0.3",
+            "9007199254740993",
+            "999999999999999",
+            "99999999999999.9",
+            "1e3",
+            "1E-7",
+            "1e400",
+            "-1e400",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "infinity",
+            "1.2.3",
+            "1,5",
+            "١",
+            "12a",
+            " 1",
+            "1 ",
+            "0x10",
+            "00012.5000",
+        ]
+        .map(String::from)
+        .into();
+        // Every digit count and position of the point, with awkward digits.
+        for len in 1..=17 {
+            for point in 0..=len {
+                let digits: String = (0..len).map(|i| ['9', '1', '7', '3', '0'][i % 5]).collect();
+                let (a, b) = digits.split_at(point);
+                inputs.push(format!("{a}.{b}"));
+                inputs.push(format!("-{a}.{b}"));
+            }
+        }
+        for s in &inputs {
+            let ours = parse_f64(s).map(f64::to_bits).map_err(|e| e.to_string());
+            let std = s
+                .parse::<f64>()
+                .map(f64::to_bits)
+                .map_err(|e| e.to_string());
+            assert_eq!(ours, std, "{s:?}");
+        }
+    }
+
+    #[test]
     fn a_row_becomes_a_reading_or_a_dead_letter_with_its_reason() {
         let h: Vec<String> = ["ts", "sensor", "metric", "value"].map(String::from).into();
         let mut c = SimClock::new(0);
@@ -1197,6 +1337,50 @@ mod tests {
                 "score": 0.25, "sensor": "pump \"1\"", "ts": 1000, "type": "score",
                 "value": 2.5})
         );
+    }
+
+    #[test]
+    fn a_score_record_has_serde_jsons_bytes_for_awkward_strings_and_numbers() {
+        let names = [
+            "p",
+            "",
+            "é ü",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "\u{7f}",
+            "\u{1f}",
+        ];
+        for name in names {
+            for (score, ts, now) in [(0.0, 5, 5), (-0.0, 5, 6), (0.25, -3, 0), (1.0, i64::MAX, 1)] {
+                for detector in [None, Some(Arc::<str>::from(name))] {
+                    let s = Score {
+                        reading: Reading::new(Key::new(name, name), 1e-7, ts, TsSource::Event)
+                            .unwrap(),
+                        score,
+                        detector: detector.clone(),
+                    };
+                    let mut buf = Vec::new();
+                    score_json(&mut buf, &s, now);
+                    let expected = format!(
+                        "{{\"detector\":{},\"emitted_at\":{},\"metric\":{},\"score\":{},\"sensor\":{},\"ts\":{},\"type\":\"score\",\"value\":{}}}\n",
+                        serde_json::to_string(&detector.as_deref()).unwrap(),
+                        serde_json::to_string(&now).unwrap(),
+                        serde_json::to_string(name).unwrap(),
+                        serde_json::to_string(&score).unwrap(),
+                        serde_json::to_string(name).unwrap(),
+                        serde_json::to_string(&ts).unwrap(),
+                        serde_json::to_string(&1e-7).unwrap(),
+                    );
+                    assert_eq!(
+                        String::from_utf8(buf).unwrap(),
+                        expected,
+                        "{name:?} {score} {ts}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
