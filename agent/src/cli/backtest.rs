@@ -49,7 +49,7 @@ use crate::outbox::{Class, NewMessage};
 use crate::process::{Processor, Score};
 use crate::reading::{Key, Reading, TimestampMs, TsSource};
 use crate::source::Input;
-use crate::source::payload::parse_timestamp;
+use crate::source::payload::{MAX_TIMESTAMP_MS, SECONDS_BELOW, parse_timestamp};
 use crate::wire::{DeadLetter, Wire};
 
 /// Output format.
@@ -346,6 +346,68 @@ struct TsRead {
 }
 
 impl TsRead {
+    /// A timestamp field of a row.
+    fn field(&mut self, f: &TsField) -> Result<TimestampMs, crate::source::payload::PayloadError> {
+        match f {
+            TsField::Text(s) => self.text(s),
+            TsField::Json(v) => self.parse(v),
+        }
+    }
+
+    /// A CSV timestamp: what [`TsRead::parse`] gives for the field read as a
+    /// JSON number if it is one, else as a JSON string. Epoch digits and the
+    /// date-time layouts are read straight from the text; anything else, and
+    /// every error, goes through `parse`, so the messages are its own.
+    fn text(&mut self, s: &str) -> Result<TimestampMs, crate::source::payload::PayloadError> {
+        match self.fast_text(s) {
+            Some(ms) => Ok(ms),
+            None => self.parse(&num_or_text(s)),
+        }
+    }
+
+    /// The accepted timestamps of [`TsRead::text`] that need no JSON value:
+    /// up to 15 plain digits (below 2^53, so exact as the `f64` that `parse`
+    /// works with), or a date-time that chrono's RFC 3339 parser (a
+    /// fixed-layout scan) takes as it is or with `Z` appended, as `parse`
+    /// does for the logger layout. `None` for everything else, and for what
+    /// `parse` would refuse (out of range).
+    fn fast_text(&mut self, s: &str) -> Option<TimestampMs> {
+        let b = s.as_bytes();
+        let in_range = |ms: i64| (0..=MAX_TIMESTAMP_MS).contains(&ms).then_some(ms);
+        if let Some(i) = digits(b) {
+            let seconds = i < SECONDS_BELOW;
+            let ms = in_range(match self.unit {
+                Some(TsUnit::Ms) => i,
+                // i < 10^15: no overflow.
+                Some(TsUnit::S) => i * 1000,
+                None if seconds => i * 1000,
+                None => i,
+            })?;
+            if self.unit.is_none() && seconds {
+                self.as_seconds += 1;
+            }
+            return Some(ms);
+        }
+        if b.len() < 19 || !b[0].is_ascii_digit() {
+            return None;
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return in_range(t.timestamp_millis());
+        }
+        // `YYYY-MM-DD HH:MM:SS[.fff]`: chrono reads a space at byte 10 as it
+        // reads the `T` that `parse` puts there, so only the `Z` is added.
+        const MAX: usize = 64;
+        if b[10] != b' ' || b.len() >= MAX {
+            return None;
+        }
+        let mut z = [0u8; MAX];
+        z[..b.len()].copy_from_slice(b);
+        z[b.len()] = b'Z';
+        let iso = std::str::from_utf8(&z[..=b.len()]).ok()?;
+        let t = chrono::DateTime::parse_from_rfc3339(iso).ok()?;
+        in_range(t.timestamp_millis())
+    }
+
     fn parse(&mut self, v: &Value) -> Result<TimestampMs, crate::source::payload::PayloadError> {
         if let (Some(unit), Some(f)) = (self.unit, v.as_f64()) {
             let ms = match unit {
@@ -414,10 +476,42 @@ struct Row<'a> {
     sensor: Option<Cow<'a, str>>,
     metric: Option<Cow<'a, str>>,
     value: Result<f64, (&'static str, String)>,
-    ts: Option<Value>,
-    arrival: Option<Value>,
+    ts: Option<TsField<'a>>,
+    arrival: Option<TsField<'a>>,
     label: bool,
     raw: &'a str,
+}
+
+/// Up to 15 ASCII digits (below 2^53) as their number, in one pass.
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 15 {
+        return None;
+    }
+    let mut n = 0i64;
+    for &d in b {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + i64::from(d);
+    }
+    Some(n)
+}
+
+/// A timestamp field as a row has it: CSV text, or a JSON value.
+#[derive(Debug, PartialEq)]
+enum TsField<'a> {
+    Text(Cow<'a, str>),
+    Json(Value),
+}
+
+/// A CSV field as the JSON value it would be: a number when it reads as an
+/// `i64` or an `f64` (a non-finite one is `null`), else a string.
+fn num_or_text(s: &str) -> Value {
+    s.parse::<i64>()
+        .map(Value::from)
+        .or_else(|_| s.parse::<f64>().map(Value::from))
+        .unwrap_or_else(|_| Value::String(s.to_string()))
 }
 
 /// `line` without its trailing `\n`s and `\r`s, as `trim_end_matches(['\n', '\r'])` gives
@@ -494,12 +588,6 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
         })
         .filter(|c| !c.is_empty())
     });
-    let num_or_text = |s: &str| {
-        s.parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| s.parse::<f64>().map(Value::from))
-            .unwrap_or_else(|_| Value::String(s.to_string()))
-    };
     Row {
         sensor,
         metric,
@@ -509,8 +597,8 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
                 .parse::<f64>()
                 .map_err(|_| ("not_a_number", format!("value {v:?} is not a number"))),
         },
-        ts: ts.as_deref().map(num_or_text),
-        arrival: arrival.as_deref().map(num_or_text),
+        ts: ts.map(TsField::Text),
+        arrival: arrival.map(TsField::Text),
         label: label.as_deref().is_some_and(is_label),
         raw: line,
     }
@@ -567,8 +655,16 @@ fn json_row<'a>(line: &'a str, label: Option<&str>) -> Row<'a> {
                 .as_f64()
                 .ok_or(("wrong_type", format!("value {x} is not a number"))),
         },
-        ts: v.get("ts").filter(|t| !t.is_null()).cloned(),
-        arrival: v.get("arrival").filter(|t| !t.is_null()).cloned(),
+        ts: v
+            .get("ts")
+            .filter(|t| !t.is_null())
+            .cloned()
+            .map(TsField::Json),
+        arrival: v
+            .get("arrival")
+            .filter(|t| !t.is_null())
+            .cloned()
+            .map(TsField::Json),
         label: label.and_then(|l| v.get(l)).is_some_and(|x| match x {
             Value::Bool(b) => *b,
             Value::Number(n) => n.as_f64() == Some(1.0),
@@ -588,8 +684,8 @@ fn to_input(
     ts_read: &mut TsRead,
     keys: &mut KeyCache,
 ) -> (Input, TimestampMs) {
-    let arrival = row.arrival.as_ref().and_then(|a| ts_read.parse(a).ok());
-    let ts = row.ts.as_ref().map(|t| ts_read.parse(t));
+    let arrival = row.arrival.as_ref().and_then(|a| ts_read.field(a).ok());
+    let ts = row.ts.as_ref().map(|t| ts_read.field(t));
     let now = clock.advance(ts.as_ref().and_then(|t| t.as_ref().ok().copied()), arrival);
     let dead = |reason: &'static str, detail: String| {
         Input::DeadLetter(DeadLetter {
@@ -731,26 +827,78 @@ fn write_all(
 }
 
 /// One `score` record as a JSON line (fields in alphabetical order, as the
-/// other records have them).
+/// other records have them). The bytes are serde_json's; the common cases
+/// (plain strings, integers, a zero score) are written without it.
 fn score_json(buf: &mut Vec<u8>, s: &Score, now: TimestampMs) {
+    let mut now_text = itoa::Buffer::new();
+    let now_text = now_text.format(now).as_bytes();
     buf.extend_from_slice(b"{\"detector\":");
     match &s.detector {
-        Some(d) => put_json(buf, &**d),
+        Some(d) => put_str(buf, d),
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"emitted_at\":");
-    put_json(buf, &now);
+    buf.extend_from_slice(now_text);
     buf.extend_from_slice(b",\"metric\":");
-    put_json(buf, &*s.reading.key.metric);
+    put_str(buf, &s.reading.key.metric);
     buf.extend_from_slice(b",\"score\":");
-    put_json(buf, &s.score);
+    if s.score.to_bits() == 0 {
+        // +0.0, a good share of all scores.
+        buf.extend_from_slice(b"0.0");
+    } else {
+        put_json(buf, &s.score);
+    }
     buf.extend_from_slice(b",\"sensor\":");
-    put_json(buf, &*s.reading.key.sensor);
+    put_str(buf, &s.reading.key.sensor);
     buf.extend_from_slice(b",\"ts\":");
-    put_json(buf, &s.reading.ts);
+    if s.reading.ts == now {
+        buf.extend_from_slice(now_text);
+    } else {
+        buf.extend_from_slice(itoa::Buffer::new().format(s.reading.ts).as_bytes());
+    }
     buf.extend_from_slice(b",\"type\":\"score\",\"value\":");
     put_json(buf, &s.reading.value);
     buf.extend_from_slice(b"}\n");
+}
+
+/// Appends `s` as a JSON string: as is between quotes when nothing in it
+/// needs escaping (serde_json escapes only control bytes, `"` and `\\`), else
+/// through serde_json.
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    if plain(s.as_bytes()) {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        put_json(buf, s);
+    }
+}
+
+/// Whether no byte of `b` needs escaping in JSON (a control byte, `"` or
+/// `\\`), eight bytes at a time: a byte-by-byte test was most of the cost of
+/// a score record's three strings. A false "no" would only cost the slow
+/// path; the tests (from Bit Twiddling Hacks, `haszero` and `hasless`) are
+/// exact either way.
+fn plain(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        if below(x, 0x20)
+            || below(x ^ (ONES * u64::from(b'"')), 1)
+            || below(x ^ (ONES * u64::from(b'\\')), 1)
+        {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
 }
 
 /// Appends `v` as JSON. Into a Vec, serializing a string or a number cannot
@@ -883,6 +1031,129 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_timestamp_read_from_text_is_what_the_json_value_path_gives() {
+        let inputs = [
+            // epoch digits, either side of 1e11 and of the limits
+            "0",
+            "7",
+            "007",
+            "1583250000",
+            "99999999999",
+            "100000000000",
+            "1583250000000",
+            "253402300799999",
+            "253402300800000",
+            "999999999999999",
+            "1000000000000000",
+            "12345678901234567890",
+            // signs, fractions, exponents, non-finite
+            "-1",
+            "+5",
+            "-1583250000000",
+            "1583250000.5",
+            "1583250000.4999",
+            "1.5e12",
+            "1e400",
+            "-1e400",
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            // RFC 3339, fractions of 1 to 9 digits and more, offsets
+            "2020-03-09T10:14:33Z",
+            "2020-03-09t10:14:33z",
+            "2020-03-09T10:14:33.1Z",
+            "2020-03-09T10:14:33.12Z",
+            "2020-03-09T10:14:33.123Z",
+            "2020-03-09T10:14:33.1234Z",
+            "2020-03-09T10:14:33.12345Z",
+            "2020-03-09T10:14:33.123456Z",
+            "2020-03-09T10:14:33.1234567Z",
+            "2020-03-09T10:14:33.12345678Z",
+            "2020-03-09T10:14:33.123456789Z",
+            "2020-03-09T10:14:33.1234567891234Z",
+            "2020-03-09T10:14:33.999+01:00",
+            "2020-03-09T00:14:33-23:59",
+            "2020-03-09T10:14:33+24:00",
+            "2020-03-09T10:14:33+0100",
+            "1970-01-01T00:00:00Z",
+            "1970-01-01T00:59:59+01:00",
+            "1969-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59.999-01:00",
+            "2020-02-29T12:00:00Z",
+            "2019-02-29T12:00:00Z",
+            "2000-02-29T12:00:00Z",
+            "1900-02-29T12:00:00Z",
+            "2020-04-31T12:00:00Z",
+            "2020-13-01T12:00:00Z",
+            "2020-12-31T24:00:00Z",
+            "2020-12-31T23:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2016-12-31 23:59:60",
+            // the logger layout, with and without offsets and fractions
+            "2020-03-09 10:14:33",
+            "2020-03-09 10:14:33.5",
+            "2020-03-09 10:14:33.123456789",
+            "2020-03-09 10:14:33Z",
+            "2020-03-09 10:14:33+02:00",
+            "2020-03-09 10:14:33 ",
+            " 2020-03-09 10:14:33",
+            "2020-03-09  10:14:33",
+            "2020-03-09 10:14:33.",
+            "2020-03-09 10:14:33x",
+            "2020-03-09 10:14",
+            "2020-03-09",
+            "2020-03-09 10:14:33.00000000000000000000000000000000000000000000",
+            "2020-03-09 10:14:33.000000000000000000000000000000000000000000000",
+            // not timestamps
+            "",
+            " ",
+            "yesterday",
+            "2020-03-09T10:14:33",
+            "20200309T101433Z",
+            "2020-03-09T10:14:33ZZ",
+            "2020-03-09T10:14:33Z ",
+            "2020-03-09T10:14:33.Z",
+            "2020-03-09T1é:14:33Z",
+            "2020-03-0é 10:14:33",
+        ];
+        for unit in [None, Some(TsUnit::S), Some(TsUnit::Ms)] {
+            for s in inputs {
+                let mut fast = TsRead {
+                    unit,
+                    as_seconds: 0,
+                };
+                let mut slow = TsRead {
+                    unit,
+                    as_seconds: 0,
+                };
+                assert_eq!(
+                    fast.text(s),
+                    slow.parse(&num_or_text(s)),
+                    "{s:?} with {unit:?}"
+                );
+                assert_eq!(fast.as_seconds, slow.as_seconds, "{s:?} with {unit:?}");
+            }
+        }
+        let mut t = TsRead {
+            unit: None,
+            as_seconds: 0,
+        };
+        for (s, ms) in [
+            ("1583250000", 1_583_250_000_000),
+            ("1583250000000", 1_583_250_000_000),
+            ("2020-03-09 10:14:33.5", 1_583_748_873_500),
+            ("2020-03-09T10:14:33.999+01:00", 1_583_745_273_999),
+        ] {
+            assert_eq!(t.fast_text(s), Some(ms), "{s:?} takes the fast path");
+        }
+        for s in ["1e3", "1583250000.5", "yesterday", "2020-03-09T10:14:33"] {
+            assert_eq!(t.fast_text(s), None, "{s:?} takes the general path");
+        }
+    }
+
+    #[test]
     fn a_row_becomes_a_reading_or_a_dead_letter_with_its_reason() {
         let h: Vec<String> = ["ts", "sensor", "metric", "value"].map(String::from).into();
         let mut c = SimClock::new(0);
@@ -954,7 +1225,7 @@ mod tests {
             assert_eq!(r.sensor.as_deref(), Some("gh"));
             assert_eq!(r.metric.as_deref(), Some("temp"));
             assert_eq!(r.value, Ok(21.5));
-            assert_eq!(r.ts, Some(Value::from(1_700_000_000_000i64)));
+            assert_eq!(r.ts, Some(TsField::Text("1700000000000".into())));
             assert!(r.label);
         }
         let commas = csv_row(&cols, "1,0,5,\"a,b\",gh");
@@ -993,6 +1264,70 @@ mod tests {
                 "score": 0.25, "sensor": "pump \"1\"", "ts": 1000, "type": "score",
                 "value": 2.5})
         );
+    }
+
+    #[test]
+    fn a_score_record_has_serde_jsons_bytes_for_awkward_strings_and_numbers() {
+        let names = [
+            "abcdefgh\"ijk",
+            "0123456789abcdef\n",
+            "01234567\\",
+            "\u{1}bcdefgh",
+            "long plain name with spaces ü and \u{7f}~",
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`{|}",
+            "p",
+            "",
+            "é ü",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "\u{7f}",
+            "\u{1f}",
+        ];
+        for name in names {
+            for (score, ts, now) in [(0.0, 5, 5), (-0.0, 5, 6), (0.25, -3, 0), (1.0, i64::MAX, 1)] {
+                for detector in [None, Some(Arc::<str>::from(name))] {
+                    let s = Score {
+                        reading: Reading::new(Key::new(name, name), 1e-7, ts, TsSource::Event)
+                            .unwrap(),
+                        score,
+                        detector: detector.clone(),
+                    };
+                    let mut buf = Vec::new();
+                    score_json(&mut buf, &s, now);
+                    let expected = format!(
+                        "{{\"detector\":{},\"emitted_at\":{},\"metric\":{},\"score\":{},\"sensor\":{},\"ts\":{},\"type\":\"score\",\"value\":{}}}\n",
+                        serde_json::to_string(&detector.as_deref()).unwrap(),
+                        serde_json::to_string(&now).unwrap(),
+                        serde_json::to_string(name).unwrap(),
+                        serde_json::to_string(&score).unwrap(),
+                        serde_json::to_string(name).unwrap(),
+                        serde_json::to_string(&ts).unwrap(),
+                        serde_json::to_string(&1e-7).unwrap(),
+                    );
+                    assert_eq!(
+                        String::from_utf8(buf).unwrap(),
+                        expected,
+                        "{name:?} {score} {ts}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_is_plain_exactly_when_no_byte_needs_escaping() {
+        for len in 1..=17 {
+            for at in 0..len {
+                for byte in 0..=0xFFu8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = byte;
+                    let naive = b.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\');
+                    assert_eq!(plain(&b), naive, "{len} {at} {byte:#x}");
+                }
+            }
+        }
     }
 
     #[test]
