@@ -50,7 +50,7 @@ use crate::process::{Processor, Score};
 use crate::reading::{Key, Reading, TimestampMs, TsSource};
 use crate::source::Input;
 use crate::source::payload::{MAX_TIMESTAMP_MS, SECONDS_BELOW, parse_timestamp};
-use crate::wire::{DeadLetter, Wire};
+use crate::wire::{DeadLetter, Wire, json};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -827,29 +827,28 @@ fn write_all(
 }
 
 /// One `score` record as a JSON line (fields in alphabetical order, as the
-/// other records have them). The bytes are serde_json's; the common cases
-/// (plain strings, integers, a zero score) are written without it.
+/// other records have them), with the wire's JSON writer: serde_json's bytes.
 fn score_json(buf: &mut Vec<u8>, s: &Score, now: TimestampMs) {
     let mut now_text = itoa::Buffer::new();
     let now_text = now_text.format(now).as_bytes();
     buf.extend_from_slice(b"{\"detector\":");
     match &s.detector {
-        Some(d) => put_str(buf, d),
+        Some(d) => json::string(buf, d),
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"emitted_at\":");
     buf.extend_from_slice(now_text);
     buf.extend_from_slice(b",\"metric\":");
-    put_str(buf, &s.reading.key.metric);
+    json::string(buf, &s.reading.key.metric);
     buf.extend_from_slice(b",\"score\":");
     if s.score.to_bits() == 0 {
         // +0.0, a good share of all scores.
         buf.extend_from_slice(b"0.0");
     } else {
-        put_json(buf, &s.score);
+        json::float(buf, s.score);
     }
     buf.extend_from_slice(b",\"sensor\":");
-    put_str(buf, &s.reading.key.sensor);
+    json::string(buf, &s.reading.key.sensor);
     buf.extend_from_slice(b",\"ts\":");
     if s.reading.ts == now {
         buf.extend_from_slice(now_text);
@@ -857,56 +856,8 @@ fn score_json(buf: &mut Vec<u8>, s: &Score, now: TimestampMs) {
         buf.extend_from_slice(itoa::Buffer::new().format(s.reading.ts).as_bytes());
     }
     buf.extend_from_slice(b",\"type\":\"score\",\"value\":");
-    put_json(buf, &s.reading.value);
+    json::float(buf, s.reading.value);
     buf.extend_from_slice(b"}\n");
-}
-
-/// Appends `s` as a JSON string: as is between quotes when nothing in it
-/// needs escaping (serde_json escapes only control bytes, `"` and `\\`), else
-/// through serde_json.
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    if plain(s.as_bytes()) {
-        buf.push(b'"');
-        buf.extend_from_slice(s.as_bytes());
-        buf.push(b'"');
-    } else {
-        put_json(buf, s);
-    }
-}
-
-/// Whether no byte of `b` needs escaping in JSON (a control byte, `"` or
-/// `\\`), eight bytes at a time: a byte-by-byte test was most of the cost of
-/// a score record's three strings. A false "no" would only cost the slow
-/// path; the tests (from Bit Twiddling Hacks, `haszero` and `hasless`) are
-/// exact either way.
-fn plain(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let x = u64::from_le_bytes(w);
-        if below(x, 0x20)
-            || below(x ^ (ONES * u64::from(b'"')), 1)
-            || below(x ^ (ONES * u64::from(b'\\')), 1)
-        {
-            return false;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
-}
-
-/// Appends `v` as JSON. Into a Vec, serializing a string or a number cannot
-/// fail (serde_json writes a non-finite float as null).
-fn put_json<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
-    if serde_json::to_writer(&mut *buf, v).is_err() {
-        buf.extend_from_slice(b"null");
-    }
 }
 
 fn csv_record(w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
@@ -1311,20 +1262,6 @@ mod tests {
                         expected,
                         "{name:?} {score} {ts}"
                     );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_string_is_plain_exactly_when_no_byte_needs_escaping() {
-        for len in 1..=17 {
-            for at in 0..len {
-                for byte in 0..=0xFFu8 {
-                    let mut b = vec![b'a'; len];
-                    b[at] = byte;
-                    let naive = b.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\');
-                    assert_eq!(plain(&b), naive, "{len} {at} {byte:#x}");
                 }
             }
         }

@@ -270,3 +270,17 @@ fn the_written_json_is_serde_jsons_byte_for_byte_on_awkward_strings_and_floats()
         }
     }
 }
+
+#[test]
+fn a_string_is_plain_exactly_when_no_byte_needs_escaping() {
+    for len in 1..=17 {
+        for at in 0..len {
+            for byte in 0..=0xFFu8 {
+                let mut b = vec![b'a'; len];
+                b[at] = byte;
+                let naive = b.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\');
+                assert_eq!(super::json::plain(&b), naive, "{len} {at} {byte:#x}");
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@
 //! technician's `mosquitto_sub` must be able to read them, and they are small and infrequent.
 
 pub mod body;
-mod json;
+pub(crate) mod json;
 pub mod postcard;
 
 use serde_json::json;
