@@ -65,6 +65,34 @@ struct KeyStates {
     dirty: bool,
 }
 
+impl KeyStates {
+    /// The raised alert of every open episode, with its detector's kind name (a stored
+    /// alert has none: see `alert::boxed`).
+    fn open(&self) -> impl Iterator<Item = (&'static str, &Alert)> + '_ {
+        let t = self
+            .threshold
+            .iter()
+            .filter_map(|(_, s)| Some(("threshold", s.active()?)));
+        let z = self
+            .zscore
+            .iter()
+            .filter_map(|(_, s)| Some(("zscore", s.active()?)));
+        let q = self
+            .silence
+            .iter()
+            .filter_map(|(_, s)| Some(("silence", s.active()?)));
+        let f = self
+            .flatline
+            .iter()
+            .filter_map(|(_, s)| Some(("flatline", s.active()?)));
+        let o = self
+            .online
+            .iter()
+            .filter_map(|(_, s)| Some((s.kind_name(), s.active()?)));
+        t.chain(z).chain(q).chain(f).chain(o)
+    }
+}
+
 /// All detectors for all keys.
 #[derive(Debug)]
 pub struct Detectors {
@@ -237,14 +265,9 @@ impl Detectors {
 
     /// The raised alert of every open episode, in no particular order.
     pub fn active_alerts(&self) -> impl Iterator<Item = &Alert> + '_ {
-        self.keys.values().flat_map(|states| {
-            let t = states.threshold.iter().filter_map(|(_, st)| st.active());
-            let z = states.zscore.iter().filter_map(|(_, st)| st.active());
-            let s = states.silence.iter().filter_map(|(_, st)| st.active());
-            let f = states.flatline.iter().filter_map(|(_, st)| st.active());
-            let o = states.online.iter().filter_map(|(_, st)| st.active());
-            t.chain(z).chain(s).chain(f).chain(o)
-        })
+        self.keys
+            .values()
+            .flat_map(|states| states.open().map(|(_, a)| a))
     }
 
     /// Bytes held by the per-reading statistical detectors' states (level

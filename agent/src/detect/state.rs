@@ -45,38 +45,11 @@ impl KeyStates {
         let o = self.online.iter().map(|s| (4 + s.1.code(), s.0));
         t.chain(z).chain(q).chain(f).chain(o).collect()
     }
+}
 
-    /// The raised alert of every open episode, with its detector's kind name (a
-    /// stored alert has none: see `alert::boxed`).
-    fn into_open_alerts(self) -> impl Iterator<Item = Alert> {
-        let named = |kind: &'static str, a: Option<&Alert>| a.map(|a| Alert { kind, ..a.clone() });
-        let t = self
-            .threshold
-            .iter()
-            .filter_map(|(_, s)| named("threshold", s.active()));
-        let z = self
-            .zscore
-            .iter()
-            .filter_map(|(_, s)| named("zscore", s.active()));
-        let q = self
-            .silence
-            .iter()
-            .filter_map(|(_, s)| named("silence", s.active()));
-        let f = self
-            .flatline
-            .iter()
-            .filter_map(|(_, s)| named("flatline", s.active()));
-        let o = self
-            .online
-            .iter()
-            .filter_map(|(_, s)| named(s.kind_name(), s.active()));
-        t.chain(z)
-            .chain(q)
-            .chain(f)
-            .chain(o)
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
+/// Copies of a key's open episodes, their kind names set, for [`Detectors::end_orphaned`].
+fn ended(states: &KeyStates) -> impl Iterator<Item = Alert> + '_ {
+    states.open().map(|(kind, a)| Alert { kind, ..a.clone() })
 }
 
 impl Detectors {
@@ -123,14 +96,14 @@ impl Detectors {
         d.rejected = state.rejected;
         for (n, (sensor, metric, mut states)) in state.keys.into_iter().enumerate() {
             if n >= max_keys {
-                d.orphaned.extend(states.into_open_alerts());
+                d.orphaned.extend(ended(&states));
                 continue;
             }
             let key = Key::new(sensor, metric);
             let fresh = fresh_states(&d.specs, &key);
             if states.slots() != fresh.slots() {
                 d.orphaned
-                    .extend(std::mem::replace(&mut states, fresh).into_open_alerts());
+                    .extend(ended(&std::mem::replace(&mut states, fresh)));
             }
             // Alert kinds are static names: take them from the specs again.
             let specs = &d.specs;
