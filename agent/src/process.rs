@@ -135,11 +135,11 @@ impl Processor {
                 }
                 // A refused reading (quarantined, over a limit) is not evidence of anything.
                 if !refused {
-                    self.detectors.on_reading(&r, &mut self.alerts);
+                    let online = self.detectors.on_reading_scored(&r, &mut self.alerts);
                     if let (Some(scores), Some(mut s)) = (&mut self.scores, score) {
                         // Per-reading statistical detectors judge a reading as
                         // they learn it: their score is ready only now.
-                        if let Some((o, name)) = self.detectors.reading_score(&s.reading.key) {
+                        if let Some((o, name)) = online {
                             if o > s.score {
                                 s.score = o;
                                 s.detector = Some(intern(&mut self.names, name));
@@ -215,6 +215,10 @@ impl Processor {
     }
 
     fn drain_alerts(&mut self, now: TimestampMs, msgs: &mut Vec<NewMessage>) {
+        // Nearly every reading raises nothing: not even an empty drain then.
+        if self.alerts.is_empty() {
+            return;
+        }
         let c = &self.counters;
         for a in self.alerts.drain(..) {
             let n = match a.state {

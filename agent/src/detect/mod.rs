@@ -150,11 +150,20 @@ impl Detectors {
     /// transitions to `out`. On the hot path: no allocation unless an alert
     /// fires or the key is new.
     pub fn on_reading(&mut self, r: &Reading, out: &mut Vec<Alert>) {
+        self.on_reading_scored(r, out);
+    }
+
+    /// [`Detectors::on_reading`], returning the score the reading got from the key's
+    /// per-reading statistical detectors (level shift, rate, spread, seasonal, auto),
+    /// which judge a reading as they learn it: the highest, with its detector; `None`
+    /// for a key without such detectors. One lookup of the key for both.
+    pub fn on_reading_scored(&mut self, r: &Reading, out: &mut Vec<Alert>) -> Option<(f64, &str)> {
         // Without a threshold, silence or flatline spec, readings have nothing
         // to say: do not even spend a key slot on them.
         if !(self.any_threshold || self.any_silence || self.any_flatline || self.any_online) {
-            return;
+            return None;
         }
+        let mut best: Option<(f64, usize)> = None;
         self.with_states(&r.key, |specs, states| {
             for (i, st) in &mut states.threshold {
                 st.observe(&specs[*i], r, out);
@@ -167,8 +176,13 @@ impl Detectors {
             }
             for (i, st) in &mut states.online {
                 st.observe(&specs[*i], r, out);
+                let s = st.score();
+                if !best.is_some_and(|(b, _)| b >= s) {
+                    best = Some((s, *i));
+                }
             }
         });
+        best.map(|(s, i)| (s, self.specs[i].name.as_str()))
     }
 
     /// The engine reported a key silent: every silence detector of the key
@@ -202,23 +216,6 @@ impl Detectors {
             .iter()
             .map(|(i, st)| (st.score(&self.specs[*i], r.value), *i));
         t.chain(z)
-            .fold(None, |best: Option<(f64, usize)>, (s, i)| match best {
-                Some((b, _)) if b >= s => best,
-                _ => Some((s, i)),
-            })
-            .map(|(s, i)| (s, self.specs[i].name.as_str()))
-    }
-
-    /// The score the key's latest reading got from its per-reading statistical
-    /// detectors (level shift, rate, spread, seasonal, auto), which judge a
-    /// reading as they learn it: call after [`Detectors::on_reading`]. The
-    /// highest, with its detector; `None` for a key without such detectors.
-    pub fn reading_score(&self, key: &Key) -> Option<(f64, &str)> {
-        let states = self.keys.get(key)?;
-        states
-            .online
-            .iter()
-            .map(|(i, st)| (st.score(), *i))
             .fold(None, |best: Option<(f64, usize)>, (s, i)| match best {
                 Some((b, _)) if b >= s => best,
                 _ => Some((s, i)),

@@ -78,8 +78,7 @@ fn run(d: &mut Detectors, values: &[(f64, TimestampMs)]) -> (Vec<Alert>, Vec<f64
     let mut scores = Vec::new();
     for &(v, ts) in values {
         let r = reading("pump", "pressure", v, ts);
-        d.on_reading(&r, &mut out);
-        scores.push(d.reading_score(&r.key).unwrap().0);
+        scores.push(d.on_reading_scored(&r, &mut out).unwrap().0);
     }
     (out, scores)
 }

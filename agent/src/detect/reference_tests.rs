@@ -40,8 +40,7 @@ fn run(d: &mut Detectors, values: &[(f64, TimestampMs)]) -> (Vec<Alert>, Vec<f64
     let (mut out, mut scores, mut open) = (Vec::new(), Vec::new(), Vec::new());
     for &(v, ts) in values {
         let r = reading("pump", "flow", v, ts);
-        d.on_reading(&r, &mut out);
-        scores.push(d.reading_score(&r.key).unwrap().0);
+        scores.push(d.on_reading_scored(&r, &mut out).unwrap().0);
         open.push(d.active_alerts().count() > 0);
     }
     (out, scores, open)
