@@ -29,7 +29,8 @@
 //! would publish (`pane`, `alert`, `late`, `deadletter`; the JSON of
 //! `docs/wire.md`) and, per accepted reading, a `score` record with the
 //! detectors' anomaly score in [0, 1]. As JSON lines, or CSV with fixed columns.
-//! Rows that are not readings become `deadletter` records, as on MQTT.
+//! Rows that are not readings become `deadletter` records, as on MQTT (a row that
+//! is not UTF-8 is a `not_utf8` one; the run goes on).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -180,43 +181,60 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
     let mut clock = SimClock::new(skew);
     let mut msgs = Vec::new();
     let mut scores = Vec::new();
-    let mut buf = Vec::with_capacity(256);
+    let mut buf = Vec::with_capacity(1 << 17);
     let mut header: Option<Columns> = None;
     let mut keys = KeyCache::new();
     let mut records = 0u64;
     let mut result = Ok(());
-    let mut input = input;
-    let mut line = String::new();
+    let mut lines = Lines::new(input);
     let mut n = 0usize;
     loop {
-        line.clear();
-        match input.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(_) => n += 1,
+        let bytes = match lines.next() {
+            Ok(None) => break,
+            Ok(Some(b)) => b,
             Err(e) => {
                 let _ = writeln!(err, "cannot read {}: {e}", opts.input.display());
                 return exit::FAILURE;
             }
-        }
-        let text = strip_eol(&line);
-        let text_trimmed = trim(text);
-        if text_trimmed.is_empty() {
-            continue;
-        }
-        let row = if text_trimmed.starts_with('{') {
-            json_row(text, label_col.as_deref())
-        } else if let Some(h) = &header {
-            csv_row(h, text)
-        } else {
-            let names: Vec<String> = split_csv(text)
-                .into_iter()
-                .map(|c| c.trim().to_lowercase())
-                .collect();
-            header = Some(Columns::new(&names, label_col.as_deref()));
-            continue;
         };
-        let label = row.label;
-        let (input, now) = to_input(row, &mut clock, n, &mut ts_read, &mut keys);
+        n += 1;
+        let (input, now, label) = match std::str::from_utf8(bytes) {
+            Err(_) if header.is_none() => {
+                let names = header_names(&String::from_utf8_lossy(bytes));
+                header = Some(Columns::new(&names, label_col.as_deref()));
+                continue;
+            }
+            // As on MQTT: a dead letter, and the rest of the recording goes on.
+            Err(_) => {
+                let now = clock.advance(None, None);
+                let dead = Input::DeadLetter(DeadLetter {
+                    source: format!("backtest:{n}"),
+                    reason: "not_utf8",
+                    detail: "row is not valid UTF-8".into(),
+                    payload: crate::wire::excerpt(bytes.trim_ascii_end(), 256),
+                    received_at: now,
+                });
+                (dead, now, false)
+            }
+            Ok(text) => {
+                let text = strip_eol(text);
+                let text_trimmed = trim(text);
+                if text_trimmed.is_empty() {
+                    continue;
+                }
+                let row = if text_trimmed.starts_with('{') {
+                    json_row(text, label_col.as_deref())
+                } else if let Some(h) = &header {
+                    csv_row(h, text)
+                } else {
+                    header = Some(Columns::new(&header_names(text), label_col.as_deref()));
+                    continue;
+                };
+                let label = row.label;
+                let (input, now) = to_input(row, &mut clock, n, &mut ts_read, &mut keys);
+                (input, now, label)
+            }
+        };
         p.input(input, now, &mut msgs);
         records += msgs.len() as u64;
         p.take_scores(&mut scores);
@@ -243,7 +261,10 @@ pub fn backtest(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> u8 
             result = result.and(write_all(&mut w, opts.format, &msgs, &[], later, &mut buf));
         }
     }
-    if let Err(e) = result.and(w.flush()) {
+    if let Err(e) = result
+        .and_then(|()| spill(&mut w, &mut buf, 0))
+        .and(w.flush())
+    {
         let _ = writeln!(err, "cannot write the output: {e}");
         return exit::FAILURE;
     }
@@ -525,6 +546,67 @@ fn strip_eol(line: &str) -> &str {
     &line[..line.len() - n]
 }
 
+/// A CSV header's column names, trimmed and in lower case.
+fn header_names(line: &str) -> Vec<String> {
+    split_csv(strip_eol(line))
+        .into_iter()
+        .map(|c| c.trim().to_lowercase())
+        .collect()
+}
+
+/// The lines of the input, each with its end of line, borrowed from the reader's
+/// buffer when they lie whole in it (nearly all of them): `read_line` copied every
+/// line and checked its UTF-8 before the row was even looked at. A line across the
+/// buffer's end, or longer than the buffer, is gathered in `carry`.
+struct Lines<R> {
+    input: R,
+    carry: Vec<u8>,
+    /// Bytes of the buffer the line handed out last occupies, consumed at the next call.
+    pending: usize,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(input: R) -> Self {
+        Self {
+            input,
+            carry: Vec::new(),
+            pending: 0,
+        }
+    }
+
+    /// The next line, `None` at the end of the input; the last line may lack its newline.
+    fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        self.input.consume(std::mem::take(&mut self.pending));
+        self.carry.clear();
+        loop {
+            let (end, newline) = {
+                let buf = match self.input.fill_buf() {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                match memchr::memchr(b'\n', buf) {
+                    Some(i) => (i + 1, true),
+                    None => (buf.len(), false),
+                }
+            };
+            if end == 0 {
+                return Ok((!self.carry.is_empty()).then_some(&self.carry[..]));
+            }
+            if newline && self.carry.is_empty() {
+                self.pending = end;
+                return Ok(Some(&self.input.fill_buf()?[..end]));
+            }
+            let buf = self.input.fill_buf()?;
+            self.carry.extend_from_slice(&buf[..end]);
+            self.input.consume(end);
+            if newline {
+                return Ok(Some(&self.carry[..]));
+            }
+        }
+    }
+}
+
 /// `str::trim`, with a fast path for the usual field that starts and ends with a byte that
 /// is plainly not whitespace (printable ASCII other than space): it is returned as is.
 fn trim(s: &str) -> &str {
@@ -567,17 +649,23 @@ impl Columns {
 
 fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
     let mut f: [Option<Cow<'a, str>>; Columns::FIELDS] = Default::default();
-    // Most lines have no quotes: split in place, nothing allocated.
-    if line.contains('"') {
+    // Most lines have no quotes: split in place, nothing allocated, in the same
+    // pass that looks for a quote.
+    let mut quoted = false;
+    for (i, field) in comma_fields(line).take(cols.by_col.len()).enumerate() {
+        let Some(field) = field else {
+            quoted = true;
+            break;
+        };
+        if let Some(Some(k)) = cols.by_col.get(i) {
+            f[*k] = Some(Cow::Borrowed(field));
+        }
+    }
+    if quoted {
+        f = Default::default();
         for (i, field) in split_csv(line).into_iter().enumerate() {
             if let Some(Some(k)) = cols.by_col.get(i) {
                 f[*k] = Some(Cow::Owned(field));
-            }
-        }
-    } else {
-        for (i, field) in comma_fields(line).enumerate() {
-            if let Some(Some(k)) = cols.by_col.get(i) {
-                f[*k] = Some(Cow::Borrowed(field));
             }
         }
     }
@@ -604,26 +692,50 @@ fn csv_row<'a>(cols: &Columns, line: &'a str) -> Row<'a> {
     }
 }
 
-/// The fields of an unquoted CSV line, as `line.split(',')` gives them: a
-/// byte scan, several times cheaper than `str::split` on fields this short
-/// (a comma is one byte in UTF-8 and never part of another character).
-fn comma_fields(line: &str) -> impl Iterator<Item = &str> {
+/// The fields of a CSV line, as `line.split(',')` gives them, up to a double
+/// quote: from there on `None` (the line needs [`split_csv`]). Eight bytes at a
+/// time, both bytes in one pass (neither is ever part of another character in
+/// UTF-8): a byte loop or `memchr2` per field cost several times more on fields
+/// this short.
+fn comma_fields(line: &str) -> impl Iterator<Item = Option<&str>> {
     let bytes = line.as_bytes();
-    let mut start = 0;
-    let mut done = false;
+    // Offset of the 8-byte word `marks` comes from; its ',' and '"' bytes not taken yet.
+    let mut word = 0;
+    let mut marks = marks_at(bytes, 0);
+    let mut from = Some(0);
     std::iter::from_fn(move || {
-        if done {
-            return None;
+        let start = from?;
+        while marks == 0 {
+            word += 8;
+            if word >= bytes.len() {
+                from = None;
+                return Some(line.get(start..));
+            }
+            marks = marks_at(bytes, word);
         }
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b',')
-            .map_or(bytes.len(), |p| start + p);
-        let field = line.get(start..end);
-        done = end == bytes.len();
-        start = end + 1;
-        field
+        let at = word + (marks.trailing_zeros() / 8) as usize;
+        marks &= marks - 1;
+        if bytes.get(at) == Some(&b'"') {
+            from = None;
+            return Some(None);
+        }
+        from = Some(at + 1);
+        Some(line.get(start..at))
     })
+}
+
+/// Bit 7 of byte `i` is set where `bytes[at + i]` is ',' or '"' (past the end: neither).
+fn marks_at(bytes: &[u8], at: usize) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut w = [0u8; 8];
+    let rest = bytes.get(at..).unwrap_or_default();
+    let n = rest.len().min(8);
+    w[..n].copy_from_slice(&rest[..n]);
+    let x = u64::from_le_bytes(w);
+    // Exact zero-byte test (no false positives next to a true one).
+    let zero = |y: u64| !(((y & LOW7) + LOW7) | y | LOW7);
+    zero(x ^ (ONES * u64::from(b','))) | zero(x ^ (ONES * u64::from(b'"')))
 }
 
 fn json_row<'a>(line: &'a str, label: Option<&str>) -> Row<'a> {
@@ -718,42 +830,75 @@ fn to_input(
     }
 }
 
-/// The keys seen lately, so that a row's key is not two new allocations:
-/// readings of one sensor's metrics usually come together.
+/// The keys seen lately, so that a row's key is not two new allocations and
+/// the engine's and detectors' lookups find it by its pointers. A direct-mapped
+/// table (a key's slot is its hash; a newcomer replaces whatever was there), so
+/// a lookup costs one hash and one comparison however many keys the recording
+/// has, and the memory stays bounded. Before the hash, the key that followed the
+/// previous one last time is tried: recordings repeat their order of keys
+/// (round-robin sensors, one row per instant), so most rows need no hash at all.
 struct KeyCache {
-    recent: Vec<Key>,
-    next: usize,
+    slots: Vec<Option<Key>>,
+    /// Per slot, the slot looked up right after it last time.
+    next: Vec<u32>,
+    /// The slot of the previous lookup.
+    prev: usize,
+    hasher: foldhash::fast::FixedState,
 }
 
 impl KeyCache {
-    const SIZE: usize = 64;
+    const SIZE: usize = 4096;
 
     fn new() -> Self {
         Self {
-            recent: Vec::with_capacity(Self::SIZE),
-            next: 0,
+            slots: vec![None; Self::SIZE],
+            next: vec![0; Self::SIZE],
+            prev: 0,
+            hasher: foldhash::fast::FixedState::default(),
         }
     }
 
     fn get(&mut self, sensor: &str, metric: &str) -> Key {
-        // Round-robin input hits the slot after the last one first.
-        let n = self.recent.len();
-        for i in 0..n {
-            let k = &self.recent[(self.next + i) % n];
-            if &*k.metric == metric && &*k.sensor == sensor {
-                self.next = (self.next + i + 1) % n;
-                return k.clone();
-            }
-        }
-        let key = Key::new(sensor, metric);
-        if n < Self::SIZE {
-            self.recent.push(key.clone());
-            self.next = 0;
+        let is = |k: &Key| {
+            same(k.metric.as_bytes(), metric.as_bytes())
+                && same(k.sensor.as_bytes(), sensor.as_bytes())
+        };
+        let guess = self.next[self.prev] as usize;
+        let slot = if self.slots[guess].as_ref().is_some_and(is) {
+            guess
         } else {
-            self.recent[self.next] = key.clone();
-            self.next = (self.next + 1) % n;
+            use std::hash::BuildHasher;
+            let slot = self.hasher.hash_one((sensor, metric)) as usize & (Self::SIZE - 1);
+            self.next[self.prev] = slot as u32;
+            slot
+        };
+        self.prev = slot;
+        match &self.slots[slot] {
+            Some(k) if is(k) => k.clone(),
+            _ => self.slots[slot].insert(Key::new(sensor, metric)).clone(),
         }
-        key
+    }
+}
+
+/// `a == b` for the short names of sensors and metrics without a call to `memcmp`:
+/// two overlapping 8-byte (or 4-byte) words from each end cover 4 to 16 bytes.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word8 = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .map(|w| u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])))
+    };
+    let word4 = |s: &[u8], at: usize| {
+        s.get(at..at + 4)
+            .map(|w| u32::from_ne_bytes(w.try_into().unwrap_or([0; 4])))
+    };
+    match n {
+        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
+        4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        _ => a == b,
     }
 }
 
@@ -778,6 +923,9 @@ fn split_csv(line: &str) -> Vec<String> {
     fields
 }
 
+/// Writes the records of one step. JSON lines are gathered in `buf` and go to `w`
+/// 64 KiB at a time (see [`spill`]): one call through the writer per record was a
+/// good share of the cost, the score records being one per reading.
 fn write_all(
     w: &mut dyn Write,
     format: Format,
@@ -786,29 +934,23 @@ fn write_all(
     now: TimestampMs,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<()> {
-    for m in msgs {
-        match format {
-            Format::Jsonl => {
-                w.write_all(&m.payload)?;
-                w.write_all(b"\n")?;
+    match format {
+        Format::Jsonl => {
+            for m in msgs {
+                buf.extend_from_slice(&m.payload);
+                buf.push(b'\n');
             }
-            Format::Csv => {
+            for s in scores {
+                score_json(buf, s, now);
+            }
+            spill(w, buf, 1 << 16)
+        }
+        Format::Csv => {
+            for m in msgs {
                 let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
                 csv_record(w, &v)?;
             }
-        }
-    }
-    for s in scores {
-        match format {
-            // Written by hand into a reused buffer: this is one record per
-            // reading, the bulk of the output; a JSON value per record, or
-            // `write!` through the writer, was most of the cost.
-            Format::Jsonl => {
-                buf.clear();
-                score_json(buf, s, now);
-                w.write_all(buf)?;
-            }
-            Format::Csv => {
+            for s in scores {
                 let v = serde_json::json!({
                     "type": "score",
                     "sensor": &*s.reading.key.sensor,
@@ -821,7 +963,16 @@ fn write_all(
                 });
                 csv_record(w, &v)?;
             }
+            Ok(())
         }
+    }
+}
+
+/// Hands what `buf` gathered to `w` once it holds at least `at` bytes (0: now).
+fn spill(w: &mut dyn Write, buf: &mut Vec<u8>, at: usize) -> std::io::Result<()> {
+    if buf.len() >= at && !buf.is_empty() {
+        w.write_all(buf)?;
+        buf.clear();
     }
     Ok(())
 }
@@ -889,11 +1040,38 @@ mod tests {
 
     #[test]
     fn comma_fields_are_what_split_gives() {
-        for line in ["", ",", "a", "a,b", ",a,", "s,m,1.5,17,", "é,ü,,x"] {
-            let ours: Vec<&str> = comma_fields(line).collect();
+        for line in [
+            "",
+            ",",
+            "a",
+            "a,b",
+            ",a,",
+            "s,m,1.5,17,",
+            "é,ü,,x",
+            ",,,,",
+            "a,,b",
+        ] {
+            let ours: Vec<&str> = comma_fields(line).map(Option::unwrap).collect();
             let std: Vec<&str> = line.split(',').collect();
             assert_eq!(ours, std, "{line:?}");
         }
+        // A quote ends the plain fields: what follows needs the quoted split.
+        // Every length and position around the 8-byte words.
+        for n in 0..40 {
+            for at in 0..n {
+                let mut line = vec![b'x'; n];
+                line[at] = b',';
+                if at + 3 < n {
+                    line[at + 3] = b',';
+                }
+                let line = String::from_utf8(line).unwrap();
+                let ours: Vec<&str> = comma_fields(&line).map(Option::unwrap).collect();
+                assert_eq!(ours, line.split(',').collect::<Vec<_>>(), "{line:?}");
+            }
+        }
+        let ours: Vec<Option<&str>> = comma_fields("a,b,\"c,d\",e").collect();
+        assert_eq!(ours, [Some("a"), Some("b"), None]);
+        assert_eq!(comma_fields("\"").collect::<Vec<_>>(), [None]);
     }
 
     #[test]
@@ -1189,12 +1367,52 @@ mod tests {
     #[test]
     fn the_key_cache_gives_the_right_key_beyond_its_size() {
         let mut c = KeyCache::new();
+        // Round-robin over more keys than slots, then at random: every answer
+        // is the key asked for, whether the guess, the slot or neither held it.
         for round in 0..3 {
             for i in 0..(KeyCache::SIZE + 7) {
                 let (s, m) = (format!("s{}", i % 5), format!("m{i}"));
                 assert_eq!(c.get(&s, &m), Key::new(s.as_str(), m.as_str()), "{round}");
             }
         }
+        let mut x = 1u64;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let (s, m) = (
+                format!("s{}", (x >> 40) % 97),
+                format!("m{}", (x >> 20) % 113),
+            );
+            assert_eq!(c.get(&s, &m), Key::new(s.as_str(), m.as_str()));
+        }
+        let lengths = [
+            "",
+            "a",
+            "abc",
+            "abcd",
+            "abcdefg",
+            "abcdefgh",
+            "0123456789abcdef",
+            "0123456789abcdefg",
+        ];
+        // The same lengths, one byte off at either end or in the middle.
+        let near = [
+            "abce",
+            "bbcd",
+            "abcdefh",
+            "xbcdefgh",
+            "0123456789abcdeg",
+            "0123456X89abcdef",
+        ];
+        for a in lengths {
+            for b in lengths.iter().chain(&near) {
+                assert_eq!(same(a.as_bytes(), b.as_bytes()), a == *b, "{a:?} {b:?}");
+            }
+        }
+        // A key asked for twice in a row is the same allocation: the engine's
+        // lookups then compare pointers, not strings.
+        let a = c.get("pump", "flow");
+        let b = c.get("pump", "flow");
+        assert!(Arc::ptr_eq(&a.sensor, &b.sensor) && Arc::ptr_eq(&a.metric, &b.metric));
     }
 
     #[test]
@@ -1267,10 +1485,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn min_score_keeps_only_the_unusual_readings_score_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("weir.toml");
+    /// A config with one `auto` detector in `dir`.
+    fn auto_config(dir: &Path) -> std::path::PathBuf {
+        let cfg = dir.join("weir.toml");
         std::fs::write(
             &cfg,
             format!(
@@ -1278,10 +1495,87 @@ mod tests {
                  [engine.window]\nsize = \"10s\"\n[uplink]\nhost = \"127.0.0.1\"\n\
                  [ingest]\nhost = \"127.0.0.1\"\n[[ingest.topic]]\nfilter = \"s/+/+\"\n\
                  sensor = \"{{2}}\"\nmetric = \"{{3}}\"\n[[detector]]\nname = \"u\"\nkind = \"auto\"\n",
-                dir.path().display()
+                dir.display()
             ),
         )
         .unwrap();
+        cfg
+    }
+
+    #[test]
+    fn lines_are_what_read_until_gives_across_the_buffers_end() {
+        let long = "x".repeat(40);
+        let text = format!("a,b\r\n\n{long},1\nshort\n\r\nlast without newline");
+        let mut want = Vec::new();
+        let mut cursor = std::io::Cursor::new(text.as_bytes());
+        loop {
+            let mut l = Vec::new();
+            if cursor.read_until(b'\n', &mut l).unwrap() == 0 {
+                break;
+            }
+            want.push(l);
+        }
+        for cap in 1..=48 {
+            let mut lines = Lines::new(std::io::BufReader::with_capacity(cap, text.as_bytes()));
+            let mut got = Vec::new();
+            while let Some(l) = lines.next().unwrap() {
+                got.push(l.to_vec());
+            }
+            assert_eq!(got, want, "buffer of {cap} bytes");
+        }
+        let mut empty = Lines::new(&b""[..]);
+        assert_eq!(empty.next().unwrap(), None);
+    }
+
+    #[test]
+    fn a_row_that_is_not_utf8_is_a_dead_letter_and_the_rest_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = auto_config(dir.path());
+        let input = dir.path().join("in.csv");
+        let mut csv = b"sensor,metric,value,ts\n".to_vec();
+        csv.extend_from_slice(b"a,b,1.5,1700000000000\n");
+        csv.extend_from_slice(b"a,b\xff\xfe,2.5,1700000001000\n");
+        csv.extend_from_slice(b"a,b,3.5,1700000002000\n");
+        std::fs::write(&input, csv).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let opts = Options {
+            config: &cfg,
+            input: &input,
+            format: Format::Jsonl,
+            flush: false,
+            no_scores: false,
+            min_score: None,
+            labels: None,
+            label_column: None,
+            ts_unit: None,
+        };
+        let code = backtest(&opts, &mut out, &mut err);
+        assert_eq!(code, exit::OK, "{}", String::from_utf8_lossy(&err));
+        let records: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let dead: Vec<&Value> = records
+            .iter()
+            .filter(|v| v["type"] == "deadletter")
+            .collect();
+        assert_eq!(dead.len(), 1, "{records:?}");
+        assert_eq!(dead[0]["reason"], "not_utf8");
+        assert_eq!(dead[0]["source"], "backtest:3");
+        assert_eq!(dead[0]["payload"], "a,b\u{fffd}\u{fffd},2.5,1700000001000");
+        let values: Vec<f64> = records
+            .iter()
+            .filter(|v| v["type"] == "score")
+            .map(|v| v["value"].as_f64().unwrap())
+            .collect();
+        assert_eq!(values, [1.5, 3.5]);
+    }
+
+    #[test]
+    fn min_score_keeps_only_the_unusual_readings_score_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = auto_config(dir.path());
         let mut csv = String::from("sensor,metric,value,ts\n");
         for i in 0..400i64 {
             let v = if (300..310).contains(&i) {
