@@ -89,10 +89,23 @@ pub fn build(i: Inputs) -> Value {
     // came back within a second of the last publish.
     let keeps_up = drain_ms.is_some_and(|d| d < 1000.0) && (lag_max as f64) < rate;
 
-    let alert_lat: Vec<f64> = e
+    // Per alert: latency, publish time, key, reading ts. The five slowest are
+    // reported too, to find in weir's log (its alert line has the time it was
+    // raised): what the tail waits for, ingest or delivery.
+    let mut alerts: Vec<(f64, f64, u32, i64)> = e
         .alerts
         .iter()
-        .filter_map(|k| Some(u.alerts.get(k)? - ph.anomalies.get(k)?))
+        .filter_map(|k| {
+            let (sent, got) = (*ph.anomalies.get(k)?, *u.alerts.get(k)?);
+            Some((got - sent, sent, k.0, k.1))
+        })
+        .collect();
+    let alert_lat: Vec<f64> = alerts.iter().map(|a| a.0).collect();
+    alerts.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let slowest: Vec<Value> = alerts
+        .iter()
+        .take(5)
+        .map(|(lat, sent, key, ts)| json!({"latency_ms": (lat * 100.0).round() / 100.0, "published_ms": (sent * 10.0).round() / 10.0, "key": key, "ts": ts}))
         .collect();
     // Panes received after the last publish are the last windows of each key,
     // fired by idle_timeout (wall clock), not by the watermark: not counted.
@@ -203,6 +216,7 @@ pub fn build(i: Inputs) -> Value {
             "window_end_to_on_time_pane": dist(pane_lat),
             "first_window_end_to_on_time_pane": dist(first_window_lat),
             "watermark_passed_to_on_time_pane": dist(weir_lat),
+            "slowest_alerts": slowest,
         },
         "loss": {
             "windows_expected": e.windows.len(), "windows_missing": missing_windows,
