@@ -119,15 +119,13 @@ impl Processor {
                 Counters::add(&self.counters.readings, 1);
                 // Scored against what the detectors knew before this reading.
                 let score = self.scores.is_some().then(|| {
-                    let s = self.detectors.score(&r);
-                    let s = s.filter(|s| s.0 > 0.0);
-                    Score {
-                        reading: r.clone(),
-                        score: s.map_or(0.0, |s| s.0),
-                        detector: s.map(|s| intern(&mut self.names, s.1)),
-                    }
+                    let s = self.detectors.score(&r).filter(|s| s.0 > 0.0);
+                    (
+                        s.map_or(0.0, |s| s.0),
+                        s.map(|s| intern(&mut self.names, s.1)),
+                    )
                 });
-                self.engine.push(r.clone(), now, &mut self.outputs);
+                self.engine.push_ref(&r, now, &mut self.outputs);
                 let late = self.outputs.iter().any(|o| matches!(o, Output::Late(_)));
                 let refused = self.drain(now, msgs);
                 if !refused && !late {
@@ -136,16 +134,23 @@ impl Processor {
                 // A refused reading (quarantined, over a limit) is not evidence of anything.
                 if !refused {
                     let online = self.detectors.on_reading_scored(&r, &mut self.alerts);
-                    if let (Some(scores), Some(mut s)) = (&mut self.scores, score) {
+                    if let (Some(scores), Some((mut score, mut detector))) =
+                        (&mut self.scores, score)
+                    {
                         // Per-reading statistical detectors judge a reading as
                         // they learn it: their score is ready only now.
                         if let Some((o, name)) = online {
-                            if o > s.score {
-                                s.score = o;
-                                s.detector = Some(intern(&mut self.names, name));
+                            if o > score {
+                                score = o;
+                                detector = Some(intern(&mut self.names, name));
                             }
                         }
-                        scores.push(s);
+                        // The reading itself, not a clone: nothing needs it after this.
+                        scores.push(Score {
+                            reading: r,
+                            score,
+                            detector,
+                        });
                     }
                 }
             }

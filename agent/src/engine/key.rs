@@ -97,7 +97,7 @@ impl KeyState {
     /// into before the watermark moved, if any.
     pub(super) fn accept(
         &mut self,
-        reading: Reading,
+        reading: &Reading,
         global_max: Option<TimestampMs>,
         joined: Option<Window>,
         ctx: &mut Ctx,
@@ -166,7 +166,7 @@ impl KeyState {
     }
 
     /// Tumbling and hopping windows.
-    fn add(&mut self, reading: Reading, wm: TimestampMs, ctx: &mut Ctx) {
+    fn add(&mut self, reading: &Reading, wm: TimestampMs, ctx: &mut Ctx) {
         let lateness = ctx.cfg.allowed_lateness_ms;
         let mut accepted = false;
         let mut refused = false;
@@ -251,7 +251,7 @@ impl KeyState {
     /// Sessions, step 5 for a reading that joined no session: its
     /// proto-session becomes a session of its own, unless it is too late or
     /// the window limit refuses it.
-    fn open_session(&mut self, reading: Reading, wm: TimestampMs, ctx: &mut Ctx) {
+    fn open_session(&mut self, reading: &Reading, wm: TimestampMs, ctx: &mut Ctx) {
         let Some(proto) = ctx.cfg.window.assign(reading.ts).next() else {
             return;
         };
@@ -325,7 +325,7 @@ impl KeyState {
     /// reported late, once.
     fn report(
         &self,
-        reading: Reading,
+        reading: &Reading,
         wm: TimestampMs,
         accepted: bool,
         refused: bool,
@@ -334,14 +334,14 @@ impl KeyState {
     ) {
         if refused {
             out.push(Output::Rejected {
-                reading,
+                reading: reading.clone(),
                 reason: RejectReason::WindowLimit,
             });
         } else if let (false, Some(closes)) = (accepted, latest_closed) {
             out.push(Output::Late(LateReading {
                 late_by_ms: wm.saturating_sub(closes),
                 watermark: wm,
-                reading,
+                reading: reading.clone(),
             }));
         }
     }

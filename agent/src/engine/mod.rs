@@ -174,6 +174,13 @@ impl Engine {
     /// refused by that limit still counts for the watermark, so a key whose
     /// limit is too small for D recovers instead of stalling forever.
     pub fn push(&mut self, reading: Reading, now_ms: TimestampMs, out: &mut Vec<Output>) {
+        self.push_ref(&reading, now_ms, out);
+    }
+
+    /// [`Engine::push`] of a reading the caller keeps: the reading is cloned only
+    /// into an output that carries it (late, rejected), not on the common path,
+    /// where a clone was two atomic reference-count updates and two more at its drop.
+    pub fn push_ref(&mut self, reading: &Reading, now_ms: TimestampMs, out: &mut Vec<Output>) {
         let cfg = &self.cfg;
         let guard = self.clock_trusted;
         let reject = if reading.value.abs() > MAX_ABS_VALUE {
@@ -190,7 +197,10 @@ impl Engine {
             None
         };
         if let Some(reason) = reject {
-            out.push(Output::Rejected { reading, reason });
+            out.push(Output::Rejected {
+                reading: reading.clone(),
+                reason,
+            });
             return;
         }
         let global = cfg.scope == Scope::Global;
@@ -224,7 +234,7 @@ impl Engine {
             None => {
                 if self.keys.len() >= ctx.cfg.max_keys {
                     ctx.out.push(Output::Rejected {
-                        reading,
+                        reading: reading.clone(),
                         reason: RejectReason::KeyLimit,
                     });
                     return;
