@@ -728,11 +728,16 @@ fn comma_fields(line: &str) -> impl Iterator<Item = Option<&str>> {
 fn marks_at(bytes: &[u8], at: usize) -> u64 {
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
     const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut w = [0u8; 8];
     let rest = bytes.get(at..).unwrap_or_default();
-    let n = rest.len().min(8);
-    w[..n].copy_from_slice(&rest[..n]);
-    let x = u64::from_le_bytes(w);
+    let x = match rest.first_chunk::<8>() {
+        // One load; the zero-padded copy below is a `memcpy` call.
+        Some(w) => u64::from_le_bytes(*w),
+        None => {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(w)
+        }
+    };
     // Exact zero-byte test (no false positives next to a true one).
     let zero = |y: u64| !(((y & LOW7) + LOW7) | y | LOW7);
     zero(x ^ (ONES * u64::from(b','))) | zero(x ^ (ONES * u64::from(b'"')))
