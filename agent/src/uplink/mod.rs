@@ -225,7 +225,13 @@ impl Uplink {
             opts.set_credentials(cred.username.clone(), cred.password.expose());
         }
         let capacity = usize::from(c.max_inflight) + 8;
-        let (client, event_loop) = AsyncClient::new(opts, capacity);
+        let (client, mut event_loop) = AsyncClient::new(opts, capacity);
+        // An alert goes out as soon as it is written: with Nagle's algorithm (rumqttc's
+        // default) a small write waits for the acknowledgement of the one before,
+        // which a delayed ACK can hold for 40 ms.
+        let mut net = event_loop.network_options();
+        net.set_tcp_nodelay(true);
+        event_loop.set_network_options(net);
         let (tx, rx) = mpsc::channel(1024);
         let task = tokio::spawn(forward_events(event_loop, tx));
         (client, rx, task)
