@@ -289,6 +289,17 @@ impl Conn {
         }
         Ok(())
     }
+
+    /// Has the kernel acknowledge what arrived at once (`TCP_QUICKACK`) instead of
+    /// delaying the ACK by up to 40 ms. Weir answers deliveries only after a
+    /// checkpoint, so for long stretches it sends the broker nothing an ACK could
+    /// ride on, and a broker with Nagle's algorithm on (Mosquitto's default, without
+    /// `set_tcp_nodelay true`) holds its next small write until that ACK: readings,
+    /// alerts among them, waited 40 ms. Linux leaves quick-ACK mode again by itself,
+    /// so it is asked for after every read. A failure only costs latency.
+    fn ack_at_once(&self) {
+        let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+    }
 }
 
 /// Opens a connection: CONNECT with a persistent session, CONNACK, SUBSCRIBE at QoS 2.
@@ -499,6 +510,7 @@ async fn session(
                 if n? == 0 {
                     return Err(SessionError::Closed);
                 }
+                conn.ack_at_once();
             }
             Some(a) = ack_rx.recv() => conn.ack(a).await?,
             _ = ticker.tick() => conn.keep_alive(true).await?,
