@@ -73,6 +73,7 @@ autosave_interval ${AUTOSAVE:-1800}
 max_queued_messages 0
 upgrade_outgoing_qos true
 max_inflight_messages ${INFLIGHT:-1000}
+set_tcp_nodelay true
 log_dest none
 EOF
 cp_line=

@@ -26,6 +26,7 @@ listener $port 127.0.0.1
 allow_anonymous true
 persistence false
 upgrade_outgoing_qos true
+set_tcp_nodelay true
 log_dest file $work/mosquitto.log
 CONF
 [ "$(id -u)" = 0 ] && touch "$work/mosquitto.log" && chown mosquitto "$work/mosquitto.log"
