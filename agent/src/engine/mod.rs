@@ -221,7 +221,7 @@ impl Engine {
                 admitted(&mut ctx, state, &mut self.dirty, &reading.key);
                 // Step 3 for sessions: join before the watermark moves.
                 let joined = if session {
-                    state.join_session(&reading, &mut ctx)
+                    state.join_session(reading, &mut ctx)
                 } else {
                     None
                 };
